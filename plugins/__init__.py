@@ -1,0 +1,1 @@
+"""Acquisition-software plugins (Qt overlay, ACQ4 module, MIES bridge). Qt code lives only here."""

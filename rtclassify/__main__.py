@@ -1,0 +1,3 @@
+from rtclassify.cli import main
+
+main()

@@ -1,0 +1,35 @@
+"""`rtclassify`: one click group; each verb lives in its own module and imports heavy packages
+(torch, numba, pylsl, Qt) inside its body so that `--help` stays instant."""
+import sys
+
+import click
+
+from rtclassify.cli.cmd_predict import predict
+
+
+class OneLineErrors(click.Group):
+    """Turn an unexpected exception into a one-line error (full traceback with --debug)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"rtclassify: error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="rtclassify")
+def main(debug):
+    """Classify patch-clamped neurons from their evoked action potentials.
+
+    Tasks: genetic5 (Exc, Ndnf, Pvalb, Sst, Vip) and broad2 (Exc, Inh).
+    """
+
+
+main.add_command(predict)

@@ -1,0 +1,146 @@
+"""The triple-input 1-D CNN: voltage window, real FFT part and imaginary FFT part.
+
+Each branch is a stack of Conv1d -> ReLU -> BatchNorm1d layers (max-pooled after every second
+layer), average-pooled to a fixed length; the branch features are concatenated and classified by
+dense layers. Branches are selectable so that the published ablations (raw only, raw + real FFT,
+raw + imaginary FFT, all three) are reproducible; our default also feeds dV/dt to the time branch.
+
+No `from __future__ import annotations` here: TorchScript needs real annotations.
+"""
+from typing import List, Tuple
+
+import torch
+from torch import nn
+
+from rtclassify.features import (DVDT_SCALE_MV_PER_MS, V_OFFSET_MV, V_SCALE_MV, compute_dvdt, compute_spectrum,
+                                 normalise_voltage)
+
+BRANCH_INPUTS = ("v", "dvdt", "fft_re", "fft_im")
+DEFAULT_BRANCHES = ("v", "dvdt", "fft_re", "fft_im")
+PUBLISHED_BRANCHES = ("v", "fft_re", "fft_im")
+POOLED_LENGTH = 4
+
+
+def build_branch(in_channels: int, channels: int, depth: int, kernel: int) -> nn.Sequential:
+    """Conv1d -> ReLU -> BatchNorm1d, `depth` times, max-pool /2 after every second layer.
+
+    Input (N, in_channels, L) -> output (N, channels * POOLED_LENGTH).
+    """
+    layers: List[nn.Module] = []
+    c = in_channels
+    for i in range(depth):
+        layers += [nn.Conv1d(c, channels, kernel, padding=kernel // 2), nn.ReLU(), nn.BatchNorm1d(channels)]
+        if i % 2 == 1:
+            layers.append(nn.MaxPool1d(2))
+        c = channels
+    layers += [nn.AdaptiveAvgPool1d(POOLED_LENGTH), nn.Flatten()]
+    return nn.Sequential(*layers)
+
+
+class TripleInputCNN(nn.Module):
+    """Classifier of one action-potential window.
+
+    Parameters
+    ----------
+    n_samples : window length L in samples at `fs_hz`.
+    fs_hz : the window's sampling rate in Hz (used for dV/dt in mV/ms).
+    n_classes : number of output classes K.
+    branches : subset of BRANCH_INPUTS; "v" and/or "dvdt" feed the time branch as channels,
+        "fft_re" and "fft_im" each get a branch of their own.
+    channels, depth, kernel : width, number of conv layers and kernel size of each branch.
+    hidden, dropout : size of the dense layer and its dropout.
+    """
+
+    use_v: torch.jit.Final[bool]
+    use_dvdt: torch.jit.Final[bool]
+    use_re: torch.jit.Final[bool]
+    use_im: torch.jit.Final[bool]
+    n_samples: torch.jit.Final[int]
+    fs_hz: torch.jit.Final[float]
+    v_offset_mv: torch.jit.Final[float]
+    v_scale_mv: torch.jit.Final[float]
+    dvdt_scale: torch.jit.Final[float]
+
+    def __init__(self, n_samples: int, fs_hz: float, n_classes: int, branches=DEFAULT_BRANCHES,
+                 channels: int = 32, depth: int = 6, kernel: int = 5, hidden: int = 64, dropout: float = 0.3):
+        super().__init__()
+        unknown = set(branches) - set(BRANCH_INPUTS)
+        if unknown:
+            raise ValueError(f"unknown branches {sorted(unknown)}; valid: {list(BRANCH_INPUTS)}")
+        if "v" not in branches and "dvdt" not in branches:
+            raise ValueError(f"branches={list(branches)}: need 'v' or 'dvdt' for the time branch")
+        if n_classes < 2:
+            raise ValueError(f"n_classes={n_classes}: need at least 2")
+        n_freq = n_samples // 2 + 1
+        n_pools = depth // 2
+        if n_freq >> n_pools < 1 or n_samples < 8:
+            raise ValueError(
+                f"n_samples={n_samples} too small for depth={depth} ({n_pools} halvings); "
+                "lengthen the window or reduce depth"
+            )
+        if fs_hz <= 0:
+            raise ValueError(f"fs_hz={fs_hz}: must be positive")
+        self.n_samples = int(n_samples)
+        self.fs_hz = float(fs_hz)
+        self.v_offset_mv = V_OFFSET_MV
+        self.v_scale_mv = V_SCALE_MV
+        self.dvdt_scale = DVDT_SCALE_MV_PER_MS
+        self.use_v = "v" in branches
+        self.use_dvdt = "dvdt" in branches
+        self.use_re = "fft_re" in branches
+        self.use_im = "fft_im" in branches
+        time_channels = int(self.use_v) + int(self.use_dvdt)
+        self.time_branch = build_branch(time_channels, channels, depth, kernel)
+        self.re_branch = build_branch(1, channels, depth, kernel) if self.use_re else nn.Identity()
+        self.im_branch = build_branch(1, channels, depth, kernel) if self.use_im else nn.Identity()
+        n_branches = 1 + int(self.use_re) + int(self.use_im)
+        self.head = nn.Sequential(
+            nn.Linear(n_branches * channels * POOLED_LENGTH, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+        )
+        self.classifier = nn.Linear(hidden, n_classes)
+
+    def forward(self, v_mv: torch.Tensor) -> torch.Tensor:
+        """(N, L) membrane potential in mV at fs_hz -> (N, K) logits."""
+        if v_mv.dim() != 2 or v_mv.shape[1] != self.n_samples:
+            raise ValueError("expected input of shape (N, " + str(self.n_samples) + ") in mV")
+        time_inputs: List[torch.Tensor] = []
+        if self.use_v:
+            time_inputs.append(normalise_voltage(v_mv, self.v_offset_mv, self.v_scale_mv))
+        if self.use_dvdt:
+            time_inputs.append(compute_dvdt(v_mv, self.fs_hz, self.dvdt_scale))
+        feats = [self.time_branch(torch.stack(time_inputs, dim=1))]  # (N, C * 4)
+        if self.use_re or self.use_im:
+            re, im = compute_spectrum(v_mv)  # (N, F) each
+            if self.use_re:
+                feats.append(self.re_branch(re.unsqueeze(1)))
+            if self.use_im:
+                feats.append(self.im_branch(im.unsqueeze(1)))
+        return self.classifier(self.head(torch.cat(feats, dim=1)))
+
+
+class ProbabilityEnsemble(nn.Module):
+    """Mean of the softmax outputs of several classifiers: (N, L) mV -> (N, K) probabilities."""
+
+    def __init__(self, members: List[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, v_mv: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(0)
+        n = 0
+        for m in self.members:
+            p = torch.softmax(m(v_mv), dim=1)
+            total = p if n == 0 else total + p
+            n += 1
+        return total / float(n)
+
+
+def count_parameters(model: nn.Module) -> Tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

@@ -1,0 +1,152 @@
+"""Saving and loading exported models: the only module that knows the file format.
+
+A model file is a TorchScript archive whose `card.json` extra file describes it (classes, window
+spec, normalisation, training data, evaluation, sha256 of the weights). The exported module maps
+(N, L) windows in mV to (N, K) class probabilities. TorchScript is deprecated upstream; if it is
+replaced (e.g. by torch.export), only this module changes.
+"""
+import contextlib
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rtclassify.windows import WindowSpec
+
+CARD_SCHEMA = "rtclassify.card/1"
+CARD_FILE = "card.json"
+REQUIRED_CARD_KEYS = ("schema", "name", "task", "classes", "window", "normalisation", "weights_sha256")
+BUILTIN_DIR = Path(__file__).parent / "models"
+BUILTIN_MODELS = ("genetic5", "broad2")
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable, or inconsistent with its card."""
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run model: `module` maps (N, spec.n_samples) mV to (N, len(classes)) probabilities."""
+
+    module: torch.jit.ScriptModule
+    card: dict
+    spec: WindowSpec
+    path: Path
+    device: str = "cpu"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card["classes"])
+
+    @property
+    def name(self) -> str:
+        return self.card["name"]
+
+    @property
+    def sha256(self) -> str:
+        return self.card["weights_sha256"]
+
+
+@contextlib.contextmanager
+def quiet_deprecation():
+    """Silence torch's TorchScript deprecation notice: known, and contained in this module."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit.*")
+        yield
+
+
+def hash_weights(module: torch.nn.Module) -> str:
+    """sha256 over the state dict (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_model(module: torch.nn.Module, card: dict, path: Path) -> dict:
+    """Script `module` (eval mode), fill the card's checksum and schema, write `path`; returns the card."""
+    module = module.eval()
+    with quiet_deprecation():
+        scripted = torch.jit.script(module)
+    card = dict(card)
+    card["schema"] = CARD_SCHEMA
+    card["weights_sha256"] = hash_weights(scripted)
+    check_card(card, Path(path))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with quiet_deprecation():
+        torch.jit.save(scripted, str(path), _extra_files={CARD_FILE: json.dumps(card, indent=1)})
+    return card
+
+
+def resolve_model_path(model: str) -> Path:
+    """A built-in name (genetic5, broad2) or a file path -> the model file's path."""
+    if model in BUILTIN_MODELS:
+        return BUILTIN_DIR / f"{model}.pt"
+    path = Path(model)
+    if not path.exists():
+        raise ModelFileError(
+            f"model {model!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor an existing file"
+        )
+    return path
+
+
+def load_model(model: str, device: str = "cpu") -> LoadedModel:
+    """Load a built-in model by name or a model file by path, verifying card and checksum."""
+    path = resolve_model_path(model)
+    extra = {CARD_FILE: ""}
+    try:
+        with quiet_deprecation():
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable rtclassify model file ({type(exc).__name__}: {exc})") from None
+    if not extra[CARD_FILE]:
+        raise ModelFileError(f"{path}: has no {CARD_FILE}; export it with the rtclassify trainer")
+    try:
+        card = json.loads(extra[CARD_FILE])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: {CARD_FILE} is not valid JSON ({exc})") from None
+    check_card(card, path)
+    actual = hash_weights(module)
+    if actual != card["weights_sha256"]:
+        raise ModelFileError(
+            f"{path}: weights sha256 {actual[:12]}… does not match the card's {card['weights_sha256'][:12]}…; "
+            "the file was altered or corrupted: re-export or re-install it"
+        )
+    module.eval()
+    spec = WindowSpec.from_dict(card["window"])
+    check_output_shape(module, spec, card, path, device)
+    return LoadedModel(module=module, card=card, spec=spec, path=path, device=device)
+
+
+def check_card(card: dict, path: Path) -> None:
+    """Refuse a card without the required fields or with an unknown schema."""
+    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
+    if missing:
+        raise ModelFileError(f"{path}: model card lacks {missing}")
+    if card["schema"] != CARD_SCHEMA:
+        raise ModelFileError(f"{path}: card schema {card['schema']!r}, this rtclassify reads {CARD_SCHEMA!r}")
+    classes = card["classes"]
+    if not isinstance(classes, list) or len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ModelFileError(f"{path}: card classes {classes!r} must be a list of at least 2 distinct names")
+    try:
+        WindowSpec.from_dict(card["window"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: card window spec is invalid: {exc}") from None
+
+
+def check_output_shape(module, spec: WindowSpec, card: dict, path: Path, device: str) -> None:
+    """Run one flat window through the model: the output must be (1, n_classes) probabilities."""
+    with torch.inference_mode():
+        out = module(torch.full((1, spec.n_samples), -60.0, device=device))
+    if tuple(out.shape) != (1, len(card["classes"])):
+        raise ModelFileError(
+            f"{path}: model outputs shape {tuple(out.shape)} but the card lists {len(card['classes'])} classes"
+        )
+

@@ -1,0 +1,122 @@
+"""Window specification and cutting: the one place where a window's geometry is defined.
+
+A model is trained on windows of a fixed length at a fixed sampling rate, anchored on either the
+action-potential peak or the stimulus onset. Every window, offline or live, is cut and resampled
+through the functions here, and the spec travels inside every model file.
+"""
+from dataclasses import asdict, dataclass, fields
+from fractions import Fraction
+
+import numpy as np
+from scipy.signal import resample_poly
+
+ANCHORS = ("peak", "stimulus")
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Geometry of a model's input window.
+
+    anchor: what sample 0 + n_before is aligned on: "peak" (AP peak) or "stimulus" (step onset).
+    before_ms: window length before the anchor, in ms.
+    after_ms: window length after the anchor, in ms (the anchor sample itself is the first of these).
+    fs_hz: the model's sampling rate, in Hz; every input is resampled to it.
+    """
+
+    anchor: str = "peak"
+    before_ms: float = 1.0
+    after_ms: float = 2.0
+    fs_hz: float = 50_000.0
+
+    def __post_init__(self):
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"WindowSpec.anchor={self.anchor!r}: expected one of {ANCHORS}")
+        if not (self.before_ms >= 0 and self.after_ms > 0):
+            raise ValueError(
+                f"WindowSpec before_ms={self.before_ms}, after_ms={self.after_ms}: "
+                "need before_ms >= 0 and after_ms > 0"
+            )
+        if not self.fs_hz > 0:
+            raise ValueError(f"WindowSpec.fs_hz={self.fs_hz}: must be a positive rate in Hz")
+        if self.n_samples < 8:
+            raise ValueError(
+                f"WindowSpec gives n_samples={self.n_samples} at {self.fs_hz} Hz: too short for a "
+                "model (need >= 8); lengthen the window or raise fs_hz"
+            )
+
+    @property
+    def n_before(self) -> int:
+        """Samples before the anchor at the model rate."""
+        return samples_at(self.before_ms, self.fs_hz)
+
+    @property
+    def n_after(self) -> int:
+        """Samples from the anchor on (anchor included) at the model rate."""
+        return samples_at(self.after_ms, self.fs_hz)
+
+    @property
+    def n_samples(self) -> int:
+        """Window length in samples at the model rate."""
+        return self.n_before + self.n_after
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WindowSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown window spec keys {sorted(unknown)}; valid keys: {sorted(known)}")
+        return cls(**d)
+
+
+def samples_at(ms: float, fs_hz: float) -> int:
+    """Number of samples spanning `ms` milliseconds at `fs_hz`."""
+    return int(round(ms * fs_hz / 1000.0))
+
+
+def resample_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
+    """(up, down) integers with fs_in * up / down == fs_out to within 1e-6 relative."""
+    frac = Fraction(fs_out / fs_in).limit_denominator(1000)
+    if abs(float(frac) * fs_in - fs_out) > 1e-6 * fs_out:
+        raise ValueError(
+            f"cannot resample {fs_in} Hz to {fs_out} Hz by a rational factor with denominator <= 1000"
+        )
+    return frac.numerator, frac.denominator
+
+
+def resample_trace(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Anti-aliased polyphase resampling along the last axis.
+
+    x: (..., n) samples at fs_in (Hz). Returns (..., ceil(n * fs_out / fs_in)) at fs_out, float64.
+    The ends are padded by linear extrapolation, not zeros, so that a trace sitting at -60 mV does
+    not acquire a filter transient at its edges.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if fs_in == fs_out:
+        return x.copy()
+    up, down = resample_ratio(fs_in, fs_out)
+    return resample_poly(x, up, down, axis=-1, padtype="line")
+
+
+def window_from_segment(segment: np.ndarray, fs_hz: float, anchor_index: float, spec: WindowSpec) -> np.ndarray:
+    """Cut one model window out of a segment recorded at fs_hz.
+
+    segment: (n,) membrane potential in mV at fs_hz, containing the window (plus any margin).
+    anchor_index: position of the anchor (AP peak or stimulus onset) in `segment`, in samples at
+    fs_hz (may be fractional). Returns (spec.n_samples,) float32 in mV at spec.fs_hz.
+    Raises ValueError when the segment does not cover the window.
+    """
+    y = resample_trace(segment, fs_hz, spec.fs_hz)
+    anchor_out = int(round(anchor_index * spec.fs_hz / fs_hz))
+    start = anchor_out - spec.n_before
+    stop = anchor_out + spec.n_after
+    # a shortfall of one sample at either end comes from rounding between rates: repeat the edge
+    if start < -1 or stop > len(y) + 1:
+        raise ValueError(
+            f"segment of {len(segment)} samples at {fs_hz} Hz with anchor at {anchor_index} does not "
+            f"cover {spec.before_ms} ms before and {spec.after_ms} ms after the anchor"
+        )
+    idx = np.clip(np.arange(start, stop), 0, len(y) - 1)
+    return y[idx].astype(np.float32)

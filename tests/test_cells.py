@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from rtclassify.cells import CellError, CellRow, load_cell_window, read_cells_table
+from rtclassify.windows import WindowSpec
+
+
+def write_folder(tmp_path, rows, traces):
+    (tmp_path / "traces").mkdir()
+    lines = ["specimen_id,fs_hz"] + [f"{sid},{fs}" for sid, fs in rows]
+    (tmp_path / "cells.csv").write_text("\n".join(lines) + "\n")
+    for sid, arr in traces.items():
+        np.save(tmp_path / "traces" / f"{sid}.npy", arr)
+    return tmp_path
+
+
+def ap(fs):
+    n = int(round(3e-3 * fs))
+    t = np.arange(n) / fs - 1e-3
+    return (-60 + 100 * np.exp(-(t / 2e-4) ** 2)).astype(np.float32)
+
+
+def test_each_bad_row_gets_its_own_reason(tmp_path):
+    folder = write_folder(tmp_path, [("ok", 50000), ("missing", 50000), ("short", 50000), ("nan", 200000),
+                                     ("volts", 50000), ("norate", "")],
+                          {"ok": ap(50000), "short": ap(50000)[:100], "nan": np.where(np.arange(600) == 7, np.nan, ap(200000)),
+                           "volts": ap(50000) / 1000, "norate": ap(50000)})
+    rows = read_cells_table(folder)
+    spec = WindowSpec()
+    assert load_cell_window(folder, rows[0], spec).shape == (150,)
+    expected = {"missing": "not found", "short": "expected 150", "nan": "NaN", "volts": "volts", "norate": "sampling rate"}
+    for row in rows[1:]:
+        with pytest.raises(CellError, match=expected[row.specimen_id]):
+            load_cell_window(folder, row, spec)
+
+
+def test_missing_table_or_column_is_a_folder_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cells.csv"):
+        read_cells_table(tmp_path)
+    (tmp_path / "cells.csv").write_text("specimen_id,rate\n1,50000\n")
+    with pytest.raises(ValueError, match="fs_hz"):
+        read_cells_table(tmp_path)
+
+
+def test_real_traces_window_with_the_peak_at_the_anchor(spikes_dir):
+    rows = read_cells_table(spikes_dir)
+    spec = WindowSpec()
+    by_rate = {}
+    for row in rows:
+        by_rate.setdefault(row.fs_hz, row)
+    assert set(by_rate) == {50000.0, 200000.0}
+    for row in by_rate.values():
+        w = load_cell_window(spikes_dir, row, spec)
+        assert abs(int(np.argmax(w)) - spec.n_before) <= 1
+
+
+def test_peak_anchor_only(tmp_path):
+    with pytest.raises(CellError, match="anchored"):
+        load_cell_window(tmp_path, CellRow("1", 50000.0, {}), WindowSpec(anchor="stimulus", before_ms=25, after_ms=25))

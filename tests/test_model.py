@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from rtclassify.model import ProbabilityEnsemble, TripleInputCNN
+
+
+@pytest.mark.parametrize("branches", [("v",), ("v", "fft_re"), ("v", "fft_im"), ("v", "fft_re", "fft_im"),
+                                      ("v", "dvdt", "fft_re", "fft_im")])
+def test_every_ablation_scripts_saves_loads_and_matches(branches, tmp_path):
+    torch.manual_seed(0)
+    net = TripleInputCNN(150, 50_000, 5, branches=branches, channels=8).eval()
+    x = torch.randn(4, 150) * 20 - 50
+    eager = net(x)
+    assert eager.shape == (4, 5)
+    path = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(net), str(path))
+    loaded = torch.jit.load(str(path))
+    assert torch.allclose(loaded(x), eager, atol=1e-5)
+
+
+def test_branch_selection_changes_the_parameter_set():
+    small = TripleInputCNN(150, 50_000, 5, branches=("v",), channels=8)
+    full = TripleInputCNN(150, 50_000, 5, channels=8)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in full.parameters())
+
+
+def test_constructor_checks_shapes_and_names():
+    with pytest.raises(ValueError, match="too small"):
+        TripleInputCNN(6, 50_000, 5)
+    with pytest.raises(ValueError, match="unknown branches"):
+        TripleInputCNN(150, 50_000, 5, branches=("v", "wavelet"))
+    with pytest.raises(ValueError, match="n_classes"):
+        TripleInputCNN(150, 50_000, 1)
+
+
+def test_forward_refuses_a_wrong_length():
+    net = torch.jit.script(TripleInputCNN(150, 50_000, 2, channels=4).eval())
+    with pytest.raises(Exception, match="150"):
+        net(torch.zeros(1, 149))
+
+
+def test_ensemble_outputs_probabilities():
+    torch.manual_seed(1)
+    ens = torch.jit.script(ProbabilityEnsemble([TripleInputCNN(150, 50_000, 3, channels=4).eval() for _ in range(3)]))
+    p = ens(torch.randn(5, 150) * 10 - 60)
+    assert p.shape == (5, 3)
+    assert torch.allclose(p.sum(dim=1), torch.ones(5), atol=1e-5)

@@ -1,0 +1,92 @@
+import json
+import zipfile
+
+import pytest
+import torch
+
+from rtclassify.features import describe_normalisation
+from rtclassify.model import ProbabilityEnsemble, TripleInputCNN
+from rtclassify.modelfile import BUILTIN_MODELS, ModelFileError, hash_weights, load_model, save_model
+from rtclassify.windows import WindowSpec
+
+
+def tiny_card(classes=("A", "B")):
+    return {"name": "tiny", "task": "test", "classes": list(classes), "window": WindowSpec().to_dict(),
+            "normalisation": describe_normalisation()}
+
+
+def save_tiny(path, classes=("A", "B")):
+    torch.manual_seed(0)
+    ens = ProbabilityEnsemble([TripleInputCNN(150, 50_000, len(classes), channels=4)])
+    return ens.eval(), save_model(ens, tiny_card(classes), path)
+
+
+def test_roundtrip_preserves_outputs_and_card(tmp_path):
+    ens, card = save_tiny(tmp_path / "m.pt")
+    loaded = load_model(str(tmp_path / "m.pt"))
+    assert loaded.classes == ["A", "B"] and loaded.spec == WindowSpec()
+    assert loaded.sha256 == card["weights_sha256"] == hash_weights(ens)
+    x = torch.randn(3, 150) * 10 - 55
+    assert torch.allclose(loaded.module(x), ens(x), atol=1e-5)
+
+
+def rewrite_member(path, out, member_suffix, transform):
+    """Copy a TorchScript zip, passing one member through `transform`."""
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(out, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith(member_suffix):
+                data = transform(data)
+            zout.writestr(item, data)
+
+
+def test_tampered_card_checksum_is_refused(tmp_path):
+    save_tiny(tmp_path / "m.pt")
+
+    def bad_checksum(data):
+        card = json.loads(data)
+        card["weights_sha256"] = "0" * 64
+        return json.dumps(card).encode()
+
+    rewrite_member(tmp_path / "m.pt", tmp_path / "bad.pt", "extra/card.json", bad_checksum)
+    with pytest.raises(ModelFileError, match="does not match"):
+        load_model(str(tmp_path / "bad.pt"))
+
+
+def test_card_class_count_must_match_the_output(tmp_path):
+    save_tiny(tmp_path / "m.pt")
+
+    def three_classes(data):
+        card = json.loads(data)
+        card["classes"] = ["A", "B", "C"]
+        return json.dumps(card).encode()
+
+    rewrite_member(tmp_path / "m.pt", tmp_path / "bad.pt", "extra/card.json", three_classes)
+    with pytest.raises(ModelFileError, match="3 classes"):
+        load_model(str(tmp_path / "bad.pt"))
+
+
+def test_plain_torchscript_without_card_is_refused(tmp_path):
+    torch.jit.save(torch.jit.script(TripleInputCNN(150, 50_000, 2, channels=4).eval()), str(tmp_path / "raw.pt"))
+    with pytest.raises(ModelFileError, match="card"):
+        load_model(str(tmp_path / "raw.pt"))
+
+
+def test_garbage_file_and_unknown_name_are_refused(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match="not a readable"):
+        load_model(str(tmp_path / "junk.pt"))
+    with pytest.raises(ModelFileError, match="neither a built-in model"):
+        load_model("genetic7")
+
+
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
+def test_builtin_models_load_with_complete_cards(name):
+    m = load_model(name)
+    card = m.card
+    assert card["task"] == name
+    assert card["classes"] == (["Exc", "Ndnf", "Pvalb", "Sst", "Vip"] if name == "genetic5" else ["Exc", "Inh"])
+    for key in ("window", "normalisation", "training_data", "evaluation", "weights_sha256", "architecture"):
+        assert card[key], key
+    assert card["evaluation"]["pooled"]["balanced_accuracy"] > 0.5
+    assert len(card["weights_sha256"]) == 64

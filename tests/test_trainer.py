@@ -1,0 +1,93 @@
+import csv
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from rtclassify.model import TripleInputCNN
+from rtclassify.modelfile import hash_weights, load_model
+from rtclassify.windows import WindowSpec
+from trainer.data import load_spike_set
+from trainer.export import export_model
+from trainer.fit import TrainConfig, fit_ensemble, predict_proba, split_validation, transfer_features
+from trainer.labels import TASKS, assign_labels, get_task
+
+
+def table(spikes_dir):
+    with open(spikes_dir / "cells.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_strict_mapping_reproduces_the_documented_counts(spikes_dir):
+    cells = table(spikes_dir)
+    g5 = Counter(assign_labels([c["line_name"] for c in cells], [c["dendrite_type"] for c in cells], TASKS["genetic5"]))
+    # ../shared/data/README.md: Exc ~ 560, Pvalb ~ 132, Sst ~ 87, Vip ~ 68, Ndnf ~ 50
+    assert abs(g5["Exc"] - 560) <= 5 and g5["Pvalb"] == 132 and g5["Sst"] == 87
+    assert g5["Vip"] == 68 and g5["Ndnf"] == 50
+    broad = assign_labels([c["line_name"] for c in cells], [c["dendrite_type"] for c in cells], TASKS["broad2"])
+    sparse = [b for b, c in zip(broad, cells) if c["dendrite_type"] == "sparsely spiny"]
+    assert sparse and all(b is None for b in sparse)
+
+
+def test_double_transgenic_lines_are_not_guessed():
+    labels = assign_labels(["Nos1-CreERT2|Sst-IRES-FlpO", "Sst-IRES-Cre", "Rorb-IRES2-Cre", "Rorb-IRES2-Cre"],
+                           ["aspiny", "aspiny", "spiny", "aspiny"], TASKS["genetic5"])
+    assert labels == [None, "Sst", "Exc", None]
+
+
+def test_unknown_task_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="genetic5"):
+        get_task("genetic6")
+
+
+def test_validation_split_is_stratified_and_disjoint():
+    y = np.repeat([0, 1, 2], [100, 20, 3])
+    tr, va = split_validation(y, 0.15, np.random.default_rng(0))
+    assert not set(tr) & set(va) and len(tr) + len(va) == len(y)
+    assert Counter(y[va].tolist()) == {0: 15, 1: 3}
+    assert set(y[tr]) == {0, 1, 2}
+
+
+def test_transfer_copies_all_but_the_output_layer():
+    torch.manual_seed(0)
+    src = TripleInputCNN(150, 50_000, 2, channels=4)
+    dst = TripleInputCNN(150, 50_000, 5, channels=4)
+    transfer_features(src, dst)
+    assert torch.equal(src.time_branch[0].weight, dst.time_branch[0].weight)
+    assert dst.classifier.weight.shape == (5, 64)
+
+
+def small_subset(spikes_dir):
+    data = load_spike_set(spikes_dir, WindowSpec())
+    y = data.labels(TASKS["broad2"])
+    keep = np.concatenate([np.flatnonzero(y == 0)[:30], np.flatnonzero(y == 1)[:30]])
+    return data, y, keep
+
+
+def test_training_is_seeded_and_exports_a_loadable_model(spikes_dir, tmp_path):
+    data, y, keep = small_subset(spikes_dir)
+    cfg = TrainConfig(channels=4, max_epochs=3, patience=3, members=2)
+    a = fit_ensemble(data.windows[keep], y[keep], 2, data.spec.fs_hz, cfg, seed=3)
+    b = fit_ensemble(data.windows[keep], y[keep], 2, data.spec.fs_hz, cfg, seed=3)
+    assert hash_weights(a[0].model) == hash_weights(b[0].model)
+    assert hash_weights(a[0].model) != hash_weights(a[1].model)
+    y_sub = np.full_like(y, -1)
+    y_sub[keep] = y[keep]
+    card = export_model([f.model for f in a], "tiny-broad2", TASKS["broad2"], data, y_sub, cfg, tmp_path / "m.pt",
+                        source=str(spikes_dir))
+    assert card["training_data"]["n_cells"] == 60
+    loaded = load_model(str(tmp_path / "m.pt"))
+    assert loaded.classes == ["Exc", "Inh"] and loaded.card["architecture"]["members"] == 2
+    with torch.inference_mode():
+        p_file = loaded.module(torch.from_numpy(data.windows[keep[:5]])).numpy()
+    assert np.allclose(p_file, predict_proba([f.model for f in a], data.windows[keep[:5]]), atol=1e-5)
+
+
+def test_rate_confound_is_visible_in_the_data(spikes_dir):
+    """The folds must be stratified on rate: Ndnf cells exist only at 50 kHz."""
+    data = load_spike_set(spikes_dir, WindowSpec())
+    y = data.labels(TASKS["genetic5"])
+    ndnf = TASKS["genetic5"].classes.index("Ndnf")
+    assert set(data.fs_hz[y == ndnf]) == {50_000.0}

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from rtclassify.windows import WindowSpec, resample_trace, window_from_segment
+
+
+def test_spec_geometry_and_roundtrip():
+    spec = WindowSpec(anchor="peak", before_ms=1.0, after_ms=2.0, fs_hz=50_000)
+    assert (spec.n_before, spec.n_after, spec.n_samples) == (50, 100, 150)
+    assert WindowSpec.from_dict(spec.to_dict()) == spec
+    stim = WindowSpec(anchor="stimulus", before_ms=25, after_ms=25, fs_hz=200_000)
+    assert stim.n_samples == 10_000
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"anchor": "onset"}, "anchor"),
+    ({"fs_hz": 0}, "fs_hz"),
+    ({"after_ms": 0}, "after_ms"),
+    ({"before_ms": 0.01, "after_ms": 0.01}, "too short"),
+])
+def test_spec_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        WindowSpec(**kwargs)
+
+
+def test_spec_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown window spec keys"):
+        WindowSpec.from_dict({"anchor": "peak", "pre_ms": 1})
+
+
+def test_resampling_keeps_passband_and_removes_aliases():
+    fs = 200_000
+    t = np.arange(4000) / fs
+    slow = np.sin(2 * np.pi * 1000 * t)  # 1 kHz: must survive
+    fast = np.sin(2 * np.pi * 40_000 * t)  # 40 kHz: above the 25 kHz Nyquist of 50 kHz, must vanish
+    y_slow = resample_trace(slow, fs, 50_000)
+    y_fast = resample_trace(fast, fs, 50_000)
+    t50 = np.arange(len(y_slow)) / 50_000
+    mid = slice(100, -100)
+    assert np.max(np.abs(y_slow[mid] - np.sin(2 * np.pi * 1000 * t50)[mid])) < 0.01
+    # plain decimation (stretching) would alias 40 kHz onto 10 kHz at full amplitude
+    assert np.max(np.abs(y_fast[mid])) < 0.01
+    assert np.max(np.abs(fast[::4])) > 0.5
+
+
+def test_resampling_has_no_edge_transient_on_an_offset_trace():
+    x = np.full(600, -65.0)
+    y = resample_trace(x, 200_000, 50_000)
+    assert np.allclose(y, -65.0, atol=1e-6)
+
+
+def test_resampling_to_an_odd_rate():
+    x = np.sin(np.arange(300) * 0.01)
+    y = resample_trace(x, 20_000, 50_000)
+    assert len(y) == 750
+
+
+def test_window_is_cut_at_the_anchor_across_rates():
+    spec = WindowSpec(fs_hz=50_000)
+    fs = 200_000
+    x = np.full(2000, -60.0)
+    x[1000] = 40.0  # a one-sample spike at 200 kHz
+    w = window_from_segment(x, fs, 1000, spec)
+    assert w.shape == (150,) and w.dtype == np.float32
+    assert int(np.argmax(w)) == spec.n_before
+
+
+def test_window_refuses_a_segment_too_short():
+    with pytest.raises(ValueError, match="does not cover"):
+        window_from_segment(np.zeros(100), 50_000, 10, WindowSpec())

@@ -1,0 +1,1 @@
+"""rtclassify trainer: training, cross-validated evaluation, the report and the shipped models."""

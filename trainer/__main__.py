@@ -1,0 +1,178 @@
+"""`python -m trainer`: evaluate (the report), ship (the built-in models), train (your own model)."""
+import datetime
+import json
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+DEFAULT_DATA = "../shared/data/allen-ctdb-spikes"
+DEFAULT_METADATA = "../shared/data/allen-ctdb-metadata"
+SHIPPED = {"genetic5": 5, "broad2": 3}  # task -> ensemble members of the shipped model
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Training and evaluation of rtclassify models."""
+
+
+def window_options(f):
+    f = click.option("--fs-hz", default=50_000.0, show_default=True, help="Model sampling rate, Hz.")(f)
+    f = click.option("--seed", default=0, show_default=True, help="Seed of folds and networks.")(f)
+    f = click.option("--epochs", default=None, type=int, help="Max epochs (default: TrainConfig).")(f)
+    f = click.option("--channels", default=None, type=int, help="Conv channels per branch (default: TrainConfig).")(f)
+    return f
+
+
+def make_config(epochs, channels):
+    from trainer.fit import TrainConfig
+
+    cfg = TrainConfig()
+    if epochs:
+        cfg = replace(cfg, max_epochs=epochs, patience=min(cfg.patience, epochs))
+    if channels:
+        cfg = replace(cfg, channels=channels)
+    return cfg
+
+
+def load(data_dir, fs_hz):
+    from rtclassify.windows import WindowSpec
+    from trainer.data import load_spike_set
+
+    if not Path(data_dir).is_dir():
+        raise click.ClickException(f"data folder {data_dir} not found (see ../shared/data/README.md)")
+    return load_spike_set(Path(data_dir), WindowSpec(anchor="peak", before_ms=1.0, after_ms=2.0, fs_hz=fs_hz))
+
+
+@main.command()
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, help="allen-ctdb-spikes folder.")
+@click.option("--metadata", "metadata_dir", default=DEFAULT_METADATA, show_default=True,
+              help="allen-ctdb-metadata folder (for the Allen-feature baseline).")
+@click.option("--out", "out_dir", default="docs/report", show_default=True, help="Report folder.")
+@click.option("--folds", default=5, show_default=True)
+@click.option("--repeats", default=2, show_default=True)
+@click.option("--ablation-repeats", default=1, show_default=True)
+@click.option("--ensemble", default=None, type=int, help="Members of the main CNNs (default: as shipped, "
+              + ", ".join(f"{k} {v}" for k, v in SHIPPED.items()) + ").")
+@click.option("--methods", default=None, help="Comma-separated subset of method names.")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the intervals.")
+@window_options
+def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, ensemble, methods, bootstrap,
+             fs_hz, seed, epochs, channels):
+    """Cross-validate every method by cell and write the report (Markdown, JSON, PNGs)."""
+    from tqdm import tqdm
+
+    from trainer.evaluate import default_methods, make_folds, run_method, score_method
+    from trainer.report import write_report
+
+    t0 = time.time()
+    data = load(data_dir, fs_hz)
+    cfg = make_config(epochs, channels)
+    members = {k: ensemble or v for k, v in SHIPPED.items()}
+    chosen = default_methods(cfg, members, ablation_repeats)
+    if methods:
+        wanted = methods.split(",")
+        unknown = set(wanted) - {m.name for m in chosen}
+        if unknown:
+            raise click.ClickException(f"unknown methods {sorted(unknown)}; valid: {[m.name for m in chosen]}")
+        chosen = [m for m in chosen if m.name in wanted]
+    fold_ids = make_folds(data, folds, repeats, seed)
+    n_fits = sum((m.repeats or repeats) * folds * (m.cfg.members if m.kind == "cnn" else 1) for m in chosen)
+    results = {"methods": {}, "skipped": data.skipped}
+    fold_models = {}
+    with tqdm(total=n_fits, desc="fits", unit="fit") as bar:
+        for m in chosen:
+            bar.set_postfix_str(m.name)
+            members = m.cfg.members if m.kind == "cnn" else 1
+            probs = run_method(m, data, fold_ids, seed, fold_models, Path(metadata_dir), lambda: bar.update(members))
+            results["methods"][m.name] = score_method(m, data, probs, bootstrap)
+            if m.kind == "cnn":
+                results["methods"][m.name]["config"] = m.cfg.to_dict()
+    results["meta"] = {
+        "command": "python -m trainer " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py")
+        else " ".join(sys.argv),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "elapsed_min": (time.time() - t0) / 60, "machine": f"{platform.machine()}, {cpu_count()} CPU threads",
+        "data": data_dir, "n_cells": int(len(data.specimen_ids)), "n_skipped": len(data.skipped),
+        "window": data.spec.to_dict(), "folds": folds, "repeats": repeats, "seed": seed,
+    }
+    path = write_report(results, Path(out_dir))
+    click.echo(f"report: {path}")
+
+
+def cpu_count():
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@main.command()
+@click.option("--task", required=True, type=click.Choice(["genetic5", "broad2", "exc_pvalb_sst"]))
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True)
+@click.option("--out", "out_path", required=True, help="Model file to write (.pt).")
+@click.option("--members", default=1, show_default=True, help="Networks in the ensemble.")
+@click.option("--name", default=None, help="Model name in its card (default: the task).")
+@click.option("--report", "report_json", default=None, help="report.json whose figures go into the card.")
+@window_options
+def train(task, data_dir, out_path, members, name, report_json, fs_hz, seed, epochs, channels):
+    """Train on every labelled cell of DATA and export a model file."""
+    card = train_and_export(task, data_dir, out_path, members, name or task, report_json, fs_hz, seed, epochs,
+                            channels)
+    click.echo(f"{out_path}: {card['name']} {card['classes']} sha256 {card['weights_sha256'][:12]}")
+
+
+def train_and_export(task_name, data_dir, out_path, members, name, report_json, fs_hz, seed, epochs, channels):
+    from tqdm import tqdm
+
+    from trainer.export import export_model
+    from trainer.fit import fit_ensemble
+    from trainer.labels import get_task
+
+    task = get_task(task_name)
+    data = load(data_dir, fs_hz)
+    cfg = replace(make_config(epochs, channels), members=members)
+    y = data.labels(task)
+    used = y >= 0
+    bar = tqdm(total=members * cfg.max_epochs, desc=f"{name} epochs", unit="ep")
+    fits = fit_ensemble(data.windows[used], y[used], len(task.classes), data.spec.fs_hz, cfg, seed,
+                        progress=lambda *a: bar.update(1))
+    bar.close()
+    evaluation = evaluation_for(report_json, task_name)
+    return export_model([f.model for f in fits], name, task, data, y, cfg, Path(out_path), source=str(data_dir),
+                        evaluation=evaluation, seed=seed)
+
+
+def evaluation_for(report_json, task_name) -> dict:
+    """The report's figures for the CV method matching a shipped task (empty without a report)."""
+    if not report_json:
+        return {}
+    results = json.loads(Path(report_json).read_text())
+    method = results["methods"].get(f"cnn_{task_name}")
+    if not method:
+        return {}
+    keep = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_precision", "recall", "ci95", "n")
+    return {"protocol": f"{results['meta']['folds']}-fold x {results['meta']['repeats']} by cell",
+            "pooled": {k: method["pooled"][k] for k in keep},
+            "rate_strata": {s: {k: v[k] for k in keep} for s, v in method["rate_strata"].items()},
+            "report": "docs/report/report.md"}
+
+
+@main.command()
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True)
+@click.option("--report", "report_json", default="docs/report/report.json", show_default=True)
+@click.option("--out", "out_dir", default="rtclassify/models", show_default=True)
+@window_options
+def ship(data_dir, report_json, out_dir, fs_hz, seed, epochs, channels):
+    """Build the built-in models (genetic5, broad2) from the shared data."""
+    report = report_json if Path(report_json).is_file() else None
+    for task, members in SHIPPED.items():
+        out = Path(out_dir) / f"{task}.pt"
+        card = train_and_export(task, data_dir, out, members, task, report, fs_hz, seed, epochs, channels)
+        click.echo(f"{out}: {card['classes']} sha256 {card['weights_sha256'][:12]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Loading a labelled folder of single APs (the allen-ctdb-spikes layout) into arrays."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rtclassify.cells import CellError, load_cell_window, read_cells_table
+from rtclassify.windows import WindowSpec
+from trainer.labels import Task, assign_labels, read_mapping
+
+
+@dataclass
+class SpikeSet:
+    """All usable cells of a folder: windows (N, L) in mV at spec.fs_hz, and per-cell metadata."""
+
+    specimen_ids: np.ndarray  # (N,) str
+    fs_hz: np.ndarray  # (N,) native sampling rate, Hz
+    windows: np.ndarray  # (N, L) float32 mV
+    line_names: np.ndarray  # (N,) str
+    dendrite_types: np.ndarray  # (N,) str
+    spec: WindowSpec
+    skipped: dict  # specimen_id -> reason
+
+    def labels(self, task: Task) -> np.ndarray:
+        """(N,) class index into task.classes, -1 where the cell is not part of the task."""
+        names = assign_labels(self.line_names, self.dendrite_types, task, read_mapping())
+        return np.array([task.classes.index(n) if n is not None else -1 for n in names])
+
+
+def load_spike_set(folder: Path, spec: WindowSpec) -> SpikeSet:
+    """Read every cell of `folder`; cells that cannot be used are listed in `skipped` with the reason."""
+    rows = read_cells_table(folder)
+    for col in ("line_name", "dendrite_type"):
+        if col not in rows[0].columns:
+            raise ValueError(f"{folder}/cells.csv: training needs a {col!r} column")
+    seen, keep, windows, skipped = set(), [], [], {}
+    for row in rows:
+        if row.specimen_id in seen:
+            skipped[row.specimen_id] = "duplicate specimen_id (kept the first row)"
+            continue
+        seen.add(row.specimen_id)
+        try:
+            windows.append(load_cell_window(folder, row, spec))
+            keep.append(row)
+        except CellError as exc:
+            skipped[row.specimen_id] = str(exc)
+    return SpikeSet(
+        specimen_ids=np.array([r.specimen_id for r in keep]),
+        fs_hz=np.array([r.fs_hz for r in keep]),
+        windows=np.stack(windows).astype(np.float32),
+        line_names=np.array([r.columns["line_name"] or "" for r in keep]),
+        dendrite_types=np.array([r.columns["dendrite_type"] or "" for r in keep]),
+        spec=spec,
+        skipped=skipped,
+    )

@@ -1,0 +1,157 @@
+"""Repeated stratified k-fold cross-validation by cell, every method on identical folds.
+
+Each cell holds one AP, so a fold of cells is a fold of windows: no cell is ever in both the
+training and the test side. The folds are drawn once over all cells (stratified on genetic class,
+dendrite type and sampling rate) and shared by every task and method; the early-stopping
+validation split is drawn inside each training fold.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trainer.baseline import compute_ap_features, fit_predict_gbm, read_allen_features
+from trainer.data import SpikeSet
+from trainer.fit import TrainConfig, fit_ensemble, predict_proba
+from trainer.labels import get_task
+from trainer.metrics import score_repeats
+
+RATE_STRATA = {  # stratum name -> (native rate in Hz, classes scored)
+    "genetic5": {"50 kHz, 5 classes": (50_000, ("Exc", "Ndnf", "Pvalb", "Sst", "Vip")),
+                 "200 kHz, Exc/Pvalb/Sst": (200_000, ("Exc", "Pvalb", "Sst"))},
+    "broad2": {"50 kHz": (50_000, ("Exc", "Inh")), "200 kHz": (200_000, ("Exc", "Inh"))},
+    "exc_pvalb_sst": {"50 kHz": (50_000, ("Exc", "Pvalb", "Sst")), "200 kHz": (200_000, ("Exc", "Pvalb", "Sst"))},
+}
+
+
+@dataclass
+class Method:
+    """One entry of the comparison."""
+
+    name: str
+    task: str
+    kind: str  # "cnn", "gbm_ap" (features of the AP) or "gbm_allen" (Allen's ef__ features)
+    cfg: TrainConfig = field(default_factory=TrainConfig)
+    transfer_from: str | None = None  # name of a CNN method whose fold models initialise this one
+    repeats: int | None = None  # None: all repeats; fewer for costly ablations
+    description: str = ""
+
+
+def make_folds(data: SpikeSet, k: int, repeats: int, seed: int) -> np.ndarray:
+    """(repeats, N) fold index of every cell, stratified on genetic class x dendrite type x rate."""
+    from sklearn.model_selection import StratifiedKFold
+
+    g5 = data.labels(get_task("genetic5"))
+    key = np.array([f"{a}|{b}|{c:g}" for a, b, c in zip(g5, data.dendrite_types, data.fs_hz)])
+    # strata smaller than k cannot be spread over the folds: pool them into one
+    values, counts = np.unique(key, return_counts=True)
+    rare = set(values[counts < k])
+    key = np.where(np.isin(key, list(rare)), "rare", key)
+    folds = np.zeros((repeats, len(key)), dtype=int)
+    for r in range(repeats):
+        skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r)
+        for f, (_, test) in enumerate(skf.split(np.zeros(len(key)), key)):
+            folds[r, test] = f
+    return folds
+
+
+def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fold_models: dict,
+               metadata_dir: Path | None, tick) -> np.ndarray:
+    """Out-of-fold probabilities (R, N, K) for the task's cells (NaN rows for cells outside the task).
+
+    fold_models: {(method name, repeat, fold): [networks]} filled for CNN methods, read for transfer.
+    """
+    task = get_task(method.task)
+    y = data.labels(task)
+    n_classes = len(task.classes)
+    repeats = method.repeats or folds.shape[0]
+    probs = np.full((repeats, len(y), n_classes), np.nan)
+    features = method_features(method, data, metadata_dir)
+    for r in range(repeats):
+        for f in np.unique(folds[r]):
+            test = (folds[r] == f) & (y >= 0)
+            train = (folds[r] != f) & (y >= 0)
+            fit_seed = int(seed + 100 * r + f)
+            if method.kind == "cnn":
+                init = fold_models.get((method.transfer_from, r, f)) if method.transfer_from else None
+                if method.transfer_from and init is None:
+                    raise RuntimeError(f"{method.name}: run {method.transfer_from} first (transfer source)")
+                fits = fit_ensemble(data.windows[train], y[train], n_classes, data.spec.fs_hz, method.cfg,
+                                    fit_seed, init=init)
+                nets = [fit.model for fit in fits]
+                fold_models[(method.name, r, f)] = nets
+                probs[r, test] = predict_proba(nets, data.windows[test])
+            else:
+                probs[r, test] = fit_predict_gbm(features[train], y[train], features[test], n_classes, fit_seed)
+            tick()
+    return probs
+
+
+def method_features(method: Method, data: SpikeSet, metadata_dir: Path | None) -> np.ndarray | None:
+    if method.kind == "gbm_ap":
+        return compute_ap_features(data.windows, data.spec.fs_hz, data.spec.n_before)
+    if method.kind == "gbm_allen":
+        if metadata_dir is None:
+            raise ValueError(f"{method.name}: needs the Allen metadata folder (--metadata)")
+        return read_allen_features(metadata_dir, data.specimen_ids)[0]
+    if method.kind != "cnn":
+        raise ValueError(f"{method.name}: unknown kind {method.kind!r}; valid: cnn, gbm_ap, gbm_allen")
+    return None
+
+
+def score_method(method: Method, data: SpikeSet, probs: np.ndarray, n_boot: int) -> dict:
+    """Pooled and rate-stratified scores of one method's out-of-fold predictions."""
+    task = get_task(method.task)
+    y = data.labels(task)
+    cells = y >= 0
+    preds = probs[:, cells].argmax(axis=2)
+    out = {"task": method.task, "classes": list(task.classes), "kind": method.kind,
+           "description": method.description, "repeats": int(probs.shape[0]),
+           "pooled": score_repeats(y[cells], preds, len(task.classes), n_boot=n_boot)}
+    strata = {}
+    for name, (rate, classes) in RATE_STRATA.get(method.task, {}).items():
+        idx = [task.classes.index(c) for c in classes]
+        sel = (data.fs_hz[cells] == rate) & np.isin(y[cells], idx)
+        strata[name] = score_repeats(y[cells][sel], preds[:, sel], len(task.classes), classes_present=idx,
+                                     n_boot=n_boot)
+    out["rate_strata"] = strata
+    return out
+
+
+def default_methods(cfg: TrainConfig, members: dict, ablation_repeats: int = 1) -> list[Method]:
+    """The comparison of the report: ours, the published ablations, transfer, broad2, 3-class, baselines.
+
+    members: ensemble size per shipped task ({"genetic5": 5, "broad2": 3}), so that the shipped
+    configurations are the ones evaluated; every other CNN is a single network.
+    """
+    from dataclasses import replace
+
+    ours = replace(cfg, members=members["genetic5"])
+    broad = replace(cfg, members=members["broad2"])
+    one = replace(cfg, members=1)
+    abl = dict(repeats=ablation_repeats)
+    return [
+        Method("cnn_genetic5", "genetic5", "cnn", ours,
+               description=f"shipped configuration: v + dV/dt, FFT re, FFT im; ensemble of {ours.members}"),
+        Method("cnn_broad2", "broad2", "cnn", broad,
+               description=f"shipped configuration, spiny vs aspiny; ensemble of {broad.members}"),
+        Method("cnn_genetic5_transfer", "genetic5", "cnn", one, transfer_from="cnn_broad2",
+               description="first broad2 network fine-tuned to genetic5 (published transfer), single network"),
+        Method("cnn_exc_pvalb_sst", "exc_pvalb_sst", "cnn", one, description="Exc/Pvalb/Sst, single network"),
+        Method("ablation_v", "genetic5", "cnn", replace(one, branches=("v",)), **abl,
+               description="published ablation: raw voltage only"),
+        Method("ablation_v_re", "genetic5", "cnn", replace(one, branches=("v", "fft_re")), **abl,
+               description="published ablation: raw + real FFT"),
+        Method("ablation_v_im", "genetic5", "cnn", replace(one, branches=("v", "fft_im")), **abl,
+               description="published ablation: raw + imaginary FFT"),
+        Method("ablation_v_re_im", "genetic5", "cnn", replace(one, branches=("v", "fft_re", "fft_im")), **abl,
+               description="published architecture: raw + real + imaginary FFT, single network"),
+        Method("ablation_ours_single", "genetic5", "cnn", one, **abl,
+               description="ours (v + dV/dt, re, im), single network"),
+        Method("gbm_ap_genetic5", "genetic5", "gbm_ap", description="AP features + gradient boosting"),
+        Method("gbm_allen_genetic5", "genetic5", "gbm_allen",
+               description="Allen ef__ features (all sweeps of the cell) + gradient boosting"),
+        Method("gbm_ap_broad2", "broad2", "gbm_ap", description="AP features + gradient boosting"),
+        Method("gbm_allen_broad2", "broad2", "gbm_allen", description="Allen ef__ features + gradient boosting"),
+        Method("gbm_ap_exc_pvalb_sst", "exc_pvalb_sst", "gbm_ap", description="AP features + gradient boosting"),
+    ]

@@ -1,0 +1,47 @@
+"""Turning trained networks into a shipped model file with its card."""
+import datetime
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rtclassify.features import describe_normalisation
+from rtclassify.model import ProbabilityEnsemble
+from rtclassify.modelfile import save_model
+from trainer.data import SpikeSet
+from trainer.fit import TrainConfig
+from trainer.labels import Task
+
+
+def summarise_training_data(data: SpikeSet, y: np.ndarray, task: Task, source: str) -> dict:
+    """Counts of training cells per class and native rate."""
+    used = y >= 0
+    per_class = {c: int(np.sum(y == i)) for i, c in enumerate(task.classes)}
+    per_rate = {}
+    for rate in np.unique(data.fs_hz[used]):
+        sel = used & (data.fs_hz == rate)
+        per_rate[f"{rate:g}"] = {c: int(np.sum(y[sel] == i)) for i, c in enumerate(task.classes)}
+    return {"source": source, "n_cells": int(used.sum()), "per_class": per_class, "per_native_rate_hz": per_rate,
+            "labels": task.description}
+
+
+def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarray, cfg: TrainConfig,
+                 path: Path, source: str, evaluation: dict | None = None, seed: int = 0) -> dict:
+    """Write `path` (TorchScript ensemble + card) and return the card."""
+    card = {
+        "name": name,
+        "task": task.name,
+        "classes": list(task.classes),
+        "window": data.spec.to_dict(),
+        "fs_hz": data.spec.fs_hz,
+        "input": "(N, n_samples) float32 membrane potential in mV at fs_hz; output (N, K) class probabilities",
+        "normalisation": describe_normalisation(),
+        "architecture": {"type": "TripleInputCNN ensemble", "members": len(nets), **cfg.to_dict()},
+        "training_data": summarise_training_data(data, y, task, source),
+        "evaluation": evaluation or {},
+        "seed": seed,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+    }
+    return save_model(ProbabilityEnsemble(nets), card, Path(path))

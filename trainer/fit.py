@@ -1,0 +1,180 @@
+"""Training one network (or a small ensemble) on windows: seeded, class-balanced, early-stopped."""
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from rtclassify.model import DEFAULT_BRANCHES, TripleInputCNN
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (stored in the model card)."""
+
+    branches: tuple = DEFAULT_BRANCHES  # inputs of the CNN (see rtclassify.model.BRANCH_INPUTS)
+    channels: int = 32  # conv channels per branch
+    depth: int = 6  # conv + ReLU + batch-norm layers per branch (the published model uses 6)
+    hidden: int = 64  # dense layer width
+    dropout: float = 0.3  # dropout before the output layer
+    lr: float = 2e-3  # Adam peak learning rate (cosine-annealed)
+    weight_decay: float = 1e-5  # Adam weight decay (published value)
+    batch_size: int = 64
+    max_epochs: int = 100  # upper bound; training stops earlier when validation loss stalls
+    patience: int = 25  # epochs without validation improvement before stopping
+    val_fraction: float = 0.15  # share of training cells held out (stratified, by cell) for early stopping
+    label_smoothing: float = 0.05
+    balance: bool = True  # class-weighted loss (inverse class frequency)
+    aug_shift: int = 1  # max |shift| in samples (jitter of the peak position)
+    aug_gain: float = 0.03  # relative s.d. of an amplitude gain
+    aug_offset_mv: float = 2.0  # s.d. of a baseline offset, mV
+    aug_noise_mv: float = 0.3  # s.d. of white noise, mV
+    members: int = 1  # networks in the ensemble (different seeds and validation splits)
+    threads: int = 2  # torch CPU threads
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["branches"] = list(self.branches)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}; valid: {sorted(known)}")
+        d = dict(d)
+        if "branches" in d:
+            d["branches"] = tuple(d["branches"])
+        return cls(**d)
+
+
+@dataclass
+class FitResult:
+    model: nn.Module  # eval mode
+    epochs: int  # epochs run
+    best_epoch: int
+    history: list = field(default_factory=list)  # per epoch: (train_loss, val_loss)
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_validation(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of cell indices into (train, validation); every class keeps >= 1 training cell."""
+    train, val = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val = int(round(fraction * len(idx))) if len(idx) > 2 else 0
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over the classes present."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random peak jitter, gain, baseline offset and noise on a (B, L) batch in mV."""
+    if cfg.aug_shift:
+        shift = int(torch.randint(-cfg.aug_shift, cfg.aug_shift + 1, (1,), generator=gen))
+        if shift:
+            x = torch.roll(x, shift, dims=1)
+    b = x.shape[0]
+    gain = 1 + cfg.aug_gain * torch.randn(b, 1, generator=gen)
+    offset = cfg.aug_offset_mv * torch.randn(b, 1, generator=gen)
+    noise = cfg.aug_noise_mv * torch.randn(x.shape, generator=gen)
+    return x * gain + offset + noise
+
+
+def build_network(n_samples: int, fs_hz: float, n_classes: int, cfg: TrainConfig) -> TripleInputCNN:
+    return TripleInputCNN(n_samples, fs_hz, n_classes, branches=cfg.branches, channels=cfg.channels,
+                          depth=cfg.depth, hidden=cfg.hidden, dropout=cfg.dropout)
+
+
+def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg: TrainConfig, seed: int,
+                init: nn.Module | None = None, progress=None) -> FitResult:
+    """Train one TripleInputCNN on windows x (N, L) mV with labels y (N,) in [0, n_classes).
+
+    init: a trained network whose feature layers (all but the output layer) start this one
+    (transfer learning). progress: optional callable(epoch, train_loss, val_loss) per epoch.
+    """
+    torch.set_num_threads(cfg.threads)
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    tr, va = split_validation(y, cfg.val_fraction, rng)
+    net = build_network(x.shape[1], fs_hz, n_classes, cfg)
+    if init is not None:
+        transfer_features(init, net)
+    xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(y[tr]).long()
+    xv, yv = torch.from_numpy(x[va]), torch.from_numpy(y[va]).long()
+    weights = class_weights(y[tr], n_classes) if cfg.balance else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    val_loss_fn = nn.CrossEntropyLoss(weight=weights)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
+    best, best_epoch, best_state, history = np.inf, 0, None, []
+    for epoch in range(cfg.max_epochs):
+        net.train()
+        order = torch.randperm(len(xt), generator=gen)
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            if len(idx) < 2:  # batch-norm needs two samples
+                continue
+            loss = loss_fn(net(augment(xt[idx], cfg, gen)), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        sched.step()
+        val = evaluate_loss(net, xv, yv, val_loss_fn) if len(va) else total / len(xt)
+        history.append((total / len(xt), val))
+        if progress:
+            progress(epoch, total / len(xt), val)
+        if val < best - 1e-4:
+            best, best_epoch = val, epoch
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        elif epoch - best_epoch >= cfg.patience:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return FitResult(model=net.eval(), epochs=len(history), best_epoch=best_epoch, history=history)
+
+
+def evaluate_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
+    net.eval()
+    with torch.inference_mode():
+        return float(loss_fn(net(x), y))
+
+
+def transfer_features(source: nn.Module, target: nn.Module) -> None:
+    """Copy every parameter and buffer except the output layer from source to target."""
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("classifier.")}
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("classifier.") for k in missing):
+        raise ValueError(f"cannot transfer weights: missing {missing}, unexpected {unexpected}")
+
+
+def predict_proba(nets: list[nn.Module], x: np.ndarray) -> np.ndarray:
+    """Mean softmax of the networks on windows x (N, L) mV -> (N, K)."""
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    with torch.inference_mode():
+        return np.mean([torch.softmax(n.eval()(xt), dim=1).numpy() for n in nets], axis=0)
+
+
+def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
+                 progress=None) -> list[FitResult]:
+    """cfg.members networks, member m seeded with seed * 1000 + m (and its own validation split)."""
+    results = []
+    for m in range(cfg.members):
+        start = init[m] if init else None
+        results.append(fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + m, init=start, progress=progress))
+    return results

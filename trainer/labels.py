@@ -1,0 +1,64 @@
+"""Task definitions and label assignment from the cell table (Cre line, dendrite type)."""
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+MAPPING_FILE = Path(__file__).parent / "cre_classes.csv"
+# broad2: spiny = excitatory, aspiny = inhibitory. Sparsely spiny cells are left out: the Allen
+# annotation uses it for both excitatory and inhibitory cells, so it is no ground truth for either.
+DENDRITE_TO_BROAD = {"spiny": "Exc", "aspiny": "Inh"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification task: its name, classes (model output order) and how labels are derived."""
+
+    name: str
+    classes: tuple
+    source: str  # "cre" (genetic class from the Cre line) or "dendrite" (spiny/aspiny)
+    description: str
+
+
+TASKS = {
+    "genetic5": Task("genetic5", ("Exc", "Ndnf", "Pvalb", "Sst", "Vip"), "cre",
+                     "genetic class from the Cre line (strict mapping)"),
+    "broad2": Task("broad2", ("Exc", "Inh"), "dendrite",
+                   "spiny = Exc, aspiny = Inh (sparsely spiny left out)"),
+    "exc_pvalb_sst": Task("exc_pvalb_sst", ("Exc", "Pvalb", "Sst"), "cre",
+                          "Exc / Pvalb / Sst subset of genetic5 (the published 3-class table)"),
+}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}")
+    return TASKS[name]
+
+
+def read_mapping(path: Path = MAPPING_FILE) -> list[tuple[str, str, str]]:
+    """(class, line_prefix, dendrite_type or '') rows of the Cre-line table."""
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#"))]
+    return [(r["class"], r["line_prefix"], r["dendrite_type"] or "") for r in rows]
+
+
+def genetic_class(line_name: str, dendrite_type: str, mapping) -> str | None:
+    """Genetic class of one cell, or None when its line is not in the strict mapping."""
+    for cls, prefix, dendrite in mapping:
+        if line_name.startswith(prefix) and (not dendrite or dendrite == dendrite_type):
+            return cls
+    return None
+
+
+def assign_labels(line_names, dendrite_types, task: Task, mapping=None) -> list[str | None]:
+    """One label (or None: not part of the task) per cell."""
+    mapping = mapping or read_mapping()
+    labels = []
+    for line, dendrite in zip(line_names, dendrite_types):
+        line, dendrite = str(line or ""), str(dendrite or "")
+        if task.source == "dendrite":
+            lab = DENDRITE_TO_BROAD.get(dendrite)
+        else:
+            lab = genetic_class(line, dendrite, mapping)
+        labels.append(lab if lab in task.classes else None)
+    return labels

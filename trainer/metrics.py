@@ -1,0 +1,70 @@
+"""Classification metrics with bootstrap confidence intervals (cells resampled with replacement)."""
+import numpy as np
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(K, K) counts, rows = true class, columns = predicted class."""
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def scores_from_confusion(cm: np.ndarray, classes_present=None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, weighted precision and per-class P/R/F1/support.
+
+    classes_present: indices of the true classes to average over (default: those with support > 0),
+    so that a stratum lacking a class (e.g. Vip among 200 kHz cells) is scored on the classes it has.
+    """
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    tp = np.diag(cm).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, tp / support, np.nan)
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = np.flatnonzero(support > 0) if classes_present is None else np.asarray(classes_present)
+    n = support[present].sum()
+    return {
+        "n": int(n),
+        "accuracy": float(tp[present].sum() / n) if n else float("nan"),
+        "balanced_accuracy": float(np.mean(recall[present])),
+        "macro_f1": float(np.mean(f1[present])),
+        "weighted_precision": float(np.sum(precision[present] * support[present]) / n) if n else float("nan"),
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "f1": f1.tolist(),
+        "support": support.tolist(),
+    }
+
+
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_precision")
+
+
+def score_repeats(y_true: np.ndarray, preds: np.ndarray, n_classes: int, classes_present=None,
+                  n_boot: int = 1000, seed: int = 0) -> dict:
+    """Scores averaged over repeats, with 95% bootstrap intervals over cells.
+
+    y_true: (N,) class indices; preds: (R, N) predicted indices, one row per repeat of the
+    cross-validation. Each bootstrap sample draws N cells with replacement and averages the metric
+    over the R repeats.
+    """
+    preds = np.atleast_2d(preds)
+    per_repeat = [scores_from_confusion(confusion(y_true, p, n_classes), classes_present) for p in preds]
+    out = {k: float(np.mean([s[k] for s in per_repeat])) for k in HEADLINE}
+    for k in ("precision", "recall", "f1"):
+        out[k] = np.nanmean([s[k] for s in per_repeat], axis=0).tolist()
+    out["support"] = per_repeat[0]["support"]
+    out["n"] = per_repeat[0]["n"]
+    out["repeat_sd"] = {k: float(np.std([s[k] for s in per_repeat])) for k in HEADLINE}
+    out["confusion"] = confusion(y_true, preds[0], n_classes).tolist()
+    rng = np.random.default_rng(seed)
+    boots = {k: [] for k in HEADLINE + ("recall",)}
+    n = len(y_true)
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        s = [scores_from_confusion(confusion(y_true[idx], p[idx], n_classes), classes_present) for p in preds]
+        for k in HEADLINE:
+            boots[k].append(np.mean([x[k] for x in s]))
+        boots["recall"].append(np.nanmean([x["recall"] for x in s], axis=0))
+    out["ci95"] = {k: [float(np.nanpercentile(boots[k], 2.5)), float(np.nanpercentile(boots[k], 97.5))] for k in HEADLINE}
+    rec = np.array(boots["recall"])
+    out["ci95"]["recall"] = [[float(a), float(b)] for a, b in zip(np.nanpercentile(rec, 2.5, axis=0), np.nanpercentile(rec, 97.5, axis=0))]
+    return out
