@@ -1,0 +1,128 @@
+"""Hot kernels: pure functions over numpy arrays, JIT-compiled by numba (nopython, nogil, cached).
+
+Each has a plain numpy reference in `rtclassify/detection.py` (`*_reference`) that the tests compare
+it with on random and real inputs. Call `warm_up()` at start-up so that no live chunk pays for
+compilation. Units: v in mV, i in pA, dv/dt in mV/ms, indices in samples.
+"""
+import numba
+import numpy as np
+
+JIT = dict(nopython=True, nogil=True, cache=True)
+
+
+@numba.jit(**JIT)
+def find_steps(i_pa, baseline_pa, threshold_pa, onsets, offsets):
+    """Edges of the stimulus steps on a command-current trace.
+
+    i_pa: (n,) command current, pA. A sample is "on" when |i - baseline| > threshold.
+    onsets, offsets: preallocated int64 outputs; onset = first "on" sample of a run, offset = first
+    "off" sample after it (n if the run lasts to the end). A run already on at sample 0 has onset 0.
+    Returns the number of steps written (at most len(onsets)).
+    """
+    n_max = len(onsets)
+    count = 0
+    was_on = False
+    for k in range(len(i_pa)):
+        on = abs(i_pa[k] - baseline_pa) > threshold_pa
+        if on and not was_on:
+            if count >= n_max:
+                return count
+            onsets[count] = k
+            offsets[count] = len(i_pa)
+            count += 1
+        elif was_on and not on:
+            offsets[count - 1] = k
+        was_on = on
+    return count
+
+
+@numba.jit(**JIT)
+def compute_dvdt(v_mv, fs_hz, out):
+    """First difference of v in mV/ms into out (n,); out[0] repeats out[1]."""
+    scale = fs_hz / 1000.0
+    for k in range(1, len(v_mv)):
+        out[k] = (v_mv[k] - v_mv[k - 1]) * scale
+    if len(v_mv) > 1:
+        out[0] = out[1]
+    else:
+        out[0] = 0.0
+
+
+@numba.jit(**JIT)
+def find_spikes(v_mv, dvdt, masked, dvdt_threshold, min_acceleration, min_amplitude_mv, refractory,
+                thresholds, peaks, complete):
+    """Action potentials on a membrane-potential trace.
+
+    v_mv, dvdt: (n,) mV and mV/ms. masked: (n,) bool, True on stimulus-edge artifacts (no spike
+    may start there, and a peak cannot be seen through them).
+    A candidate is a run of rising V that starts with dv/dt >= dvdt_threshold. It is an AP when,
+    within the run, dv/dt climbs at least min_acceleration above its lowest preceding value (a
+    charging membrane only decelerates; a spike accelerates), V then rises min_amplitude_mv above
+    its value where that climb began (the threshold), and dv/dt has passed its maximum before the
+    run ends. The peak is where dv/dt turns negative, or the last sample before an artifact that
+    hides it.
+    thresholds, peaks: preallocated int64 outputs (sample indices). complete: (1,) int64 output,
+    the index up to which the search is final: a run still rising at the end of the data is left
+    for the next call on longer data.
+    Returns the number of spikes written.
+    """
+    n = len(v_mv)
+    n_max = len(thresholds)
+    count = 0
+    k = 1
+    complete[0] = n
+    while k < n:
+        if masked[k] or dvdt[k] < dvdt_threshold:
+            k += 1
+            continue
+        start = k
+        low = k  # where dv/dt was lowest so far in the run
+        best_gain = 0.0
+        best_low = k
+        best_top = k
+        j = k
+        while j < n and not masked[j] and dvdt[j] > 0.0:
+            if dvdt[j] < dvdt[low]:
+                low = j
+            gain = dvdt[j] - dvdt[low]
+            if gain > best_gain:
+                best_gain = gain
+                best_low = low
+                best_top = j
+            j += 1
+        if j >= n:
+            complete[0] = start  # still rising at the end of the data: decide later
+            return count
+        peak = j - 1
+        # an AP whose peak is hidden by a stimulus-edge artifact is still an AP; its peak is then
+        # the last visible sample (the caller can tell: the next sample is masked)
+        # the upstroke must be seen to slow down: a dv/dt still climbing into an artifact is not
+        # told apart from the charging transient at the pulse's end
+        slowed = best_top < peak
+        if slowed and best_gain >= min_acceleration and v_mv[peak] - v_mv[best_low] >= min_amplitude_mv:
+            if count < n_max:
+                thresholds[count] = best_low
+                peaks[count] = peak
+                count += 1
+            k = peak + refractory
+        else:
+            k = j
+        # skip to where dv/dt is back below threshold, so that one AP is one run
+        while k < n and dvdt[k] >= dvdt_threshold and not masked[k]:
+            k += 1
+    return count
+
+
+def warm_up() -> None:
+    """Compile every kernel once on tiny inputs (call at start-up, not on the first live chunk)."""
+    v = np.linspace(-60.0, 20.0, 16)
+    i = np.zeros(16)
+    i[4:8] = 100.0
+    on = np.zeros(4, np.int64)
+    off = np.zeros(4, np.int64)
+    find_steps(i, 0.0, 10.0, on, off)
+    find_steps(i.astype(np.float32), 0.0, 10.0, on, off)
+    dv = np.zeros(16)
+    compute_dvdt(v, 50_000.0, dv)
+    compute_dvdt(v.astype(np.float32), 50_000.0, dv)
+    find_spikes(v, dv, np.zeros(16, np.bool_), 20.0, 10.0, 5.0, 5, on, off, np.zeros(1, np.int64))

@@ -1,0 +1,153 @@
+"""Stimulus and action-potential detection: the one detector used by `detect`, `sweeps` and `serve`.
+
+Stimulus steps are found on the command-current channel; action potentials on the membrane
+potential, with the samples right after each stimulus edge masked (bridge-balance and filter
+artifacts). The numba kernels live in `rtclassify._kernels`; the `*_reference` functions here are
+their plain numpy counterparts, used by the tests.
+"""
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from rtclassify import _kernels
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Detector parameters (units in the names)."""
+
+    i_threshold_pa: float = 50.0  # a step is on where |I - holding current| exceeds this
+    artifact_ms: float = 0.3  # masked after each stimulus edge (and one sample before it)
+    dvdt_threshold: float = 20.0  # mV/ms; Allen's AP threshold convention
+    min_acceleration: float = 20.0  # mV/ms rise of dV/dt above its lowest value within a candidate
+    min_amplitude_mv: float = 20.0  # peak above threshold
+    refractory_ms: float = 1.0  # no second AP starts sooner after a peak
+    max_events: int = 256  # capacity of the preallocated output arrays
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown detector options {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class Detection:
+    """Steps and spikes of one trace, as sample indices (int64 arrays)."""
+
+    onsets: np.ndarray
+    offsets: np.ndarray
+    thresholds: np.ndarray
+    peaks: np.ndarray
+    complete: int  # spikes are final up to this sample
+
+
+def detect_steps(i_pa: np.ndarray, cfg: DetectorConfig = DetectorConfig(), holding_pa: float | None = None):
+    """(onsets, offsets) sample indices of the current steps in i_pa (n,) pA.
+
+    holding_pa: the holding current; default the median of the trace (a step is shorter than the rest).
+    """
+    i_pa = np.ascontiguousarray(i_pa)
+    base = float(np.median(i_pa)) if holding_pa is None else float(holding_pa)
+    on = np.empty(cfg.max_events, np.int64)
+    off = np.empty(cfg.max_events, np.int64)
+    n = _kernels.find_steps(i_pa, base, cfg.i_threshold_pa, on, off)
+    return on[:n].copy(), off[:n].copy()
+
+
+def artifact_mask(n: int, edges, fs_hz: float, cfg: DetectorConfig) -> np.ndarray:
+    """(n,) bool, True from one sample before each edge to artifact_ms after it."""
+    mask = np.zeros(n, np.bool_)
+    width = max(1, int(round(cfg.artifact_ms * fs_hz / 1000.0)))
+    for e in edges:
+        if 0 <= e < n:
+            mask[max(0, e - 1):e + width] = True
+    return mask
+
+
+def detect_spikes(v_mv: np.ndarray, fs_hz: float, edges=(), cfg: DetectorConfig = DetectorConfig()):
+    """(thresholds, peaks, complete): AP sample indices in v_mv (n,) mV; edges = stimulus edges to mask."""
+    v_mv = np.ascontiguousarray(v_mv, dtype=np.float64)
+    dv = np.empty(len(v_mv))
+    _kernels.compute_dvdt(v_mv, float(fs_hz), dv)
+    mask = artifact_mask(len(v_mv), edges, fs_hz, cfg)
+    thr = np.empty(cfg.max_events, np.int64)
+    pk = np.empty(cfg.max_events, np.int64)
+    complete = np.zeros(1, np.int64)
+    refractory = max(1, int(round(cfg.refractory_ms * fs_hz / 1000.0)))
+    n = _kernels.find_spikes(v_mv, dv, mask, cfg.dvdt_threshold, cfg.min_acceleration, cfg.min_amplitude_mv,
+                             refractory, thr, pk, complete)
+    return thr[:n].copy(), pk[:n].copy(), int(complete[0])
+
+
+def detect_trace(v_mv: np.ndarray, i_pa: np.ndarray, fs_hz: float, cfg: DetectorConfig = DetectorConfig()) -> Detection:
+    """Steps on i_pa and spikes on v_mv, both (n,), of one recording at fs_hz."""
+    if len(v_mv) != len(i_pa):
+        raise ValueError(f"v has {len(v_mv)} samples but i has {len(i_pa)}: they must be of equal length")
+    on, off = detect_steps(i_pa, cfg)
+    edges = np.concatenate([on[on > 0], off[off < len(i_pa)]])
+    thr, pk, complete = detect_spikes(v_mv, fs_hz, edges, cfg)
+    return Detection(onsets=on, offsets=off, thresholds=thr, peaks=pk, complete=complete)
+
+
+def summarise_detection(det: Detection, v_mv: np.ndarray, fs_hz: float) -> dict:
+    """The `detect` JSON fields: stimuli and spikes with times in s from the first sample."""
+    return {
+        "stimuli": [{"onset_s": round(int(a) / fs_hz, 9), "offset_s": round(int(b) / fs_hz, 9)}
+                    for a, b in zip(det.onsets, det.offsets)],
+        "spikes": [{"peak_s": round(int(p) / fs_hz, 9), "threshold_s": round(int(t) / fs_hz, 9),
+                    "peak_mv": round(float(v_mv[p]), 3)} for t, p in zip(det.thresholds, det.peaks)],
+    }
+
+
+# ---- numpy references (slow, obviously correct; the tests hold the kernels to them) ----
+
+def find_steps_reference(i_pa: np.ndarray, baseline_pa: float, threshold_pa: float):
+    on = np.abs(np.asarray(i_pa, dtype=np.float64) - baseline_pa) > threshold_pa
+    padded = np.concatenate([[False], on, [False]]).astype(np.int8)
+    d = np.diff(padded)
+    return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+
+
+def compute_dvdt_reference(v_mv: np.ndarray, fs_hz: float) -> np.ndarray:
+    d = np.diff(np.asarray(v_mv, dtype=np.float64)) * fs_hz / 1000.0
+    return np.concatenate([d[:1], d]) if len(d) else np.zeros(len(v_mv))
+
+
+def find_spikes_reference(v_mv, fs_hz, edges=(), cfg: DetectorConfig = DetectorConfig()):
+    """The AP rule of `_kernels.find_spikes`, written with numpy over whole runs."""
+    v = np.asarray(v_mv, dtype=np.float64)
+    dv = compute_dvdt_reference(v, fs_hz)
+    mask = artifact_mask(len(v), edges, fs_hz, cfg)
+    refractory = max(1, int(round(cfg.refractory_ms * fs_hz / 1000.0)))
+    thresholds, peaks = [], []
+    k = 1
+    n = len(v)
+    while k < n:
+        if mask[k] or dv[k] < cfg.dvdt_threshold:
+            k += 1
+            continue
+        stop = np.flatnonzero(mask[k:] | (dv[k:] <= 0))
+        if not len(stop):
+            break
+        j = k + stop[0]
+        run = dv[k:j]
+        running_min_idx = np.array([np.argmin(run[:m + 1]) for m in range(len(run))])
+        gains = run - run[running_min_idx]
+        m = int(np.argmax(gains))
+        low = k + int(running_min_idx[m])
+        peak = j - 1
+        if k + m < peak and gains[m] >= cfg.min_acceleration and v[peak] - v[low] >= cfg.min_amplitude_mv:
+            thresholds.append(low)
+            peaks.append(peak)
+            k = peak + refractory
+        else:
+            k = j
+        while k < n and dv[k] >= cfg.dvdt_threshold and not mask[k]:
+            k += 1
+    return np.array(thresholds, dtype=np.int64), np.array(peaks, dtype=np.int64)
