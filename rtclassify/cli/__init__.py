@@ -4,6 +4,7 @@ import sys
 
 import click
 
+from rtclassify.cli.cmd_detect import detect
 from rtclassify.cli.cmd_predict import predict
 
 
@@ -33,3 +34,4 @@ def main(debug):
 
 
 main.add_command(predict)
+main.add_command(detect)
