@@ -6,6 +6,8 @@ import click
 
 from rtclassify.cli.cmd_detect import detect
 from rtclassify.cli.cmd_predict import predict
+from rtclassify.cli.cmd_serve import serve
+from rtclassify.cli.cmd_simulate import simulate
 
 
 class OneLineErrors(click.Group):
@@ -35,3 +37,5 @@ def main(debug):
 
 main.add_command(predict)
 main.add_command(detect)
+main.add_command(simulate)
+main.add_command(serve)

@@ -1,0 +1,89 @@
+"""`rtclassify serve`: the streaming daemon."""
+import click
+
+
+@click.command()
+@click.option("--source", type=click.Choice(["zmq", "lsl"]), required=True, help="Input transport.")
+@click.option("--connect", default=None, metavar="ENDPOINT",
+              help="ZMQ endpoint of the acquisition's PUB socket (with --source zmq), e.g. tcp://127.0.0.1:5555.")
+@click.option("--stream", "streams", multiple=True, metavar="NAME",
+              help="LSL data stream name (with --source lsl); repeat for several headstages (headstage = position).")
+@click.option("--model", "model_name", required=True, metavar="MODEL",
+              help="Built-in model (genetic5, broad2) or the path of an exported model file.")
+@click.option("--publish", default=None, metavar="ENDPOINT",
+              help="Bind a ZMQ PUB socket here for labels, skips and heartbeats (required with --source zmq).")
+@click.option("--lsl-out", default=None, metavar="NAME",
+              help="Name of the LSL marker outlet for labels (default rtclassify-labels with --source lsl).")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
+              help="Append every label, skip and heartbeat to this JSONL file.")
+@click.option("--budget-ms", default=2.0, show_default=True, help="Latency budget per label, ms; later labels are marked late.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", default=1, show_default=True, help="torch CPU threads for inference.")
+@click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
+def serve(source, connect, streams, model_name, publish, lsl_out, log_path, budget_ms, device, threads, seconds):
+    """Classify cells live from amplifier data; send labels back to the acquisition software.
+
+    Every stimulus onset seen gets exactly one `label` or `skip` message. SIGINT/SIGTERM answer
+    the open stimuli, flush the log and exit 0.
+    """
+    import signal
+    import threading
+
+    if source == "zmq" and not connect:
+        raise click.UsageError("--source zmq needs --connect ENDPOINT")
+    if source == "zmq" and not publish:
+        raise click.UsageError("--source zmq needs --publish ENDPOINT for the labels")
+    if source == "lsl" and not streams:
+        raise click.UsageError("--source lsl needs at least one --stream NAME")
+    if source == "lsl" and not lsl_out:
+        lsl_out = "rtclassify-labels"
+
+    import torch
+
+    from rtclassify import _kernels
+    from rtclassify.device import choose_device
+    from rtclassify.engine import Engine, ServeConfig
+    from rtclassify.modelfile import ModelFileError, load_model
+    from rtclassify.publish import Publisher, warn
+    from rtclassify.serve import Daemon, run_lsl, run_zmq
+
+    torch.set_num_threads(threads)
+    try:
+        model = load_model(model_name, device=choose_device(device))
+    except (ModelFileError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _kernels.warm_up()
+    warm_up_model(model)
+    cfg = ServeConfig(budget_ms=budget_ms)
+    publisher = Publisher(publish, lsl_out, log_path)
+    daemon = Daemon(Engine(model, cfg, publisher.emit), publisher)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *a: stop.set())
+    if seconds:
+        threading.Timer(seconds, stop.set).start()
+    warn(f"ready: model {model.name} ({', '.join(model.classes)}) on {model.device}, source {source}, "
+         f"labels to {publish or ''}{' ' if publish and lsl_out else ''}{'LSL ' + lsl_out if lsl_out else ''}")
+    try:
+        if source == "zmq":
+            run_zmq(daemon, connect, stop)
+        else:
+            run_lsl(daemon, list(streams), stop)
+    finally:
+        daemon.close()
+        warn(f"stopped; sent {publisher.sent}")
+
+
+def warm_up_model(model, max_batch: int = 8, repeats: int = 6) -> None:
+    """Run the model on dummy windows of every batch size up to max_batch, several times each.
+
+    TorchScript's profiling executor specialises a graph on its first calls with a new shape;
+    doing that here keeps it off the first live labels.
+    """
+    import torch
+
+    x = torch.full((max_batch, model.spec.n_samples), -60.0, device=model.device)
+    with torch.inference_mode():
+        for b in range(1, max_batch + 1):
+            for _ in range(repeats):
+                model.module(x[:b])

@@ -1,0 +1,172 @@
+"""The daemon's main loops: ZMQ or LSL in, the engine, labels out; heartbeats; clean shutdown.
+
+One thread does everything, in order, as soon as data arrive: receive -> engine -> batch
+inference -> publish. Nothing blocks for longer than the poll timeout, so heartbeats keep coming
+while the source is silent, and a signal stops the loop within that timeout.
+"""
+import time
+
+import numpy as np
+
+from rtclassify.engine import Engine
+from rtclassify.io.wire import MalformedMessage, parse_data, parse_event
+from rtclassify.publish import Publisher, warn
+
+HEARTBEAT_S = 1.0
+POLL_MS = 50
+DRAIN = 64  # messages taken per wake-up before a batch is classified
+
+
+class Daemon:
+    """Engine + publisher + bookkeeping shared by the transports."""
+
+    def __init__(self, engine: Engine, publisher: Publisher):
+        self.engine = engine
+        self.publisher = publisher
+        self.last_heartbeat = 0.0
+        self.malformed_reported = 0
+
+    def malformed(self, reason: str) -> None:
+        """Count, log and (rate-limited) print a malformed message; never raise."""
+        self.engine.malformed += 1
+        self.publisher.emit("malformed", {"schema": "rtclassify.malformed/1", "reason": reason})
+        if self.malformed_reported < 20:
+            warn(f"malformed input skipped: {reason}")
+            self.malformed_reported += 1
+
+    def tick(self) -> None:
+        """Classify what is ready and send a heartbeat when due."""
+        self.engine.classify_ready()
+        now = time.monotonic()
+        if now - self.last_heartbeat >= HEARTBEAT_S:
+            self.publisher.emit("heartbeat", self.engine.heartbeat())
+            self.last_heartbeat = now
+
+    def handle_zmq(self, frames: list[bytes], received_at: float) -> None:
+        """One multipart message from the acquisition's PUB socket."""
+        try:
+            topic = frames[0]
+            if topic == b"data":
+                if len(frames) != 3:
+                    raise MalformedMessage(f"data message with {len(frames)} frames, expected 3")
+                c = parse_data(frames[1], frames[2])
+                self.engine.on_data(c.headstage, c.first_sample, c.seq, c.fs, c.samples, received_at)
+            elif topic == b"event":
+                if len(frames) != 2:
+                    raise MalformedMessage(f"event message with {len(frames)} frames, expected 2")
+                self.engine.on_event(parse_event(frames[1]))
+            else:
+                raise MalformedMessage(f"unknown topic {topic[:32]!r}; expected b'data' or b'event'")
+        except (MalformedMessage, ValueError) as exc:
+            self.malformed(str(exc))
+        except Exception as exc:  # the daemon outlives any single bad message
+            self.malformed(f"{type(exc).__name__} while handling a message: {exc}")
+
+    def close(self) -> None:
+        self.engine.flush()
+        self.publisher.emit("heartbeat", self.engine.heartbeat())
+        self.publisher.close()
+
+
+def run_zmq(daemon: Daemon, connect: str, stop) -> None:
+    """Subscribe to the acquisition's PUB socket at `connect` until `stop` is set."""
+    import zmq
+
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVHWM, 0)  # queue everything: overload shows as lateness, never as loss
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(connect)
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    try:
+        while not stop.is_set():
+            if poller.poll(POLL_MS):
+                for _ in range(DRAIN):
+                    try:
+                        frames = sub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    daemon.handle_zmq(frames, time.perf_counter())
+            daemon.tick()
+    finally:
+        sub.close()
+
+
+class LslInput:
+    """One LSL data inlet (a headstage) and its optional `-events` marker inlet."""
+
+    def __init__(self, headstage: int, name: str, timeout_s: float):
+        import pylsl
+
+        self.pylsl = pylsl
+        self.headstage = headstage
+        self.name = name
+        found = pylsl.resolve_byprop("name", name, 1, timeout_s)
+        if not found:
+            raise RuntimeError(f"no LSL stream named {name!r} found within {timeout_s:g} s; "
+                               "check the name (--stream) and that the acquisition is streaming")
+        info = found[0]
+        if info.channel_count() < 2:
+            raise RuntimeError(f"LSL stream {name!r} has {info.channel_count()} channel(s); need 2 (V mV, I pA)")
+        self.fs = float(info.nominal_srate())
+        if self.fs <= 0:
+            raise RuntimeError(f"LSL stream {name!r} has an irregular rate; need a regular nominal rate")
+        self.inlet = pylsl.StreamInlet(info, max_buflen=30, recover=True,
+                                       processing_flags=pylsl.proc_clocksync | pylsl.proc_dejitter)
+        self.buf = np.zeros((int(self.fs), info.channel_count()), dtype=np.float32)  # up to 1 s per pull
+        self.next_sample = 0
+        self.first_stamp = None
+        self.last_stamp = None
+        ev = pylsl.resolve_byprop("name", f"{name}-events", 1, 0.5)
+        self.events = pylsl.StreamInlet(ev[0], recover=True, processing_flags=pylsl.proc_clocksync) if ev else None
+
+
+def run_lsl(daemon: Daemon, names: list[str], stop, resolve_timeout_s: float = 10.0) -> None:
+    """Read the named LSL streams (headstage = position in `names`) until `stop` is set."""
+    import pylsl
+
+    inputs = [LslInput(h, name, resolve_timeout_s) for h, name in enumerate(names)]
+    while not stop.is_set():
+        got = 0
+        for inp in inputs:
+            got += pull_lsl(daemon, inp, pylsl)
+        daemon.tick()
+        if not got:
+            time.sleep(0.0005)
+
+
+def pull_lsl(daemon: Daemon, inp: LslInput, pylsl) -> int:
+    """Pull one input's pending data and events into the engine; returns samples pulled."""
+    t_recv = time.perf_counter()
+    # liblsl writes straight into the preallocated buffer: no per-sample Python objects
+    view, stamps = inp.inlet.pull_chunk(timeout=0.0, max_samples=len(inp.buf), dest_obj=inp.buf, as_numpy=True)
+    n = len(stamps)
+    if n:
+        x = view[:, :2].astype(np.float64)
+        if inp.first_stamp is None:
+            inp.first_stamp = stamps[0]
+        elif stamps[0] - inp.last_stamp > 1.5 / inp.fs + 0.002:
+            # a jump in time: samples were lost (or the source restarted); tell the engine by a jump in index
+            inp.next_sample += int(round((stamps[0] - inp.last_stamp) * inp.fs)) - 1
+        inp.last_stamp = stamps[-1]
+        if not np.isfinite(x).all():
+            daemon.malformed(f"LSL stream {inp.name!r}: NaN/Inf in a chunk of {n} samples; chunk skipped")
+            inp.next_sample += n
+        else:
+            daemon.engine.on_data(inp.headstage, inp.next_sample, None, inp.fs, x, t_recv)
+            inp.next_sample += n
+    if inp.events is not None:
+        markers, mstamps = inp.events.pull_chunk(timeout=0.0, as_numpy=False)
+        for m, ts in zip(markers, mstamps):
+            try:
+                event = parse_event(m[0].encode())
+                if event["headstage"] != inp.headstage:
+                    event["headstage"] = inp.headstage  # the stream defines the headstage
+                if event["type"] == "stimulus" and inp.first_stamp is not None:
+                    # map the marker's time onto our sample count (the sender's index may start elsewhere)
+                    event["sample"] = int(round((ts - inp.first_stamp) * inp.fs))
+                daemon.engine.on_event(event)
+            except (MalformedMessage, ValueError) as exc:
+                daemon.malformed(f"LSL marker on {inp.name}-events: {exc}")
+    return n
