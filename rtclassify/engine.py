@@ -196,6 +196,9 @@ class Engine:
             if stim.onset < hs.buf.start:
                 self.skip(hs, stim, "gap", "stimulus onset is older than the buffer")
                 continue
+            if stim.onset >= hs.buf.end:  # announced by an event ahead of its data
+                still.append(stim)
+                continue
             seg_a = max(hs.buf.start, stim.onset - n_before)
             seg_b = min(hs.buf.end, stim.onset + search + n_after)
             v = hs.buf.read(seg_a, seg_b)[:, 0]

@@ -1,0 +1,109 @@
+"""The streaming engine on synthetic chunks: one answer per stimulus, gaps, events, shutdown."""
+import numpy as np
+import pytest
+
+from helpers import spike_sweep
+from rtclassify.engine import Engine, ServeConfig
+from rtclassify.modelfile import load_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("genetic5")
+
+
+def run_chunks(engine, v, i, fs, chunk=50, headstage=0, start=0, seq0=0):
+    for k, a in enumerate(range(0, len(v), chunk)):
+        engine.on_data(headstage, start + a, seq0 + k, fs, np.column_stack([v[a:a + chunk], i[a:a + chunk]]))
+        engine.classify_ready()
+
+
+def collect():
+    out = []
+    return out, lambda topic, msg: out.append((topic, msg))
+
+
+def test_one_label_per_spiking_stimulus_and_a_skip_otherwise(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(), emit)
+    v1, i1 = spike_sweep(spike=True)
+    v2, i2 = spike_sweep(spike=False, seed=1)
+    run_chunks(eng, np.r_[v1, v2], np.r_[i1, i2], 50_000.0)
+    answers = [(t, m) for t, m in out if t in ("label", "skip")]
+    assert [t for t, _ in answers] == ["label", "skip"]
+    label, skip = answers[0][1], answers[1][1]
+    assert label["stim_onset_sample"] == 500 and skip["stim_onset_sample"] == 3500 and skip["reason"] == "no_spike"
+    peak = 500 + 160  # 3.2 ms at 50 kHz
+    assert abs(label["peak_sample"] - peak) <= 1
+    assert label["window_end_sample"] == label["peak_sample"] + 99  # 2 ms after the peak, last sample
+    assert abs(sum(label["probs"].values()) - 1) < 1e-3
+    assert label["cell"]["n_windows"] == 1 and set(label["latency_ms"]) >= {"process", "detect", "inference"}
+
+
+def test_label_leaves_as_soon_as_the_window_is_complete(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(), emit)
+    v, i = spike_sweep()
+    peak = 660
+    end = peak + 100  # exclusive end of the window
+    run_chunks(eng, v[:end - 1], i[:end - 1], 50_000.0, chunk=10)
+    assert not [m for t, m in out if t == "label"]
+    eng.on_data(0, end - 1, None, 50_000.0, np.column_stack([v[end - 1:end], i[end - 1:end]]))
+    eng.classify_ready()
+    assert len([m for t, m in out if t == "label"]) == 1
+
+
+def test_gap_skips_the_open_stimulus_and_recovers(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(), emit)
+    v, i = spike_sweep()
+    run_chunks(eng, v[:600], i[:600], 50_000.0)  # stimulus open, no peak yet
+    run_chunks(eng, v, i, 50_000.0, start=10_000, seq0=100)  # jump of first_sample and seq
+    skips = [m for t, m in out if t == "skip"]
+    assert skips and skips[0]["reason"] == "gap" and skips[0]["stim_onset_sample"] == 500
+    assert [m for t, m in out if t == "gap"]
+    labels = [m for t, m in out if t == "label"]
+    assert len(labels) == 1 and labels[0]["stim_onset_sample"] == 10_500
+
+
+def test_new_cell_resets_the_accumulated_verdict(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(), emit)
+    eng.on_event({"type": "new_cell", "headstage": 0, "cell_id": "A", "sample": 0})
+    v, i = spike_sweep()
+    run_chunks(eng, np.r_[v, v], np.r_[i, i], 50_000.0)
+    eng.on_event({"type": "new_cell", "headstage": 0, "cell_id": "B", "sample": 6000})
+    run_chunks(eng, v, i, 50_000.0, start=6000, seq0=1000)
+    labels = [m for t, m in out if t == "label"]
+    assert [(m["cell_id"], m["cell"]["n_windows"]) for m in labels] == [("A", 1), ("A", 2), ("B", 1)]
+
+
+def test_stimulus_events_replace_step_detection(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(), emit)
+    v, i = spike_sweep()
+    eng.on_data(0, 0, 0, 50_000.0, np.column_stack([v[:100], np.zeros(100)]))
+    eng.on_event({"type": "stimulus", "headstage": 0, "sample": 500})
+    run_chunks(eng, v[100:], np.zeros(len(v) - 100), 50_000.0, start=100, seq0=1)
+    labels = [m for t, m in out if t == "label"]
+    assert len(labels) == 1 and labels[0]["stim_onset_sample"] == 500
+
+
+def test_shutdown_answers_every_open_stimulus(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(), emit)
+    v, i = spike_sweep()
+    run_chunks(eng, v[:600], i[:600], 50_000.0)
+    eng.flush()
+    skips = [m for t, m in out if t == "skip"]
+    assert len(skips) == 1 and skips[0]["reason"] == "shutdown"
+
+
+def test_200khz_stream_is_resampled_to_the_model_rate(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(), emit)
+    v, i = spike_sweep(fs=200_000.0, n=12_000, onset=2000)
+    run_chunks(eng, v, i, 200_000.0, chunk=200)
+    labels = [m for t, m in out if t == "label"]
+    assert len(labels) == 1 and len(labels[0]["window"]["v_mv"]) == model.spec.n_samples
+    assert labels[0]["window_end_sample"] == labels[0]["peak_sample"] + 399

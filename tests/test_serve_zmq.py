@@ -1,0 +1,156 @@
+"""The daemon as users run it: `rtclassify serve` in its own process, real ZMQ sockets on loopback."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from helpers import Subscriber, free_endpoint, spike_sweep
+from rtclassify.io.wire import encode_data, encode_event
+
+pytestmark = pytest.mark.slow
+
+
+def start_daemon(connect, publish, log, model="genetic5", extra=()):
+    cmd = [sys.executable, "-m", "rtclassify", "serve", "--source", "zmq", "--connect", connect, "--publish",
+           publish, "--model", model, "--log", str(log), *extra]
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    connect, publish = free_endpoint(), free_endpoint()
+    log = tmp_path / "serve.jsonl"
+    proc = start_daemon(connect, publish, log)
+    sub = Subscriber(publish)
+    assert sub.wait_for(lambda s: s.of("heartbeat"), 60), "daemon sent no heartbeat"
+    yield connect, sub, log, proc
+    sub.close()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+
+
+def acquisition_pub(endpoint):
+    """The acquisition side: an XPUB bound at endpoint, returned once the daemon has subscribed."""
+    sock = zmq.Context.instance().socket(zmq.XPUB)
+    sock.setsockopt(zmq.LINGER, 500)
+    sock.bind(endpoint)
+    assert sock.poll(20_000), "daemon never subscribed"
+    sock.recv()
+    time.sleep(0.05)
+    return sock
+
+
+def send_sweep(sock, v, i, fs=50_000.0, start=0, seq0=0, chunk=50, headstage=0):
+    for k, a in enumerate(range(0, len(v), chunk)):
+        sock.send_multipart(encode_data("test", headstage, seq0 + k, start + a, fs, v[a:a + chunk], i[a:a + chunk]))
+    return seq0 + (len(v) + chunk - 1) // chunk
+
+
+def answers(sub):
+    return [m for t, m, _ in sub.messages if t in ("label", "skip")]
+
+
+def test_simulated_real_cells_get_one_answer_each_matching_offline_predict(daemon, spikes_dir, tmp_path):
+    connect, sub, log, proc = daemon
+    truth = tmp_path / "truth.jsonl"
+    sim = subprocess.run([sys.executable, "-m", "rtclassify", "simulate", "--sink", "zmq", "--bind", connect,
+                          "--data", str(spikes_dir), "--cells", "6", "--headstages", "2", "--truth", str(truth),
+                          "--seed", "3"], capture_output=True, text=True, timeout=120)
+    assert sim.returncode == 0, sim.stderr
+    stimuli = [json.loads(line) for line in truth.read_text().splitlines()]
+    assert len(stimuli) >= 20
+    assert sub.wait_for(lambda s: len(answers(s)) >= len(stimuli), 30)
+    got = {(m["headstage"], m["stim_onset_sample"]): m for m in answers(sub)}
+    assert len(answers(sub)) == len(stimuli) == len(got)  # exactly one answer per stimulus
+
+    from rtclassify.cells import CellRow, load_cell_window
+    from rtclassify.modelfile import load_model
+
+    model = load_model("genetic5")
+    for t in stimuli:
+        m = got[(t["headstage"], t["stim_onset_sample"])]
+        if not t["spike"]:
+            assert m["schema"] == "rtclassify.skip/1" and m["reason"] == "no_spike"
+            continue
+        assert m["schema"] == "rtclassify.label/1", m
+        assert abs(m["peak_sample"] - t["peak_sample"]) <= 1
+        assert m["cell_id"] == t["cell_id"]
+        window = load_cell_window(spikes_dir, CellRow(t["specimen_id"], t["fs_hz_native"], {}), model.spec)
+        import torch
+
+        with torch.inference_mode():
+            offline = model.module(torch.from_numpy(window[None]))[0].numpy()
+        assert m["label"] == model.classes[int(np.argmax(offline))]
+        assert max(abs(m["probs"][c] - float(p)) for c, p in zip(model.classes, offline)) < 1e-3
+        assert m["latency_ms"]["process"] > 0 and m["model"]["name"] == "genetic5"
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len([x for x in logged if x["topic"] in ("label", "skip")]) == len(stimuli)
+
+
+def test_malformed_messages_are_counted_and_survived(daemon):
+    connect, sub, log, proc = daemon
+    pub = acquisition_pub(connect)
+    good = encode_data("test", 0, 0, 0, 50_000.0, np.zeros(10), np.zeros(10))
+    pub.send_multipart([b"data", good[1]])  # missing payload frame
+    pub.send_multipart([b"data", b"{not json", good[2]])
+    pub.send_multipart([b"data", good[1], good[2][:-4]])  # payload one sample short
+    nan = encode_data("test", 0, 0, 0, 50_000.0, np.full(10, np.nan), np.zeros(10))
+    pub.send_multipart(nan)
+    pub.send_multipart([b"bogus", b"x"])
+    pub.send_multipart(encode_event({"type": "teleport", "headstage": 0}))
+    v, i = spike_sweep()
+    send_sweep(pub, v, i)
+    assert sub.wait_for(lambda s: s.of("label"), 20)
+    assert sub.wait_for(lambda s: s.of("heartbeat") and s.of("heartbeat")[-1]["malformed"] == 6, 5)
+    assert proc.poll() is None
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    reasons = [x["reason"] for x in logged if x["topic"] == "malformed"]
+    assert any("frames" in r for r in reasons) and any("NaN" in r for r in reasons)
+    assert any("bytes" in r for r in reasons) and any("unknown topic" in r for r in reasons)
+    pub.close()
+
+
+def test_publisher_restart_is_survived(daemon):
+    connect, sub, log, proc = daemon
+    pub = acquisition_pub(connect)
+    v, i = spike_sweep()
+    send_sweep(pub, v, i)
+    assert sub.wait_for(lambda s: len(s.of("label")) == 1, 20)
+    pub.close()
+    time.sleep(0.3)
+    pub = acquisition_pub(connect)  # the acquisition restarts: counters start again at 0
+    send_sweep(pub, v, i)
+    assert sub.wait_for(lambda s: len(s.of("label")) == 2, 20)
+    assert sub.wait_for(lambda s: s.of("heartbeat")[-1]["headstages"].get("0", {}).get("gaps") == 1, 5)
+    pub.close()
+
+
+def test_sigterm_answers_open_stimuli_and_flushes_the_log(daemon):
+    connect, sub, log, proc = daemon
+    pub = acquisition_pub(connect)
+    v, i = spike_sweep()
+    send_sweep(pub, v[:600], i[:600])  # a stimulus is open: onset seen, no peak yet
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    skips = [x for x in logged if x["topic"] == "skip"]
+    assert len(skips) == 1 and skips[0]["reason"] == "shutdown" and skips[0]["stim_onset_sample"] == 500
+    pub.close()
+
+
+def test_serve_refuses_bad_arguments_in_one_line():
+    r = subprocess.run([sys.executable, "-m", "rtclassify", "serve", "--source", "zmq", "--model", "genetic5"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "--connect" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "rtclassify", "serve", "--source", "zmq", "--connect",
+                        free_endpoint(), "--publish", free_endpoint(), "--model", "nope"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "neither a built-in model" in r.stderr
