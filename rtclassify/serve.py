@@ -112,14 +112,18 @@ class LslInput:
         self.fs = float(info.nominal_srate())
         if self.fs <= 0:
             raise RuntimeError(f"LSL stream {name!r} has an irregular rate; need a regular nominal rate")
-        self.inlet = pylsl.StreamInlet(info, max_buflen=30, recover=True,
-                                       processing_flags=pylsl.proc_clocksync | pylsl.proc_dejitter)
+        # no clock-sync post-processing: positions come from sample counts, and data and markers
+        # are stamped by the same host's clock; clock sync can block when the source goes away
+        self.inlet = pylsl.StreamInlet(info, max_buflen=30, recover=True)
+        self.inlet.open_stream(timeout_s)
         self.buf = np.zeros((int(self.fs), info.channel_count()), dtype=np.float32)  # up to 1 s per pull
         self.next_sample = 0
         self.first_stamp = None
         self.last_stamp = None
         ev = pylsl.resolve_byprop("name", f"{name}-events", 1, 0.5)
-        self.events = pylsl.StreamInlet(ev[0], recover=True, processing_flags=pylsl.proc_clocksync) if ev else None
+        self.events = pylsl.StreamInlet(ev[0], recover=True) if ev else None
+        if self.events is not None:
+            self.events.open_stream(timeout_s)
 
 
 def run_lsl(daemon: Daemon, names: list[str], stop, resolve_timeout_s: float = 10.0) -> None:
@@ -127,10 +131,18 @@ def run_lsl(daemon: Daemon, names: list[str], stop, resolve_timeout_s: float = 1
     import pylsl
 
     inputs = [LslInput(h, name, resolve_timeout_s) for h, name in enumerate(names)]
+    lost_reported = set()
     while not stop.is_set():
         got = 0
         for inp in inputs:
-            got += pull_lsl(daemon, inp, pylsl)
+            try:
+                got += pull_lsl(daemon, inp, pylsl)
+                lost_reported.discard(inp.name)
+            except (pylsl.LostError, TimeoutError, RuntimeError) as exc:
+                # the source went away; recover=True reconnects when it comes back
+                if inp.name not in lost_reported:
+                    warn(f"LSL stream {inp.name!r} unavailable ({type(exc).__name__}: {exc}); waiting for it")
+                    lost_reported.add(inp.name)
         daemon.tick()
         if not got:
             time.sleep(0.0005)
