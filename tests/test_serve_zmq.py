@@ -154,3 +154,13 @@ def test_serve_refuses_bad_arguments_in_one_line():
                         free_endpoint(), "--publish", free_endpoint(), "--model", "nope"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "neither a built-in model" in r.stderr
+
+
+def test_demo_runs_end_to_end_without_data():
+    from click.testing import CliRunner
+
+    from rtclassify.cli import main
+
+    result = CliRunner().invoke(main, ["demo", "--cells", "3", "--headstages", "1"])
+    assert result.exit_code == 0, result.output
+    assert "12 stimuli: 9 labels, 3 skips, 0 unanswered" in result.output

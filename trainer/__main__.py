@@ -59,14 +59,15 @@ def load(data_dir, fs_hz):
               + ", ".join(f"{k} {v}" for k, v in SHIPPED.items()) + ").")
 @click.option("--methods", default=None, help="Comma-separated subset of method names.")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the intervals.")
+@click.option("--readme", default="README.md", show_default=True, help="README whose figures section is refreshed.")
 @window_options
 def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, ensemble, methods, bootstrap,
-             fs_hz, seed, epochs, channels):
+             readme, fs_hz, seed, epochs, channels):
     """Cross-validate every method by cell and write the report (Markdown, JSON, PNGs)."""
     from tqdm import tqdm
 
     from trainer.evaluate import default_methods, make_folds, run_method, score_method
-    from trainer.report import write_report
+    from trainer.report import update_readme, write_report
 
     t0 = time.time()
     data = load(data_dir, fs_hz)
@@ -101,12 +102,26 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
     }
     path = write_report(results, Path(out_dir))
     click.echo(f"report: {path}")
+    if readme and Path(readme).is_file():
+        update_readme(results, Path(readme))
+        click.echo(f"figures written into {readme}")
 
 
 def cpu_count():
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@main.command()
+@click.option("--report", "report_json", default="docs/report/report.json", show_default=True)
+@click.option("--readme", default="README.md", show_default=True)
+def figures(report_json, readme):
+    """Refresh the README's figures section from a report.json."""
+    from trainer.report import update_readme
+
+    update_readme(json.loads(Path(report_json).read_text()), Path(readme))
+    click.echo(f"figures from {report_json} written into {readme}")
 
 
 @main.command()

@@ -148,3 +148,36 @@ def plot_recalls(results: dict, out_dir: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def headline_markdown(results: dict) -> str:
+    """The README's figures: the shipped models' pooled and rate-stratified CV results."""
+    lines = ["| model | cells | balanced accuracy | macro-F1 | accuracy | lowest class recall |",
+             "|---|---|---|---|---|---|"]
+    for name in ("cnn_genetic5", "cnn_broad2", "gbm_allen_genetic5", "gbm_ap_genetic5", "ablation_v_re_im"):
+        m = results["methods"].get(name)
+        if not m:
+            continue
+        for stratum, s in [("all", m["pooled"])] + list(m["rate_strata"].items()):
+            present = [i for i, n in enumerate(s["support"]) if n]
+            worst = min(present, key=lambda i: s["recall"][i])
+            label = f"`{name}`" if stratum == "all" else f"  ↳ {stratum}"
+            lines.append(f"| {label} | {s['n']} | {fmt(s, 'balanced_accuracy')} | {fmt(s, 'macro_f1')} | "
+                         f"{fmt(s, 'accuracy')} | {m['classes'][worst]} {s['recall'][worst]:.2f} |")
+    meta = results["meta"]
+    lines += ["", f"Cross-validated by cell ({meta['folds']}-fold x {meta['repeats']}), mean [95% bootstrap CI]; "
+              f"made by `{meta['command']}`. `gbm_allen_genetic5` uses Allen's features from all of a cell's "
+              "sweeps (not available live); `ablation_v_re_im` is the published architecture as a single "
+              "network. Full report: [docs/report/report.md](docs/report/report.md)."]
+    return "\n".join(lines)
+
+
+def update_readme(results: dict, readme: Path) -> None:
+    """Replace the text between the README's figures markers with headline_markdown(results)."""
+    text = Path(readme).read_text()
+    start, end = "<!-- figures:start -->", "<!-- figures:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{readme}: no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    Path(readme).write_text(head + start + "\n" + headline_markdown(results) + "\n" + end + tail)

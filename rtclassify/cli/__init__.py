@@ -4,6 +4,7 @@ import sys
 
 import click
 
+from rtclassify.cli.cmd_demo import demo
 from rtclassify.cli.cmd_detect import detect
 from rtclassify.cli.cmd_predict import predict
 from rtclassify.cli.cmd_serve import serve
@@ -39,3 +40,4 @@ main.add_command(predict)
 main.add_command(detect)
 main.add_command(simulate)
 main.add_command(serve)
+main.add_command(demo)
