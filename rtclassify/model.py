@@ -144,3 +144,91 @@ def count_parameters(model: nn.Module) -> Tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
+
+
+def fuse_branch(branches: List[nn.Sequential]) -> nn.Sequential:
+    """One branch computing M identical-architecture branches at once with grouped convolutions.
+
+    Input (N, M * C_in, L) (member m's channels contiguous) -> (N, M * C * POOLED_LENGTH) with
+    member m's features contiguous, bit-for-bit the same computation as the separate branches.
+    """
+    m = len(branches)
+    layers: List[nn.Module] = []
+    for parts in zip(*[list(b) for b in branches]):
+        first = parts[0]
+        if isinstance(first, nn.Conv1d):
+            conv = nn.Conv1d(first.in_channels * m, first.out_channels * m, first.kernel_size[0],
+                             padding=first.padding[0], groups=m)
+            conv.weight.data = torch.cat([p.weight.data for p in parts], dim=0)
+            conv.bias.data = torch.cat([p.bias.data for p in parts], dim=0)
+            layers.append(conv)
+        elif isinstance(first, nn.BatchNorm1d):
+            bn = nn.BatchNorm1d(first.num_features * m, eps=first.eps)
+            for name in ("weight", "bias"):
+                getattr(bn, name).data = torch.cat([getattr(p, name).data for p in parts])
+            for name in ("running_mean", "running_var"):
+                getattr(bn, name).data = torch.cat([getattr(p, name).data for p in parts])
+            layers.append(bn)
+        else:  # ReLU, MaxPool1d, AdaptiveAvgPool1d, Flatten act per channel
+            layers.append(first)
+    return nn.Sequential(*layers)
+
+
+class FusedEnsemble(nn.Module):
+    """An ensemble of TripleInputCNNs evaluated as one network: (N, L) mV -> (N, K) mean probabilities.
+
+    Same result as ProbabilityEnsemble of the same members, with one grouped convolution per layer
+    instead of one per member (a handful of kernel launches instead of M times as many, which is
+    what costs time at batch 1 on a CPU).
+    """
+
+    n_members: torch.jit.Final[int]
+    use_v: torch.jit.Final[bool]
+    use_dvdt: torch.jit.Final[bool]
+    use_re: torch.jit.Final[bool]
+    use_im: torch.jit.Final[bool]
+    n_samples: torch.jit.Final[int]
+    fs_hz: torch.jit.Final[float]
+    v_offset_mv: torch.jit.Final[float]
+    v_scale_mv: torch.jit.Final[float]
+    dvdt_scale: torch.jit.Final[float]
+
+    def __init__(self, members: List[TripleInputCNN]):
+        super().__init__()
+        ref = members[0]
+        self.n_members = len(members)
+        for name in ("use_v", "use_dvdt", "use_re", "use_im", "n_samples", "fs_hz", "v_offset_mv", "v_scale_mv",
+                     "dvdt_scale"):
+            setattr(self, name, getattr(ref, name))
+        self.time_branch = fuse_branch([m.time_branch for m in members])
+        self.re_branch = fuse_branch([m.re_branch for m in members]) if ref.use_re else nn.Identity()
+        self.im_branch = fuse_branch([m.im_branch for m in members]) if ref.use_im else nn.Identity()
+        # dense layers as batched matrices: (M, in, out)
+        self.w1 = nn.Parameter(torch.stack([m.head[0].weight.data.t() for m in members]))
+        self.b1 = nn.Parameter(torch.stack([m.head[0].bias.data for m in members]).unsqueeze(1))
+        self.w2 = nn.Parameter(torch.stack([m.classifier.weight.data.t() for m in members]))
+        self.b2 = nn.Parameter(torch.stack([m.classifier.bias.data for m in members]).unsqueeze(1))
+
+    def forward(self, v_mv: torch.Tensor) -> torch.Tensor:
+        """(N, L) membrane potential in mV -> (N, K) probabilities averaged over the members."""
+        if v_mv.dim() != 2 or v_mv.shape[1] != self.n_samples:
+            raise ValueError("expected input of shape (N, " + str(self.n_samples) + ") in mV")
+        n = v_mv.shape[0]
+        m = self.n_members
+        time_inputs: List[torch.Tensor] = []
+        if self.use_v:
+            time_inputs.append(normalise_voltage(v_mv, self.v_offset_mv, self.v_scale_mv))
+        if self.use_dvdt:
+            time_inputs.append(compute_dvdt(v_mv, self.fs_hz, self.dvdt_scale))
+        x = torch.stack(time_inputs, dim=1).repeat(1, m, 1)  # (N, M * C_in, L)
+        feats = [self.time_branch(x).reshape(n, m, -1)]  # (N, M, C * 4)
+        if self.use_re or self.use_im:
+            re, im = compute_spectrum(v_mv)
+            if self.use_re:
+                feats.append(self.re_branch(re.unsqueeze(1).repeat(1, m, 1)).reshape(n, m, -1))
+            if self.use_im:
+                feats.append(self.im_branch(im.unsqueeze(1).repeat(1, m, 1)).reshape(n, m, -1))
+        h = torch.cat(feats, dim=2).transpose(0, 1)  # (M, N, F)
+        h = torch.relu(torch.baddbmm(self.b1, h, self.w1))  # (M, N, hidden); dropout is off in eval
+        logits = torch.baddbmm(self.b2, h, self.w2)  # (M, N, K)
+        return torch.softmax(logits, dim=2).mean(dim=0)

@@ -45,3 +45,21 @@ def test_ensemble_outputs_probabilities():
     p = ens(torch.randn(5, 150) * 10 - 60)
     assert p.shape == (5, 3)
     assert torch.allclose(p.sum(dim=1), torch.ones(5), atol=1e-5)
+
+
+@pytest.mark.parametrize("branches", [("v",), ("v", "fft_re", "fft_im"), ("v", "dvdt", "fft_re", "fft_im")])
+def test_fused_ensemble_equals_the_ensemble_of_its_members(branches, tmp_path):
+    from rtclassify.model import FusedEnsemble
+
+    torch.manual_seed(2)
+    members = [TripleInputCNN(150, 50_000, 5, branches=branches, channels=8) for _ in range(3)]
+    for m in members:  # give the batch-norm layers non-trivial statistics
+        m.train()
+        with torch.no_grad():
+            m(torch.randn(32, 150) * 20 - 50)
+        m.eval()
+    x = torch.randn(6, 150) * 20 - 55
+    expected = ProbabilityEnsemble(members).eval()(x)
+    fused = torch.jit.script(FusedEnsemble(members).eval())
+    torch.jit.save(fused, str(tmp_path / "f.pt"))
+    assert torch.allclose(torch.jit.load(str(tmp_path / "f.pt"))(x), expected, atol=1e-6)
