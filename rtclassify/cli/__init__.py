@@ -4,6 +4,7 @@ import sys
 
 import click
 
+from rtclassify.cli.cmd_bench import bench
 from rtclassify.cli.cmd_demo import demo
 from rtclassify.cli.cmd_detect import detect
 from rtclassify.cli.cmd_predict import predict
@@ -41,3 +42,4 @@ main.add_command(detect)
 main.add_command(simulate)
 main.add_command(serve)
 main.add_command(demo)
+main.add_command(bench)

@@ -1,0 +1,1 @@
+"""rtclassify benchmarks: `rtclassify bench` runs `bench.suite`."""

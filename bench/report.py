@@ -1,0 +1,64 @@
+"""Markdown and PNG output of a benchmark result."""
+from pathlib import Path
+
+
+def render_markdown(r: dict) -> str:
+    m, v = r["machine"], r["versions"]
+    k = r["kernels"]
+    lines = [
+        f"# Benchmark ({'quick' if r['quick'] else 'full'} run, {r['created']})", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; {m['os']}; python {m['python']}, "
+        f"torch {v['torch']}, numba {v['numba']}, libzmq {v['libzmq']}, liblsl {v['liblsl']}.", "",
+        "| figure | value |", "|---|---|",
+        f"| end to end over ZMQ, last window sample sent → label received (ms) | p50 {r['e2e_zmq_ms']['p50']}, "
+        f"p95 {r['e2e_zmq_ms']['p95']}, p99 {r['e2e_zmq_ms']['p99']}, max {r['e2e_zmq_ms']['max']} "
+        f"(n={r['e2e_zmq_ms']['n']}, unanswered {r['e2e_zmq_ms']['unanswered']}) |",
+        f"| end to end over LSL (ms) | p50 {r['e2e_lsl_ms']['p50']}, p95 {r['e2e_lsl_ms']['p95']}, "
+        f"p99 {r['e2e_lsl_ms']['p99']}, max {r['e2e_lsl_ms']['max']} (n={r['e2e_lsl_ms']['n']}, "
+        f"unanswered {r['e2e_lsl_ms']['unanswered']}) |",
+        f"| in the daemon, window complete → label handed to the sockets (ms) | p50 {r['process_ms']['p50']}, "
+        f"p99 {r['process_ms']['p99']} |",
+        f"| detector (numba), M samples/s on one core | {k['detector_msamples_per_s']} "
+        f"(numpy reference {k['detector_numpy_reference_msamples_per_s']}, ×{k['detector_speedup_vs_numpy']}) |",
+        f"| ring-buffer writes, M samples/s | {k['ring_buffer_msamples_per_s']} |",
+        f"| FFT per window (µs) | {k['fft_us_per_window']} |",
+        f"| headstages sustained at 200 kHz (zero gaps, zero unanswered, nothing shed, p99 ≤ 10 ms) | {r['max_headstages_200khz']} |",
+        "", "## Inference per call (CPU)", "", "| runtime | threads | batch | p50 ms | p99 ms | per window p50 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["inference"]["cpu"]:
+        lines.append(f"| {row['runtime']} | {row['threads']} | {row['batch']} | {row['p50']} | {row['p99']} | "
+                     f"{row['per_window_p50_ms']} |")
+    lines += ["", f"CUDA: {r['inference']['cuda']}", "", "## Scaling", "",
+              "| rate | headstages | stimuli | unanswered | e2e p50 / p99 ms | process p99 ms | gaps | skips | daemon CPU |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for fs, rows in r["scaling"].items():
+        for row in rows:
+            lines.append(f"| {int(fs) // 1000} kHz | {row['headstages']} | {row['stimuli']} | {row['unanswered']} | "
+                         f"{row['latency_ms']['p50']} / {row['latency_ms']['p99']} | {row['process_ms']['p99']} | "
+                         f"{row['gaps']} | {row['skips']} | {row['daemon_cpu_share']} |")
+    lines += ["", r["physical_limit"]["note"] + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_latency(r: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=110)
+    for fs, rows in r["scaling"].items():
+        h = [x["headstages"] for x in rows]
+        axes[0].plot(h, [x["latency_ms"]["p99"] or 0 for x in rows], "o-", label=f"{int(fs) // 1000} kHz p99")
+        axes[0].plot(h, [x["latency_ms"]["p50"] or 0 for x in rows], "o--", label=f"{int(fs) // 1000} kHz p50")
+        axes[1].plot(h, [x["daemon_cpu_share"] or 0 for x in rows], "o-", label=f"{int(fs) // 1000} kHz")
+    axes[0].set_xlabel("headstages")
+    axes[0].set_ylabel("label latency (ms)")
+    axes[0].legend(fontsize=7)
+    axes[1].set_xlabel("headstages")
+    axes[1].set_ylabel("daemon CPU (cores)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

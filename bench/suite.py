@@ -1,0 +1,385 @@
+"""The benchmark suite behind `rtclassify bench`: kernels, inference, end to end, scaling.
+
+Every figure is measured on the machine it runs on and written with the machine's description and
+library versions. Timings are medians and percentiles over repeated runs; nothing here is asserted
+in the test suite (shared machines are noisy).
+"""
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+KEEPING_UP_P99_MS = 10.0  # a daemon whose p99 label latency exceeds this is falling behind
+
+
+# ---------------------------------------------------------------- machine
+
+def machine_info() -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    import torch
+
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "os": platform.platform(), "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def versions() -> dict:
+    import numba
+    import pylsl
+    import scipy
+    import torch
+    import zmq
+
+    return {"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "numba": numba.__version__, "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+            "pylsl": pylsl.__version__, "liblsl": str(pylsl.library_version())}
+
+
+def percentiles(values_ms) -> dict:
+    v = np.asarray(values_ms, dtype=float)
+    if not len(v):
+        return {"p50": None, "p95": None, "p99": None, "max": None, "n": 0}
+    p50, p95, p99 = np.percentile(v, [50, 95, 99])
+    return {"p50": round(float(p50), 4), "p95": round(float(p95), 4), "p99": round(float(p99), 4),
+            "max": round(float(v.max()), 4), "n": int(len(v))}
+
+
+def time_calls(fn, repeats: int) -> np.ndarray:
+    out = np.empty(repeats)
+    for k in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out[k] = time.perf_counter() - t
+    return out
+
+
+# ---------------------------------------------------------------- kernels
+
+def synthetic_recording(fs: float, seconds: float, seed: int = 0):
+    """V (mV) and I (pA) with a 3 ms step every 50 ms and an AP after every other step."""
+    rng = np.random.default_rng(seed)
+    n = int(fs * seconds)
+    v = np.full(n, -70.0) + rng.normal(0, 0.1, n)
+    i = rng.normal(0, 2.0, n)
+    period, step = int(0.05 * fs), int(0.003 * fs)
+    t = np.arange(int(0.004 * fs)) / fs * 1000
+    for k, start in enumerate(range(int(0.01 * fs), n - period, period)):
+        i[start:start + step] += 500
+        if k % 2 == 0:
+            tp = 3.2
+            v[start:start + len(t)] += np.where(t < tp, 95 * np.exp(-((t - tp) / 0.3) ** 2),
+                                                95 * np.exp(-((t - tp) / 0.7) ** 2))
+    return v, i
+
+
+def bench_kernels(quick: bool) -> dict:
+    from rtclassify import _kernels
+    from rtclassify.buffers import RingBuffer
+    from rtclassify.detection import detect_spikes, detect_steps, find_spikes_reference, find_steps_reference
+
+    _kernels.warm_up()
+    fs = 200_000.0
+    v, i = synthetic_recording(fs, 2.0 if quick else 10.0)
+    n = len(v)
+    repeats = 5 if quick else 20
+
+    def numba_detect():
+        on, off = detect_steps(i, holding_pa=0.0)
+        detect_spikes(v, fs, on)
+
+    t_numba = np.median(time_calls(numba_detect, repeats))
+    seg = int(0.2 * fs)  # the references are slow: time them on a slice and scale
+
+    def numpy_detect():
+        on, off = find_steps_reference(i[:seg], 0.0, 50.0)
+        find_spikes_reference(v[:seg], fs, on)
+
+    t_numpy = np.median(time_calls(numpy_detect, 3)) * n / seg
+    buf = RingBuffer(int(2 * fs))
+    chunk = np.zeros((200, 2))
+    writes = 20_000 if quick else 100_000
+    t_buf = np.median(time_calls(lambda: [buf.write(chunk) for _ in range(writes)], 3))
+    windows = np.random.default_rng(0).normal(-60, 10, (1, 150))
+    t_fft = np.median(time_calls(lambda: [np.fft.rfft(windows, axis=1) for _ in range(1000)], 5)) / 1000
+    return {
+        "detector_msamples_per_s": round(n / t_numba / 1e6, 2),
+        "detector_numpy_reference_msamples_per_s": round(n / t_numpy / 1e6, 3),
+        "detector_speedup_vs_numpy": round(t_numpy / t_numba, 1),
+        "ring_buffer_msamples_per_s": round(writes * 200 / t_buf / 1e6, 1),
+        "ring_buffer_write_us_per_1ms_chunk_200khz": round(t_buf / writes * 1e6, 3),
+        "fft_us_per_window": round(t_fft * 1e6, 2),
+        "trace": {"fs_hz": fs, "samples": n, "note": "detect_steps + detect_spikes over one trace, single core"},
+    }
+
+
+# ---------------------------------------------------------------- inference
+
+def bench_inference(quick: bool) -> dict:
+    import torch
+
+    from rtclassify.model import ProbabilityEnsemble, TripleInputCNN
+    from rtclassify.modelfile import load_model
+
+    model = load_model("genetic5")
+    arch = model.card["architecture"]
+    members = arch.get("members", 1)
+    n = model.spec.n_samples
+    runs = 200 if quick else 1000
+    out = {"model": model.name, "members": members, "channels": arch.get("channels")}
+    rows = []
+    # eager: the same architecture rebuilt as plain modules (timing does not depend on the weights)
+    eager = ProbabilityEnsemble([TripleInputCNN(n, model.spec.fs_hz, len(model.classes),
+                                                branches=tuple(arch["branches"]), channels=arch["channels"],
+                                                depth=arch["depth"], hidden=arch["hidden"]) for _ in range(members)]).eval()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for batch in (1, 8):
+            x = torch.full((batch, n), -60.0) + torch.randn(batch, n)
+            for name, mod in (("torchscript_fused", model.module), ("eager_unfused", eager)):
+                with torch.inference_mode():
+                    for _ in range(20):
+                        mod(x)
+                    t = time_calls(lambda: mod(x), runs) * 1e3
+                rows.append({"runtime": name, "threads": threads, "batch": batch, **percentiles(t),
+                             "per_window_p50_ms": round(float(np.median(t)) / batch, 4)})
+    torch.set_num_threads(1)
+    out["cpu"] = rows
+    out["cuda"] = "absent (no CUDA device on this machine)" if not torch.cuda.is_available() else bench_cuda(model)
+    return out
+
+
+def bench_cuda(model) -> dict:  # pragma: no cover - needs a GPU
+    import torch
+
+    m = torch.jit.load(str(model.path), map_location="cuda")
+    x = torch.full((1, model.spec.n_samples), -60.0, device="cuda")
+    with torch.inference_mode():
+        for _ in range(50):
+            m(x)
+        torch.cuda.synchronize()
+
+        def call():
+            m(x)
+            torch.cuda.synchronize()
+
+        t = time_calls(call, 500) * 1e3
+    return {"batch1": percentiles(t)}
+
+
+# ---------------------------------------------------------------- end to end
+
+def free_endpoint() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"tcp://127.0.0.1:{port}"
+
+
+def start_daemon(args: list[str], log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "rtclassify", "serve", "--model", "genetic5", "--log", str(log), *args]
+    return subprocess.Popen(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+
+
+class SendLog:
+    """When each chunk's last sample left the client: (headstage, sample index) -> perf_counter."""
+
+    def __init__(self):
+        self.ends = {}  # headstage -> (array of chunk end samples, array of times)
+        self.rows = []
+
+    def record(self, headstage, first, n, t):
+        self.rows.append((headstage, first + n - 1, t))
+
+    def sent_at(self, headstage: int, sample: int) -> float | None:
+        if headstage not in self.ends:
+            rows = [(s, t) for h, s, t in self.rows if h == headstage]
+            self.ends[headstage] = (np.array([s for s, _ in rows]), np.array([t for _, t in rows]))
+        ends, times = self.ends[headstage]
+        k = int(np.searchsorted(ends, sample))
+        return float(times[k]) if k < len(ends) else None
+
+
+def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms: float = 1.0,
+            data_dir: str | None = None, tmp: Path = Path("/tmp")) -> dict:
+    """A real daemon and a real client on loopback; latency from sending the window's last sample
+    to receiving its label, per stimulus; unanswered stimuli; the daemon's CPU share."""
+    import zmq
+
+    from rtclassify.simulate import HeadstageStream, load_cells, run_simulation
+
+    sys.setswitchinterval(1e-4)  # the client's sender and receiver threads share the GIL
+    rng = np.random.default_rng(0)
+    if data_dir:
+        cells = load_cells(data_dir, fs, limit=60, rng=rng)
+    else:
+        from rtclassify.neurons import builtin_cells
+
+        cells = builtin_cells(fs)
+    streams = [HeadstageStream(h, cells[h::headstages] or cells, fs, 4, 4, np.random.default_rng(h))
+               for h in range(headstages)]
+    chunk_n = max(1, int(round(chunk_ms * fs / 1000)))
+    log = tmp / f"bench-{transport}-{headstages}-{int(fs)}.jsonl"
+    log.unlink(missing_ok=True)
+    label_ep = free_endpoint()
+    sends = SendLog()
+    received = []
+    stop_rx = threading.Event()
+    name = f"rtclassify-bench-{os.getpid()}-{headstages}"
+    if transport == "zmq":
+        from rtclassify.io.sinks import ZmqSink
+
+        data_ep = free_endpoint()
+        sink = ZmqSink(data_ep)
+        daemon = start_daemon(["--source", "zmq", "--connect", data_ep, "--publish", label_ep], log)
+    else:
+        from rtclassify.io.sinks import LslSink
+
+        names = [f"{name}-hs{h}" for h in range(headstages)]
+        sink = LslSink(names, fs, chunk_n)
+        daemon = start_daemon(["--source", "lsl", "--publish", label_ep, "--lsl-out", f"{name}-labels",
+                               *sum((["--stream", n] for n in names), [])], log)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(label_ep)
+
+    def receive():
+        while not stop_rx.is_set():
+            if sub.poll(20):
+                topic, body = sub.recv_multipart()
+                t = time.perf_counter()
+                if topic in (b"label", b"skip"):
+                    received.append((t, json.loads(body)))
+
+    try:
+        if not sub.poll(60_000):
+            raise RuntimeError("daemon did not start")
+        rx = threading.Thread(target=receive, daemon=True)
+        rx.start()
+        if not sink.wait_for_subscriber(60):
+            raise RuntimeError("daemon did not subscribe")
+        truth_lines = []
+
+        class Truth:
+            def write(self, line):
+                truth_lines.append(json.loads(line))
+
+        cpu0, t0 = cpu_seconds(daemon.pid), time.perf_counter()
+        run_simulation(sink, streams, chunk_n, 1.0, None, seconds, Truth(), False, None, sends.record)
+        wall = time.perf_counter() - t0
+        cpu = cpu_seconds(daemon.pid) - cpu0
+        deadline = time.time() + 5
+        while time.time() < deadline and len(received) < len(truth_lines):
+            time.sleep(0.05)
+    finally:
+        stop_rx.set()
+        stop(daemon)
+        sink.close()
+        sub.close()
+    answers = {(m["headstage"], m["stim_onset_sample"]): (t, m) for t, m in received}
+    latencies, process = [], []
+    for t, m in received:
+        if m.get("schema") == "rtclassify.label/1":
+            sent = sends.sent_at(m["headstage"], m["window_end_sample"])
+            if sent is not None:
+                latencies.append((t - sent) * 1e3)
+            process.append(m["latency_ms"]["process"])
+    logged = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    beats = [x for x in logged if x["topic"] == "heartbeat"]
+    gaps = sum(h.get("gaps", 0) for h in beats[-1]["headstages"].values()) if beats else None
+    skips = {}
+    for _, m in received:
+        if m.get("schema") == "rtclassify.skip/1":
+            skips[m["reason"]] = skips.get(m["reason"], 0) + 1
+    return {"transport": transport, "headstages": headstages, "fs_hz": fs, "seconds": round(wall, 2),
+            "chunk_ms": chunk_ms, "stimuli": len(truth_lines),
+            "unanswered": sum((t["headstage"], t["stim_onset_sample"]) not in answers for t in truth_lines),
+            "latency_ms": percentiles(latencies), "process_ms": percentiles(process), "skips": skips,
+            "gaps": gaps, "daemon_cpu_share": round(cpu / wall, 3) if wall else None}
+
+
+def bench_scaling(quick: bool, tmp: Path) -> dict:
+    """Headstages at 50 and 200 kHz until the daemon no longer keeps up."""
+    counts = [4, 8, 16] if quick else [1, 2, 4, 8, 12, 16, 24, 32]
+    seconds = 1.5 if quick else 5.0
+    out = {}
+    for fs in ((200_000.0,) if quick else (50_000.0, 200_000.0)):
+        rows = []
+        for h in counts:
+            r = run_e2e("zmq", h, fs, seconds, chunk_ms=2.0, tmp=tmp)
+            # keeping up: everything answered, nothing lost or shed, and no backlog building up
+            p99 = r["latency_ms"]["p99"]
+            r["sustained"] = bool(r["unanswered"] == 0 and not r["gaps"] and not r["skips"].get("late")
+                                  and p99 is not None and p99 <= KEEPING_UP_P99_MS)
+            rows.append(r)
+            if not r["sustained"]:
+                break
+        out[f"{int(fs)}"] = rows
+    return out
+
+
+def max_sustained(rows: list[dict]) -> int:
+    best = 0
+    for r in rows:
+        if not r["sustained"]:
+            break
+        best = r["headstages"]
+    return best
+
+
+def run_suite(quick: bool, data_dir: str | None, tmp: Path, progress=print) -> dict:
+    result = {"machine": machine_info(), "versions": versions(), "quick": quick,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    progress("kernels")
+    result["kernels"] = bench_kernels(quick)
+    result["detector_msamples_per_s"] = result["kernels"]["detector_msamples_per_s"]
+    progress("inference")
+    result["inference"] = bench_inference(quick)
+    seconds = 3.0 if quick else 20.0
+    progress("end to end, ZMQ")
+    zmq_run = run_e2e("zmq", 1, 50_000.0, seconds, data_dir=data_dir, tmp=tmp)
+    progress("end to end, LSL")
+    lsl_run = run_e2e("lsl", 1, 50_000.0, seconds, data_dir=data_dir, tmp=tmp)
+    result["e2e_zmq_ms"] = {**zmq_run["latency_ms"], "unanswered": zmq_run["unanswered"]}
+    result["e2e_lsl_ms"] = {**lsl_run["latency_ms"], "unanswered": lsl_run["unanswered"]}
+    result["process_ms"] = {"p50": zmq_run["process_ms"]["p50"], "p99": zmq_run["process_ms"]["p99"]}
+    result["e2e_runs"] = [zmq_run, lsl_run]
+    progress("scaling")
+    result["scaling"] = bench_scaling(quick, tmp)
+    result["max_headstages_200khz"] = max_sustained(result["scaling"]["200000"])
+    if "50000" in result["scaling"]:
+        result["max_headstages_50khz"] = max_sustained(result["scaling"]["50000"])
+    result["physical_limit"] = {
+        "note": "the earliest a label can exist is when the window's last sample (2 ms after the AP peak) "
+                "has been sent; e2e latencies are measured from that moment, so they are the margin over it",
+        "window_after_peak_ms": 2.0}
+    return result

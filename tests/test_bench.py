@@ -1,0 +1,25 @@
+"""The benchmark runs and its output is complete (timings are reported, never asserted)."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from rtclassify.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_bench_writes_every_required_key(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", "--quick", "--json", str(out), "--markdown", str(tmp_path / "b.md"),
+                                       "--plot", str(tmp_path / "b.png")])
+    assert result.exit_code == 0, result.output
+    r = json.loads(out.read_text())
+    for key in ("e2e_zmq_ms", "e2e_lsl_ms"):
+        assert set(r[key]) >= {"p50", "p95", "p99", "max", "n", "unanswered"}
+        assert r[key]["n"] > 0 and r[key]["unanswered"] == 0
+    assert set(r["process_ms"]) >= {"p50", "p99"}
+    assert r["detector_msamples_per_s"] > 0
+    assert isinstance(r["max_headstages_200khz"], int)
+    assert r["machine"]["cores"] >= 1 and r["versions"]["torch"]
+    assert (tmp_path / "b.png").stat().st_size > 1000 and "| figure | value |" in (tmp_path / "b.md").read_text()
