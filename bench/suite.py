@@ -7,7 +7,6 @@ in the test suite (shared machines are noisy).
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from rtclassify.io.ports import free_tcp_endpoint
 
 
 KEEPING_UP_P99_MS = 10.0  # a daemon whose p99 label latency exceeds this is falling behind
@@ -180,14 +181,6 @@ def bench_cuda(model) -> dict:  # pragma: no cover - needs a GPU
 
 # ---------------------------------------------------------------- end to end
 
-def free_endpoint() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"tcp://127.0.0.1:{port}"
-
-
 def start_daemon(args: list[str], log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "rtclassify", "serve", "--model", "genetic5", "--log", str(log), *args]
     return subprocess.Popen(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -250,7 +243,7 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
     chunk_n = max(1, int(round(chunk_ms * fs / 1000)))
     log = tmp / f"bench-{transport}-{headstages}-{int(fs)}.jsonl"
     log.unlink(missing_ok=True)
-    label_ep = free_endpoint()
+    label_ep = free_tcp_endpoint()
     sends = SendLog()
     received = []
     stop_rx = threading.Event()
@@ -258,7 +251,7 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
     if transport == "zmq":
         from rtclassify.io.sinks import ZmqSink
 
-        data_ep = free_endpoint()
+        data_ep = free_tcp_endpoint()
         sink = ZmqSink(data_ep)
         daemon = start_daemon(["--source", "zmq", "--connect", data_ep, "--publish", label_ep], log)
     else:

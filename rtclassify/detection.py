@@ -5,11 +5,12 @@ potential, with the samples right after each stimulus onset masked (bridge-balan
 artifacts). The numba kernels live in `rtclassify._kernels`; the `*_reference` functions here are
 their plain numpy counterparts, used by the tests.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from rtclassify import _kernels
+from rtclassify.config import dataclass_from_dict
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,7 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown detector options {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "detector options")
 
 
 @dataclass

@@ -21,6 +21,17 @@ PUBLISHED_BRANCHES = ("v", "fft_re", "fft_im")
 POOLED_LENGTH = 4
 
 
+def stack_time_inputs(v_mv: torch.Tensor, use_v: bool, use_dvdt: bool, fs_hz: float, v_offset_mv: float,
+                      v_scale_mv: float, dvdt_scale: float) -> torch.Tensor:
+    """(N, L) mV -> (N, C, L) time-branch channels: normalised V and/or scaled dV/dt."""
+    time_inputs: List[torch.Tensor] = []
+    if use_v:
+        time_inputs.append(normalise_voltage(v_mv, v_offset_mv, v_scale_mv))
+    if use_dvdt:
+        time_inputs.append(compute_dvdt(v_mv, fs_hz, dvdt_scale))
+    return torch.stack(time_inputs, dim=1)
+
+
 def build_branch(in_channels: int, channels: int, depth: int, kernel: int) -> nn.Sequential:
     """Conv1d -> ReLU -> BatchNorm1d, `depth` times, max-pool /2 after every second layer.
 
@@ -105,12 +116,9 @@ class TripleInputCNN(nn.Module):
         """(N, L) membrane potential in mV at fs_hz -> (N, K) logits."""
         if v_mv.dim() != 2 or v_mv.shape[1] != self.n_samples:
             raise ValueError("expected input of shape (N, " + str(self.n_samples) + ") in mV")
-        time_inputs: List[torch.Tensor] = []
-        if self.use_v:
-            time_inputs.append(normalise_voltage(v_mv, self.v_offset_mv, self.v_scale_mv))
-        if self.use_dvdt:
-            time_inputs.append(compute_dvdt(v_mv, self.fs_hz, self.dvdt_scale))
-        feats = [self.time_branch(torch.stack(time_inputs, dim=1))]  # (N, C * 4)
+        x = stack_time_inputs(v_mv, self.use_v, self.use_dvdt, self.fs_hz, self.v_offset_mv, self.v_scale_mv,
+                              self.dvdt_scale)
+        feats = [self.time_branch(x)]  # (N, C * 4)
         if self.use_re or self.use_im:
             re, im = compute_spectrum(v_mv)  # (N, F) each
             if self.use_re:
@@ -215,12 +223,8 @@ class FusedEnsemble(nn.Module):
             raise ValueError("expected input of shape (N, " + str(self.n_samples) + ") in mV")
         n = v_mv.shape[0]
         m = self.n_members
-        time_inputs: List[torch.Tensor] = []
-        if self.use_v:
-            time_inputs.append(normalise_voltage(v_mv, self.v_offset_mv, self.v_scale_mv))
-        if self.use_dvdt:
-            time_inputs.append(compute_dvdt(v_mv, self.fs_hz, self.dvdt_scale))
-        x = torch.stack(time_inputs, dim=1).repeat(1, m, 1)  # (N, M * C_in, L)
+        x = stack_time_inputs(v_mv, self.use_v, self.use_dvdt, self.fs_hz, self.v_offset_mv, self.v_scale_mv,
+                              self.dvdt_scale).repeat(1, m, 1)  # (N, M * C_in, L)
         feats = [self.time_branch(x).reshape(n, m, -1)]  # (N, M, C * 4)
         if self.use_re or self.use_im:
             re, im = compute_spectrum(v_mv)

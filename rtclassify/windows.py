@@ -4,11 +4,13 @@ A model is trained on windows of a fixed length at a fixed sampling rate, anchor
 action-potential peak or the stimulus onset. Every window, offline or live, is cut and resampled
 through the functions here, and the spec travels inside every model file.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 import numpy as np
 from scipy.signal import resample_poly
+
+from rtclassify.config import dataclass_from_dict
 
 ANCHORS = ("peak", "stimulus")
 
@@ -64,11 +66,7 @@ class WindowSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WindowSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown window spec keys {sorted(unknown)}; valid keys: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "window spec keys")
 
 
 def samples_at(ms: float, fs_hz: float) -> int:

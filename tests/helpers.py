@@ -1,18 +1,12 @@
 """Test helpers: free loopback ports, a label subscriber, a tiny model, a synthetic sweep."""
 import json
-import socket
 import threading
 import time
 
 import numpy as np
 
 
-def free_endpoint() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"tcp://127.0.0.1:{port}"
+from rtclassify.io.ports import free_tcp_endpoint as free_endpoint  # noqa: F401  (re-exported for the tests)
 
 
 class Subscriber:

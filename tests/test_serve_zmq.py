@@ -1,6 +1,5 @@
 """The daemon as users run it: `rtclassify serve` in its own process, real ZMQ sockets on loopback."""
 import json
-import os
 import signal
 import subprocess
 import sys

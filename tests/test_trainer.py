@@ -1,6 +1,5 @@
 import csv
 from collections import Counter
-from dataclasses import replace
 
 import numpy as np
 import pytest

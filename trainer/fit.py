@@ -1,10 +1,11 @@
 """Training one network (or a small ensemble) on windows: seeded, class-balanced, early-stopped."""
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from rtclassify.config import dataclass_from_dict
 from rtclassify.model import DEFAULT_BRANCHES, TripleInputCNN
 
 
@@ -39,14 +40,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training options {sorted(unknown)}; valid: {sorted(known)}")
         d = dict(d)
         if "branches" in d:
             d["branches"] = tuple(d["branches"])
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "training options")
 
 
 @dataclass

@@ -20,7 +20,6 @@ def demo(model_name, data_dir, cells, headstages, fs_hz, source, seed):
     simulator's ground truth, latency percentiles).
     """
     import json
-    import socket
     import subprocess
     import sys
     import tempfile
@@ -28,18 +27,12 @@ def demo(model_name, data_dir, cells, headstages, fs_hz, source, seed):
     import uuid
     from pathlib import Path
 
-    import numpy as np
     import zmq
 
-    def endpoint():
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        return f"tcp://127.0.0.1:{port}"
+    from rtclassify.io.ports import free_tcp_endpoint
 
     tmp = Path(tempfile.mkdtemp(prefix="rtclassify-demo-"))
-    data_ep, label_ep = endpoint(), endpoint()
+    data_ep, label_ep = free_tcp_endpoint(), free_tcp_endpoint()
     stream = f"rtclassify-demo-{uuid.uuid4().hex[:6]}"
     me = [sys.executable, "-m", "rtclassify"]
     serve_cmd = me + ["serve", "--source", source, "--model", model_name, "--publish", label_ep,
