@@ -7,6 +7,7 @@ import click
 from rtclassify.cli.cmd_bench import bench
 from rtclassify.cli.cmd_demo import demo
 from rtclassify.cli.cmd_detect import detect
+from rtclassify.cli.cmd_overlay import overlay
 from rtclassify.cli.cmd_predict import predict
 from rtclassify.cli.cmd_serve import serve
 from rtclassify.cli.cmd_simulate import simulate
@@ -43,3 +44,4 @@ main.add_command(simulate)
 main.add_command(serve)
 main.add_command(demo)
 main.add_command(bench)
+main.add_command(overlay)

@@ -1,0 +1,184 @@
+"""The overlay widget (Qt via pyqtgraph): the current cell's type, how sure, how many sweeps, how fresh.
+
+One panel per headstage: the accumulated verdict in the class's colour with its probability and
+window count and an "enough evidence" state, per-class probability bars, the last classified
+window with its AP peak marked, the label latency; a banner turns red when heartbeats stop.
+"""
+import time
+
+from plugins.feed import STALE_S, FeedState
+from rtclassify.colors import CLASS_COLORS
+
+try:
+    from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
+except ImportError as exc:  # pragma: no cover - reported by the CLI
+    raise ImportError("the overlay needs pyqtgraph and a Qt binding: pip install 'rtclassify[overlay]'") from exc
+import pyqtgraph as pg
+
+GREY = "#888888"
+
+
+class HeadstagePanel(QtWidgets.QFrame):
+    """The view of one headstage."""
+
+    def __init__(self, number: int, classes: list[str]):
+        super().__init__()
+        self.number = number
+        self.classes = classes
+        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
+        layout = QtWidgets.QGridLayout(self)
+        self.title = QtWidgets.QLabel(f"Headstage {number}")
+        self.title.setStyleSheet("color: #cccccc; font-size: 11pt;")
+        self.verdict = QtWidgets.QLabel("waiting for a label…")
+        self.verdict.setStyleSheet(f"color: {GREY}; font-size: 28pt; font-weight: bold;")
+        self.detail = QtWidgets.QLabel("")
+        self.detail.setStyleSheet("color: #dddddd; font-size: 11pt;")
+        self.evidence = QtWidgets.QLabel("")
+        self.evidence.setStyleSheet("font-size: 11pt;")
+        layout.addWidget(self.title, 0, 0, 1, 2)
+        layout.addWidget(self.verdict, 1, 0, 1, 2)
+        layout.addWidget(self.detail, 2, 0, 1, 2)
+        layout.addWidget(self.evidence, 3, 0, 1, 2)
+        self.bars = {}
+        for row, c in enumerate(classes):
+            name = QtWidgets.QLabel(c)
+            name.setStyleSheet(f"color: {CLASS_COLORS.get(c, '#ffffff')}; font-weight: bold;")
+            bar = QtWidgets.QProgressBar()
+            bar.setRange(0, 100)
+            bar.setFormat("%p%")
+            bar.setStyleSheet("QProgressBar {color: white; border: 1px solid #555; background: #222;}"
+                              f"QProgressBar::chunk {{background: {CLASS_COLORS.get(c, '#aaaaaa')};}}")
+            layout.addWidget(name, 4 + row, 0)
+            layout.addWidget(bar, 4 + row, 1)
+            self.bars[c] = bar
+        self.plot = pg.PlotWidget(background="#111111")
+        self.plot.setMinimumHeight(140)
+        self.plot.setLabel("left", "V", units="mV")
+        self.plot.setLabel("bottom", "time from peak", units="ms")
+        self.trace = self.plot.plot(pen=pg.mkPen("#eeeeee", width=2))
+        self.peak = self.plot.plot(pen=None, symbol="o", symbolBrush="#ffdd00", symbolSize=9)
+        layout.addWidget(self.plot, 4 + len(classes), 0, 1, 2)
+
+    def show_view(self, view, now: float) -> None:
+        v = view.verdict
+        if not v:
+            last = view.skip
+            self.verdict.setText("waiting for a label…")
+            self.verdict.setStyleSheet(f"color: {GREY}; font-size: 28pt; font-weight: bold;")
+            self.detail.setText(f"cell {view.cell_id or '—'}" + (f"; last stimulus skipped: {last['reason']}" if last else ""))
+            self.evidence.setText("")
+            for bar in self.bars.values():
+                bar.setValue(0)
+            return
+        label = view.label
+        p = max(v["probs"].values())
+        color = CLASS_COLORS.get(v["label"], "#ffffff")
+        self.verdict.setText(f"{v['label']}  {p:.0%}")
+        self.verdict.setStyleSheet(f"color: {color}; font-size: 28pt; font-weight: bold;")
+        age = now - view.received_at if view.received_at is not None else float("nan")
+        self.detail.setText(f"cell {view.cell_id or '—'} · {v['n_windows']} sweep(s) · last window: "
+                            f"{label['label']} · label {label['latency_ms']['process']:.2f} ms after its last sample"
+                            f" · {age:.1f} s ago")
+        if view.enough_evidence:
+            self.evidence.setText("✔ enough evidence")
+            self.evidence.setStyleSheet("color: #55dd55; font-size: 11pt; font-weight: bold;")
+        else:
+            self.evidence.setText("… collecting: more sweeps needed")
+            self.evidence.setStyleSheet("color: #ddaa33; font-size: 11pt;")
+        for c, bar in self.bars.items():
+            bar.setValue(int(round(100 * v["probs"].get(c, 0.0))))
+        window = label.get("window")
+        if window:
+            fs = window["fs_hz"]
+            a = window["anchor_index"]
+            y = window["v_mv"]
+            x = [(k - a) * 1000.0 / fs for k in range(len(y))]
+            self.trace.setData(x, y)
+            self.peak.setData([0.0], [y[a]])
+
+
+class OverlayWidget(QtWidgets.QWidget):
+    """All headstages plus a connection banner; call `refresh()` after feeding `state`."""
+
+    def __init__(self, state: FeedState, source: str, stale_s: float = STALE_S):
+        super().__init__()
+        self.state = state
+        self.stale_s = stale_s
+        self.setWindowTitle("rtclassify")
+        self.setStyleSheet("background: #1b1b1b;")
+        self.setWindowFlag(QtCore.Qt.WindowType.WindowStaysOnTopHint, True)
+        self.layout_ = QtWidgets.QVBoxLayout(self)
+        self.banner = QtWidgets.QLabel("")
+        self.banner.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.layout_.addWidget(self.banner)
+        self.source = source
+        self.panels: dict[int, HeadstagePanel] = {}
+        self.row = QtWidgets.QHBoxLayout()
+        self.layout_.addLayout(self.row)
+        self.resize(520, 560)
+
+    def classes(self) -> list[str]:
+        if self.state.model:
+            return list(self.state.model.get("classes", []))
+        for view in self.state.headstages.values():
+            if view.label:
+                return list(view.label["probs"])
+        return []
+
+    def refresh(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        age = self.state.heartbeat_age(now)
+        if self.state.stale(now, self.stale_s):
+            what = "no heartbeat yet" if age is None else f"NO HEARTBEAT for {age:.0f} s — is the daemon running?"
+            self.banner.setText(f"⚠ {what} ({self.source})")
+            self.banner.setStyleSheet("background: #aa2222; color: white; font-size: 12pt; font-weight: bold;")
+        else:
+            model = self.state.model or {}
+            self.banner.setText(f"● live · {self.source} · model {model.get('name', '?')} · heartbeat {age:.1f} s ago")
+            self.banner.setStyleSheet("background: #224422; color: #ccffcc; font-size: 11pt;")
+        classes = self.classes()
+        for number in sorted(self.state.headstages):
+            if number not in self.panels and classes:
+                panel = HeadstagePanel(number, classes)
+                self.panels[number] = panel
+                self.row.addWidget(panel)
+            if number in self.panels:
+                self.panels[number].show_view(self.state.headstages[number], now)
+        if self.panels:
+            self.resize(max(520, 460 * len(self.panels)), 600)
+
+
+def run_overlay(feed, source: str, screenshot: str | None = None, timeout_s: float = 20.0,
+                stale_s: float = STALE_S) -> int:
+    """Show the overlay (or, with `screenshot`, render it once a label has arrived and save a PNG)."""
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    state = FeedState()
+    widget = OverlayWidget(state, source, stale_s)
+    started = time.monotonic()
+
+    def tick():
+        for topic, msg in feed.poll():
+            state.apply(topic, msg)
+        widget.refresh()
+        if screenshot and (state.labels > 0 or time.monotonic() - started > timeout_s):
+            if state.labels > 0:  # let a second heartbeat or label land so the picture is current
+                QtCore.QTimer.singleShot(300, finish)
+                timer.stop()
+            else:
+                finish()
+
+    def finish():
+        for topic, msg in feed.poll():
+            state.apply(topic, msg)
+        widget.refresh()
+        app.processEvents()
+        widget.grab().save(screenshot, "PNG")
+        app.quit()
+
+    timer = QtCore.QTimer()
+    timer.timeout.connect(tick)
+    timer.start(50)
+    widget.show()
+    app.exec()
+    feed.close()
+    return 0

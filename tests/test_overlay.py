@@ -1,0 +1,101 @@
+"""The overlay: its state model, and the Qt widget offscreen against a real daemon and simulator."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from helpers import free_endpoint  # noqa: E402
+from plugins.feed import FeedState  # noqa: E402
+
+
+def label(hs, cell, lab, n, p=0.9):
+    probs = {"Exc": 1 - p, "Pvalb": p} if lab == "Pvalb" else {"Exc": p, "Pvalb": 1 - p}
+    return {"schema": "rtclassify.label/1", "headstage": hs, "cell_id": cell, "label": lab, "probs": probs,
+            "cell": {"label": lab, "probs": probs, "n_windows": n}, "latency_ms": {"process": 0.5}}
+
+
+def test_state_follows_labels_cells_and_heartbeats():
+    s = FeedState()
+    assert s.stale(now=0.0)
+    s.apply("heartbeat", {"model": {"name": "m", "classes": ["Exc", "Pvalb"]}, "headstages": {}}, now=1.0)
+    assert not s.stale(now=2.0) and s.stale(now=7.0)
+    s.apply("label", label(0, "A", "Pvalb", 1), now=1.5)
+    assert s.headstages[0].verdict["label"] == "Pvalb" and not s.headstages[0].enough_evidence
+    s.apply("label", label(0, "A", "Pvalb", 3), now=1.6)
+    assert s.headstages[0].enough_evidence
+    s.apply("heartbeat", {"headstages": {"0": {"cell_id": "B"}}}, now=2.0)  # a new cell: old verdict gone
+    assert s.headstages[0].verdict is None and s.headstages[0].cell_id == "B"
+
+
+@pytest.mark.slow
+def test_widget_shows_the_received_verdict_and_warns_when_heartbeats_stop(tmp_path):
+    pytest.importorskip("pyqtgraph")
+    from pyqtgraph.Qt import QtWidgets
+
+    from plugins.feed import ZmqFeed
+    from plugins.overlay import OverlayWidget
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    data_ep, label_ep = free_endpoint(), free_endpoint()
+    daemon = subprocess.Popen([sys.executable, "-m", "rtclassify", "serve", "--source", "zmq", "--connect", data_ep,
+                               "--publish", label_ep, "--model", "genetic5"], stderr=subprocess.DEVNULL)
+    feed = ZmqFeed(label_ep)
+    state = FeedState()
+    widget = OverlayWidget(state, label_ep, stale_s=2.0)
+    widget.show()
+    sim = None
+    try:
+        deadline = time.time() + 60
+        while state.last_heartbeat is None and time.time() < deadline:
+            for t, m in feed.poll():
+                state.apply(t, m)
+            time.sleep(0.05)
+        sim = subprocess.run([sys.executable, "-m", "rtclassify", "simulate", "--sink", "zmq", "--bind", data_ep,
+                              "--cells", "2", "--headstages", "1"], capture_output=True, timeout=120)
+        assert sim.returncode == 0
+        last = None
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            for t, m in feed.poll():
+                state.apply(t, m)
+                if t == "label":
+                    last = m
+            time.sleep(0.05)
+        assert last is not None
+        widget.refresh()
+        app.processEvents()
+        panel = widget.panels[0]
+        assert panel.verdict.text().startswith(last["cell"]["label"])
+        assert f"{last['cell']['n_windows']} sweep(s)" in panel.detail.text()
+        assert "live" in widget.banner.text()
+        shot = tmp_path / "overlay.png"
+        assert widget.grab().save(str(shot), "PNG") and shot.stat().st_size > 10_000
+        image = widget.grab().toImage()
+        colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
+        assert len(colours) > 20  # not blank
+        daemon.terminate()
+        daemon.wait(20)
+        time.sleep(2.5)
+        widget.refresh()
+        assert "NO HEARTBEAT" in widget.banner.text()
+    finally:
+        if daemon.poll() is None:
+            daemon.terminate()
+            daemon.wait(20)
+        feed.close()
+        widget.close()
+
+
+@pytest.mark.slow
+def test_overlay_cli_screenshot_shows_waiting_state_without_a_daemon(tmp_path):
+    pytest.importorskip("pyqtgraph")
+    shot = tmp_path / "wait.png"
+    r = subprocess.run([sys.executable, "-m", "rtclassify", "overlay", "--connect", free_endpoint(), "--screenshot",
+                        str(shot), "--timeout-s", "1"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert r.returncode == 0, r.stderr
+    assert shot.stat().st_size > 1000
