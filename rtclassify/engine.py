@@ -29,6 +29,7 @@ class ServeConfig:
     shed_factor: float = 20.0  # a window already budget_ms * shed_factor old is skipped (reason late)
     search_ms: float = 12.0  # an AP peak must come within this long after the stimulus onset
     buffer_s: float = 2.0  # ring-buffer length per headstage
+    rebaseline_ms: float = 100.0  # a current level held this long becomes the new holding current
     include_window: bool = True  # put the classified window (mV) into each label, for the overlay
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
@@ -65,6 +66,7 @@ class Headstage:
         self.next_seq: int | None = None
         self.scan = 0  # absolute sample up to which the command current was scanned for steps
         self.in_step = False
+        self.step_since = 0  # absolute sample of the last step edge
         self.holding_pa: float | None = None
         self.use_events = False  # the acquisition sends stimulus events: do not detect steps
         self.pending: list[Stimulus] = []
@@ -131,7 +133,9 @@ class Engine:
             if hs is None or hs.fs == PLACEHOLDER_FS:
                 raise ValueError(f"stimulus event for headstage {event['headstage']} before any of its data")
             hs.use_events = True
-            hs.pending.append(Stimulus(onset=int(event["sample"])))
+            onset = int(event["sample"])
+            if not any(abs(p.onset - onset) <= 2 for p in hs.pending):  # already found on the I channel
+                hs.pending.append(Stimulus(onset=onset))
 
     def start_headstage(self, number: int, fs: float, first_sample: int) -> Headstage:
         """A new headstage, or a known one whose rate changed (its open stimuli are skipped; its cell kept)."""
@@ -177,6 +181,12 @@ class Engine:
             elif hs.pending and hs.pending[-1].offset is None:
                 hs.pending[-1].offset = a + int(k)
             hs.in_step = not hs.in_step
+            hs.step_since = a + int(k)
+        if hs.in_step and b - hs.step_since > samples_at(self.cfg.rebaseline_ms, hs.fs):
+            # a level held this long is a new holding current (or a long step, already answered
+            # through its onset): adopt it, so that the next short step is seen again
+            hs.holding_pa = float(np.median(i[-max(1, samples_at(5.0, hs.fs)):]))
+            hs.in_step = False
         if not hs.in_step and len(i) > 16:  # track slow changes of the holding current between steps
             quiet = i[~on]
             if len(quiet):

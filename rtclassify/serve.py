@@ -182,3 +182,46 @@ def pull_lsl(daemon: Daemon, inp: LslInput, pylsl) -> int:
             except (MalformedMessage, ValueError) as exc:
                 daemon.malformed(f"LSL marker on {inp.name}-events: {exc}")
     return n
+
+
+def run_replay(daemon: Daemon, files: list[str], fs_hz: float, speed: float, stop, chunk_ms: float = 1.0) -> None:
+    """Play .npz recordings (arrays v and i) into the engine, one headstage, each file a new cell.
+
+    Stimulus onsets are found on each whole file and sent as `stimulus` events.
+
+    speed: multiple of real time; 0 plays as fast as possible. Samples run on continuously from
+    one file to the next, as they would from an amplifier.
+    """
+    from rtclassify.detection import detect_steps
+    from rtclassify.units import to_mv, to_pa
+
+    chunk = max(1, int(round(chunk_ms * fs_hz / 1000)))
+    position = 0
+    t_start = time.perf_counter()
+    for path in files:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                v, i = to_mv(z["v"], None), to_pa(z["i"], None)
+            if v.shape != i.shape or v.ndim != 1:
+                raise ValueError(f"v {v.shape} and i {i.shape} must be 1-D and of equal length")
+        except Exception as exc:
+            daemon.malformed(f"replay file {path}: {type(exc).__name__}: {exc}")
+            continue
+        daemon.engine.on_event({"type": "new_cell", "headstage": 0, "cell_id": str(path), "sample": position})
+        # the file is known in full: find its steps as `detect` does (holding = the file's median)
+        # and announce them as stimulus events, as an acquisition program that knows its stimuli would
+        onsets = detect_steps(i, daemon.engine.cfg.detector)[0]
+        for a in range(0, len(v), chunk):
+            if stop.is_set():
+                return
+            if speed > 0:
+                delay = t_start + (position + a) / fs_hz / speed - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            x = np.column_stack([v[a:a + chunk], i[a:a + chunk]])
+            daemon.engine.on_data(0, position + a, None, fs_hz, x, time.perf_counter())
+            if a == 0:
+                for onset in onsets:
+                    daemon.engine.on_event({"type": "stimulus", "headstage": 0, "sample": position + int(onset)})
+            daemon.tick()
+        position += len(v)

@@ -163,3 +163,21 @@ def test_demo_runs_end_to_end_without_data():
     result = CliRunner().invoke(main, ["demo", "--cells", "3", "--headstages", "1"])
     assert result.exit_code == 0, result.output
     assert "12 stimuli: 9 labels, 3 skips, 0 unanswered" in result.output
+
+
+def test_file_replay_of_real_evoked_spikes_answers_each_pulse(evoked_dir, tmp_path):
+    """Replay real multipatch recordings through the daemon; each pulse gets one answer."""
+    import csv
+
+    with open(evoked_dir / "cases.csv", newline="") as f:
+        cases = [c for c in csv.DictReader(f) if float(c["fs"]) < 60_000][:6]
+    log = tmp_path / "replay.jsonl"
+    files = [str(evoked_dir / f"{c['name']}.npz") for c in cases]
+    r = subprocess.run([sys.executable, "-m", "rtclassify", "serve", "--source", "file", "--fs", "50000", "--speed", "0",
+                        "--model", "genetic5", "--log", str(log), *sum((["--replay", f] for f in files), [])],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    answers = [x for x in logged if x["topic"] in ("label", "skip")]
+    assert len(answers) >= len(cases)  # one per pulse; a file cut inside its pulse is answered at shutdown
+    assert len({(a["headstage"], a["stim_onset_sample"]) for a in answers}) == len(answers)

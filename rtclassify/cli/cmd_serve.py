@@ -3,11 +3,16 @@ import click
 
 
 @click.command()
-@click.option("--source", type=click.Choice(["zmq", "lsl"]), required=True, help="Input transport.")
+@click.option("--source", type=click.Choice(["zmq", "lsl", "file"]), required=True,
+              help="Input transport; `file` replays .npz recordings (arrays v, i) given with --replay.")
 @click.option("--connect", default=None, metavar="ENDPOINT",
               help="ZMQ endpoint of the acquisition's PUB socket (with --source zmq), e.g. tcp://127.0.0.1:5555.")
 @click.option("--stream", "streams", multiple=True, metavar="NAME",
               help="LSL data stream name (with --source lsl); repeat for several headstages (headstage = position).")
+@click.option("--replay", "replay_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.npz",
+              help="With --source file: recordings to play (repeat); each is a new cell on headstage 0.")
+@click.option("--fs", "replay_fs", type=float, default=None, metavar="HZ", help="With --source file: sampling rate, Hz.")
+@click.option("--speed", default=1.0, show_default=True, help="With --source file: multiple of real time, 0 = as fast as possible.")
 @click.option("--model", "model_name", required=True, metavar="MODEL",
               help="Built-in model (genetic5, broad2) or the path of an exported model file.")
 @click.option("--publish", default=None, metavar="ENDPOINT",
@@ -20,7 +25,8 @@ import click
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads for inference.")
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
-def serve(source, connect, streams, model_name, publish, lsl_out, log_path, budget_ms, device, threads, seconds):
+def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, publish, lsl_out, log_path, budget_ms,
+          device, threads, seconds):
     """Classify cells live from amplifier data; send labels back to the acquisition software.
 
     Every stimulus onset seen gets exactly one `label` or `skip` message. SIGINT/SIGTERM answer
@@ -35,6 +41,8 @@ def serve(source, connect, streams, model_name, publish, lsl_out, log_path, budg
         raise click.UsageError("--source zmq needs --publish ENDPOINT for the labels")
     if source == "lsl" and not streams:
         raise click.UsageError("--source lsl needs at least one --stream NAME")
+    if source == "file" and not (replay_files and replay_fs):
+        raise click.UsageError("--source file needs --replay FILE.npz (one or more) and --fs HZ")
     if source == "lsl" and not lsl_out:
         lsl_out = "rtclassify-labels"
 
@@ -45,7 +53,7 @@ def serve(source, connect, streams, model_name, publish, lsl_out, log_path, budg
     from rtclassify.engine import Engine, ServeConfig
     from rtclassify.modelfile import ModelFileError, load_model
     from rtclassify.publish import Publisher, warn
-    from rtclassify.serve import Daemon, run_lsl, run_zmq
+    from rtclassify.serve import Daemon, run_lsl, run_replay, run_zmq
 
     torch.set_num_threads(threads)
     try:
@@ -67,8 +75,10 @@ def serve(source, connect, streams, model_name, publish, lsl_out, log_path, budg
     try:
         if source == "zmq":
             run_zmq(daemon, connect, stop)
-        else:
+        elif source == "lsl":
             run_lsl(daemon, list(streams), stop)
+        else:
+            run_replay(daemon, list(replay_files), replay_fs, speed, stop)
     finally:
         daemon.close()
         warn(f"stopped; sent {publisher.sent}")
