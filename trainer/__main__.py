@@ -60,9 +60,10 @@ def load(data_dir, fs_hz):
 @click.option("--methods", default=None, help="Comma-separated subset of method names.")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the intervals.")
 @click.option("--readme", default="README.md", show_default=True, help="README whose figures section is refreshed.")
+@click.option("--update", is_flag=True, help="Keep the other methods of an existing report.json; replace only these.")
 @window_options
 def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, ensemble, methods, bootstrap,
-             readme, fs_hz, seed, epochs, channels):
+             readme, update, fs_hz, seed, epochs, channels):
     """Cross-validate every method by cell and write the report (Markdown, JSON, PNGs)."""
     from tqdm import tqdm
 
@@ -83,6 +84,14 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
     fold_ids = make_folds(data, folds, repeats, seed)
     n_fits = sum((m.repeats or repeats) * folds * (m.cfg.members if m.kind == "cnn" else 1) for m in chosen)
     results = {"methods": {}, "skipped": data.skipped}
+    previous = Path(out_dir) / "report.json"
+    if update and previous.is_file():
+        old = json.loads(previous.read_text())
+        if (old["meta"]["folds"], old["meta"]["repeats"], old["meta"]["seed"]) != (folds, repeats, seed):
+            raise click.ClickException(f"{previous} was made with other folds; --update needs the same "
+                                       "--folds, --repeats and --seed")
+        results["methods"] = old["methods"]
+        results["meta_history"] = old.get("meta_history", []) + [old["meta"]]
     fold_models = {}
     with tqdm(total=n_fits, desc="fits", unit="fit") as bar:
         for m in chosen:

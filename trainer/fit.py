@@ -26,6 +26,7 @@ class TrainConfig:
     val_fraction: float = 0.15  # share of training cells held out (stratified, by cell) for early stopping
     label_smoothing: float = 0.05
     balance: bool = True  # class-weighted loss (inverse class frequency)
+    balance_power: float = 1.0  # class weights = (inverse frequency) ** power; 0.5 softens the re-weighting
     aug_shift: int = 1  # max |shift| in samples (jitter of the peak position)
     aug_gain: float = 0.03  # relative s.d. of an amplitude gain
     aug_offset_mv: float = 2.0  # s.d. of a baseline offset, mV
@@ -70,10 +71,11 @@ def split_validation(y: np.ndarray, fraction: float, rng: np.random.Generator) -
     return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
 
 
-def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights, mean 1 over the classes present."""
+def class_weights(y: np.ndarray, n_classes: int, power: float = 1.0) -> torch.Tensor:
+    """Inverse-frequency weights raised to `power`, normalised to mean 1 over the classes present."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    w = np.where(counts > 0, (counts.sum() / (n_classes * np.maximum(counts, 1))) ** power, 0.0)
+    w = w / w[counts > 0].mean()
     return torch.tensor(w, dtype=torch.float32)
 
 
@@ -112,7 +114,7 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
         transfer_features(init, net)
     xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(y[tr]).long()
     xv, yv = torch.from_numpy(x[va]), torch.from_numpy(y[va]).long()
-    weights = class_weights(y[tr], n_classes) if cfg.balance else None
+    weights = class_weights(y[tr], n_classes, cfg.balance_power) if cfg.balance else None
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     val_loss_fn = nn.CrossEntropyLoss(weight=weights)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
