@@ -118,23 +118,26 @@ def score_method(method: Method, data: SpikeSet, probs: np.ndarray, n_boot: int)
     return out
 
 
-def default_methods(cfg: TrainConfig, members: dict, ablation_repeats: int = 1) -> list[Method]:
+def default_methods(cfg: TrainConfig, shipped: dict, ablation_repeats: int = 1) -> list[Method]:
     """The comparison of the report: ours, the published ablations, transfer, broad2, 3-class, baselines.
 
-    members: ensemble size per shipped task ({"genetic5": 5, "broad2": 3}), so that the shipped
-    configurations are the ones evaluated; every other CNN is a single network.
+    shipped: the TrainConfig of each shipped task ({"genetic5": ..., "broad2": ...}), so that the
+    shipped configurations are the ones evaluated; every other CNN is a single network trained
+    with `cfg` (early stopping on a validation split).
     """
     from dataclasses import replace
 
-    ours = replace(cfg, members=members["genetic5"])
-    broad = replace(cfg, members=members["broad2"])
+    ours = shipped["genetic5"]
+    broad = shipped["broad2"]
     one = replace(cfg, members=1)
     abl = dict(repeats=ablation_repeats)
     return [
         Method("cnn_genetic5", "genetic5", "cnn", ours,
-               description=f"shipped configuration: v + dV/dt, FFT re, FFT im; ensemble of {ours.members}"),
+               description=f"shipped configuration: v + dV/dt, FFT re, FFT im; ensemble of {ours.members}; "
+                           f"{describe_training(ours)}"),
         Method("cnn_broad2", "broad2", "cnn", broad,
-               description=f"shipped configuration, spiny vs aspiny; ensemble of {broad.members}"),
+               description=f"shipped configuration, spiny vs aspiny; ensemble of {broad.members}; "
+                           f"{describe_training(broad)}"),
         Method("cnn_genetic5_transfer", "genetic5", "cnn", one, transfer_from="cnn_broad2",
                description="first broad2 network fine-tuned to genetic5 (published transfer), single network"),
         Method("cnn_exc_pvalb_sst", "exc_pvalb_sst", "cnn", one, description="Exc/Pvalb/Sst, single network"),
@@ -147,7 +150,9 @@ def default_methods(cfg: TrainConfig, members: dict, ablation_repeats: int = 1) 
         Method("ablation_v_re_im", "genetic5", "cnn", replace(one, branches=("v", "fft_re", "fft_im")), **abl,
                description="published architecture: raw + real + imaginary FFT, single network"),
         Method("ablation_ours_single", "genetic5", "cnn", one, **abl,
-               description="ours (v + dV/dt, re, im), single network"),
+               description=f"ours (v + dV/dt, re, im), single network; {describe_training(one)}"),
+        Method("single_shipped_training", "genetic5", "cnn", replace(ours, members=1), **abl,
+               description=f"ours, single network; {describe_training(ours)}"),
         Method("gbm_ap_genetic5", "genetic5", "gbm_ap", description="AP features + gradient boosting"),
         Method("gbm_allen_genetic5", "genetic5", "gbm_allen",
                description="Allen ef__ features (all sweeps of the cell) + gradient boosting"),
@@ -155,3 +160,9 @@ def default_methods(cfg: TrainConfig, members: dict, ablation_repeats: int = 1) 
         Method("gbm_allen_broad2", "broad2", "gbm_allen", description="Allen ef__ features + gradient boosting"),
         Method("gbm_ap_exc_pvalb_sst", "exc_pvalb_sst", "gbm_ap", description="AP features + gradient boosting"),
     ]
+
+
+def describe_training(cfg: TrainConfig) -> str:
+    stop = (f"early stopping on a {cfg.val_fraction:.0%} validation split (patience {cfg.patience})"
+            if cfg.val_fraction > 0 else f"fixed {cfg.max_epochs} epochs on all training cells")
+    return f"{stop}, class weights (1/frequency)^{cfg.balance_power:g}"

@@ -23,7 +23,8 @@ class TrainConfig:
     batch_size: int = 64
     max_epochs: int = 100  # upper bound; training stops earlier when validation loss stalls
     patience: int = 25  # epochs without validation improvement before stopping
-    val_fraction: float = 0.15  # share of training cells held out (stratified, by cell) for early stopping
+    val_fraction: float = 0.15  # share of training cells held out (stratified, by cell) for early stopping;
+    # 0 trains all max_epochs on every training cell and keeps the final weights
     label_smoothing: float = 0.05
     balance: bool = True  # class-weighted loss (inverse class frequency)
     balance_power: float = 1.0  # class weights = (inverse frequency) ** power; 0.5 softens the re-weighting
@@ -134,7 +135,12 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
             opt.step()
             total += loss.item() * len(idx)
         sched.step()
-        val = evaluate_loss(net, xv, yv, val_loss_fn) if len(va) else total / len(xt)
+        if not len(va):  # no validation split: a fixed number of epochs, final weights
+            history.append((total / len(xt), float("nan")))
+            if progress:
+                progress(epoch, total / len(xt), float("nan"))
+            continue
+        val = evaluate_loss(net, xv, yv, val_loss_fn)
         history.append((total / len(xt), val))
         if progress:
             progress(epoch, total / len(xt), val)
