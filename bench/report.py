@@ -62,3 +62,16 @@ def plot_latency(r: dict, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def update_readme(r: dict, readme: Path, command: str) -> None:
+    """Replace the README's bench section (between its markers) with this result's main table."""
+    text = Path(readme).read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{readme}: no {start} ... {end} markers")
+    md = render_markdown(r)
+    table = md.split("\n## Inference")[0].split("\n", 2)[2].strip()
+    body = f"Made by `{command}` ({r['created']}); full tables: [docs/bench.md](docs/bench.md).\n\n{table}"
+    head, rest = text.split(start, 1)
+    Path(readme).write_text(head + start + "\n" + body + "\n" + rest[rest.index(end):])
