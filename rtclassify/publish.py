@@ -1,5 +1,7 @@
 """Output: labels and skips to a ZMQ PUB socket, an LSL marker outlet and a JSONL log."""
 import json
+import os
+import socket
 import sys
 import time
 
@@ -29,8 +31,9 @@ class Publisher:
         if lsl_name:
             import pylsl
 
+            # the source id names this daemon, so that LSL's recovery never confuses two daemons
             info = pylsl.StreamInfo(lsl_name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string,
-                                    f"rtclassify-{lsl_name}")
+                                    f"rtclassify-{lsl_name}-{socket.gethostname()}-{os.getpid()}")
             self.outlet = pylsl.StreamOutlet(info)
         if log_path:
             self.log = open(log_path, "a", buffering=1)

@@ -17,8 +17,8 @@ import click
               help="Built-in model (genetic5, broad2) or the path of an exported model file.")
 @click.option("--publish", default=None, metavar="ENDPOINT",
               help="Bind a ZMQ PUB socket here for labels, skips and heartbeats (required with --source zmq).")
-@click.option("--lsl-out", default=None, metavar="NAME",
-              help="Name of the LSL marker outlet for labels (default rtclassify-labels with --source lsl).")
+@click.option("--lsl-out", default="rtclassify-labels", show_default=True, metavar="NAME",
+              help="Name of the LSL marker outlet that carries every label, skip and heartbeat (for LabRecorder).")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
               help="Append every label, skip and heartbeat to this JSONL file.")
 @click.option("--budget-ms", default=2.0, show_default=True, help="Latency budget per label, ms; later labels are marked late.")
@@ -43,8 +43,6 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
         raise click.UsageError("--source lsl needs at least one --stream NAME")
     if source == "file" and not (replay_files and replay_fs):
         raise click.UsageError("--source file needs --replay FILE.npz (one or more) and --fs HZ")
-    if source == "lsl" and not lsl_out:
-        lsl_out = "rtclassify-labels"
 
     import torch
 
