@@ -18,6 +18,19 @@ class RingBuffer:
         self.end = 0  # absolute index one past the newest sample
         self.start = 0  # absolute index of the oldest sample still held (== end after reset)
 
+    def grow(self, capacity: int) -> None:
+        """Enlarge to `capacity` samples, keeping every sample held (for senders of whole sweeps)."""
+        if capacity <= self.capacity:
+            return
+        held = self.read(self.start, self.end)
+        self.capacity = int(capacity)
+        self.data = np.zeros((self.capacity, 2), dtype=np.float64)
+        end = self.end
+        self.reset(self.start)
+        self.write(held)
+        if self.end != end:  # cannot happen: write() keeps count
+            raise RuntimeError("ring buffer lost samples while growing")
+
     def reset(self, at_sample: int) -> None:
         """Forget everything; the next write starts at absolute sample `at_sample`."""
         self.start = self.end = int(at_sample)

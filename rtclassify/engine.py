@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from rtclassify import _kernels
 from rtclassify.buffers import RingBuffer
 from rtclassify.detection import DetectorConfig, artifact_mask, detect_spikes
 from rtclassify.modelfile import LoadedModel
@@ -51,7 +52,7 @@ class ReadyWindow:
     peak: int
     threshold: int
     window_end: int  # last input sample the decision needed (absolute)
-    t_ready: float  # perf_counter when the last needed sample arrived
+    t_ready: float  # perf_counter when the last needed sample was in the buffer
     lat: dict
 
 
@@ -100,6 +101,7 @@ class Engine:
         self.ready: list[ReadyWindow] = []
         self.malformed = 0
         self.started = time.time()
+        _kernels.warm_up()  # compile (or load from cache) before the first live chunk
 
     # ---- input ----
 
@@ -113,13 +115,16 @@ class Engine:
             hs = self.start_headstage(headstage, fs, first_sample)
         elif first_sample != hs.next_sample or (seq is not None and hs.next_seq is not None and seq != hs.next_seq):
             self.report_gap(hs, first_sample, seq)
+        if 2 * len(samples) > hs.buf.capacity:  # whole sweeps in one message: make room, lose nothing
+            hs.buf.grow(4 * len(samples))
         hs.buf.write(samples)
+        in_buffer = self.clock()  # "process" latency counts from here: the samples are in the buffer
         hs.next_sample = first_sample + len(samples)
         hs.next_seq = None if seq is None else seq + 1
         hs.counts["samples"] += len(samples)
         if not hs.use_events:
             self.scan_steps(hs)
-        self.resolve(hs, received_at, queue_ms=(t0 - received_at) * 1e3)
+        self.resolve(hs, in_buffer, queue_ms=(t0 - received_at) * 1e3)
 
     def on_event(self, event: dict) -> None:
         """A `new_cell` or `stimulus` event (already validated by the source)."""
@@ -193,8 +198,11 @@ class Engine:
                 hs.holding_pa = 0.9 * hs.holding_pa + 0.1 * float(np.median(quiet))
         hs.scan = b
 
-    def resolve(self, hs: Headstage, received_at: float, queue_ms: float) -> None:
-        """Decide every pending stimulus whose outcome the buffered data now determine."""
+    def resolve(self, hs: Headstage, in_buffer: float, queue_ms: float) -> None:
+        """Decide every pending stimulus whose outcome the buffered data now determine.
+
+        in_buffer: perf_counter when the newest samples were written to the buffer.
+        """
         fs = hs.fs
         spec = self.model.spec
         n_before = samples_at(spec.before_ms, fs)
@@ -236,7 +244,7 @@ class Engine:
                 window = window_from_segment(seg, fs, n_before, spec)
                 lat = {"queue": queue_ms, "detect": detect_ms, "features": (self.clock() - t1) * 1e3}
                 self.ready.append(ReadyWindow(hs.number, stim, window, peak, int(t + seg_a),
-                                              peak + n_after - 1, received_at, lat))
+                                              peak + n_after - 1, in_buffer, lat))
             elif hs.buf.end >= stim.onset + search + n_after:
                 self.skip(hs, stim, "no_spike", f"no AP within {self.cfg.search_ms:g} ms of the onset")
             else:

@@ -107,3 +107,36 @@ def test_200khz_stream_is_resampled_to_the_model_rate(model):
     labels = [m for t, m in out if t == "label"]
     assert len(labels) == 1 and len(labels[0]["window"]["v_mv"]) == model.spec.n_samples
     assert labels[0]["window_end_sample"] == labels[0]["peak_sample"] + 399
+
+
+def test_a_whole_sweep_in_one_message_loses_nothing(model):
+    """Some acquisition programs send each finished sweep at once: 3 s at 200 kHz, larger than the buffer."""
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(buffer_s=1.0), emit)
+    fs = 200_000.0
+    v = np.full(600_000, -70.0)
+    i = np.zeros(600_000)
+    sv, si = spike_sweep(fs=fs, n=6000, onset=2000)
+    v[204_000 - 2000:204_000 + 4000] = sv  # the step at 1.02 s, as in Allen sweeps
+    i[204_000 - 2000:204_000 + 4000] = si
+    eng.on_data(0, 0, 0, fs, np.column_stack([v, i]))
+    eng.classify_ready()
+    labels = [m for t, m in out if t == "label"]
+    assert len(labels) == 1 and labels[0]["stim_onset_sample"] == 204_000
+
+
+def test_ring_buffer_wraps_and_grows_without_losing_samples():
+    from rtclassify.buffers import RingBuffer
+
+    buf = RingBuffer(100)
+    x = np.column_stack([np.arange(600.0), -np.arange(600.0)])
+    for a in range(0, 250, 30):
+        buf.write(x[a:a + 30])
+    assert buf.start == 170 and buf.end == 270
+    assert np.array_equal(buf.read(180, 270), x[180:270])
+    buf.grow(400)
+    assert np.array_equal(buf.read(170, 270), x[170:270])
+    buf.write(x[:300] + 1000)
+    assert np.array_equal(buf.read(270, 570), x[:300] + 1000) and buf.start == 170
+    with pytest.raises(IndexError, match="buffer-s"):
+        buf.read(100, 200)

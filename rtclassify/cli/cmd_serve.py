@@ -46,7 +46,6 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
 
     import torch
 
-    from rtclassify import _kernels
     from rtclassify.device import choose_device
     from rtclassify.engine import Engine, ServeConfig
     from rtclassify.modelfile import ModelFileError, load_model
@@ -58,7 +57,6 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
         model = load_model(model_name, device=choose_device(device))
     except (ModelFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    _kernels.warm_up()
     warm_up_model(model)
     cfg = ServeConfig(budget_ms=budget_ms)
     publisher = Publisher(publish, lsl_out, log_path)
