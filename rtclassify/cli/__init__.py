@@ -11,6 +11,7 @@ from rtclassify.cli.cmd_overlay import overlay
 from rtclassify.cli.cmd_predict import predict
 from rtclassify.cli.cmd_serve import serve
 from rtclassify.cli.cmd_simulate import simulate
+from rtclassify.cli.cmd_sweeps import sweeps
 
 
 class OneLineErrors(click.Group):
@@ -45,3 +46,4 @@ main.add_command(serve)
 main.add_command(demo)
 main.add_command(bench)
 main.add_command(overlay)
+main.add_command(sweeps)

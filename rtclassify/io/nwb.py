@@ -1,0 +1,152 @@
+"""Reading sweeps from NWB files: MIES NWB 1, Allen Cell Types NWB 1, and NWB 2 (MIES, DANDI).
+
+All layouts yield the same `Sweep` record (response and command in mV / pA, rate in Hz). Read with
+h5py directly: the NWB 1 layouts predate pynwb, and early NWB 2 files (2.0b) do not load in it.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+# MIES and the Allen pipeline put a test pulse in the first ~20 ms of a sweep; a step that is over
+# by then is not the sweep's stimulus
+TEST_PULSE_END_S = 0.021
+
+
+class NwbError(ValueError):
+    """A file or sweep that cannot be read; the text names the file, the sweep and why."""
+
+
+@dataclass
+class Sweep:
+    sweep: int
+    stimulus: str
+    clamp_mode: str  # "current" or "voltage"
+    fs: float
+    response: np.ndarray  # mV in current clamp, pA in voltage clamp
+    command: np.ndarray | None  # pA in current clamp, mV in voltage clamp
+    layout: str
+
+
+def text(value) -> str:
+    """An HDF5 attribute or scalar dataset as str (arrays of strings joined by spaces)."""
+    if isinstance(value, np.ndarray):
+        return " ".join(text(v) for v in value.ravel())
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def scaled(ds, clamp_mode: str, role: str) -> np.ndarray:
+    """Dataset values in mV (voltages) or pA (currents), from its unit and conversion attributes."""
+    unit = text(ds.attrs.get("unit", ""))
+    conversion = float(ds.attrs.get("conversion", 1.0))
+    x = ds[()].astype(np.float64) * conversion
+    if unit in ("V", "volts", "Volts"):
+        return x * 1e3
+    if unit in ("A", "amps", "Amps", "amperes"):
+        return x * 1e12
+    raise NwbError(f"dataset {ds.name}: unknown unit {unit!r} (expected V or A)")
+
+
+def rate_of(group) -> float:
+    st = group.get("starting_time")
+    if st is None or "rate" not in st.attrs:
+        raise NwbError(f"{group.name}: no starting_time rate")
+    return float(st.attrs["rate"])
+
+
+def read_sweeps(path) -> list[Sweep]:
+    """All sweeps of an NWB file, in sweep order. Raises NwbError naming the file and the reason."""
+    import h5py
+
+    try:
+        h = h5py.File(path, "r")
+    except OSError as exc:
+        raise NwbError(f"{path}: not a readable HDF5/NWB file ({exc})") from None
+    with h:
+        version = text(h.attrs.get("nwb_version", h["nwb_version"][()] if "nwb_version" in h else ""))
+        if "acquisition/timeseries" in h:
+            names = list(h["acquisition/timeseries"])
+            if any(n.startswith("Sweep_") for n in names):
+                return read_allen_v1(h, path)
+            if any(n.startswith("data_") for n in names):
+                return read_mies_v1(h, path)
+            raise NwbError(f"{path}: NWB 1 file of an unknown layout (acquisition series {names[:5]})")
+        if version.startswith("2") or version.startswith("NWB-2"):
+            return read_nwb2(h, path)
+        raise NwbError(f"{path}: unknown NWB layout (nwb_version {version!r})")
+
+
+def mode_from(kind: str) -> str:
+    if "VoltageClamp" in kind:
+        return "voltage"
+    if "CurrentClamp" in kind or "IZeroClamp" in kind:
+        return "current"
+    raise NwbError(f"not a patch-clamp series ({kind})")
+
+
+def read_nwb2(h, path) -> list[Sweep]:
+    stims = {}
+    for name, g in h.get("stimulus/presentation", {}).items():
+        if "sweep_number" in g.attrs:
+            stims[int(g.attrs["sweep_number"])] = g
+    out = []
+    for name, g in h["acquisition"].items():
+        kind = text(g.attrs.get("neurodata_type", ""))
+        if "ClampSeries" not in kind:
+            continue
+        mode = mode_from(kind)
+        sweep = int(g.attrs.get("sweep_number", len(out)))
+        stim = stims.get(sweep)
+        out.append(Sweep(sweep, text(g.attrs.get("stimulus_description", "")), mode, rate_of(g),
+                         scaled(g["data"], mode, "response"),
+                         scaled(stim["data"], mode, "command") if stim is not None else None, "nwb2"))
+    if not out:
+        raise NwbError(f"{path}: NWB 2 file without patch-clamp series in /acquisition")
+    return sorted(out, key=lambda s: s.sweep)
+
+
+def read_mies_v1(h, path) -> list[Sweep]:
+    out = []
+    stims = h["stimulus/presentation"]
+    for name, g in h["acquisition/timeseries"].items():
+        if not name.startswith("data_"):
+            continue
+        sweep = int(name.split("_")[1])
+        mode = mode_from(text(g.attrs.get("ancestry", "")))
+        da = stims.get(name.replace("_AD", "_DA"))
+        out.append(Sweep(sweep, text(g["stimulus_description"][()]) if "stimulus_description" in g else "", mode,
+                         rate_of(g), scaled(g["data"], mode, "response"),
+                         scaled(da["data"], mode, "command") if da is not None else None, "mies-nwb1"))
+    return sorted(out, key=lambda s: s.sweep)
+
+
+def read_allen_v1(h, path) -> list[Sweep]:
+    out = []
+    stims = h.get("stimulus/presentation", {})
+    for name, g in h["acquisition/timeseries"].items():
+        if not name.startswith("Sweep_"):
+            continue
+        sweep = int(name.split("_")[1])
+        stim = stims.get(name)
+        unit = text(g["data"].attrs.get("unit", ""))
+        mode = "current" if unit in ("V", "volts", "Volts") else "voltage"
+        name_attr = text(stim.attrs.get("aibs_stimulus_name", "")) if stim is not None else ""
+        out.append(Sweep(sweep, name_attr, mode, rate_of(g), scaled(g["data"], mode, "response"),
+                         scaled(stim["data"], mode, "command") if stim is not None else None, "allen-nwb1"))
+    return sorted(out, key=lambda s: s.sweep)
+
+
+def summarise_sweep(s: Sweep) -> dict:
+    """The `rtclassify sweeps` line of one sweep (contract fields)."""
+    onset, n_spikes = None, None
+    if s.clamp_mode == "current":
+        from rtclassify.detection import detect_spikes, detect_steps
+
+        n_spikes = 0
+        onsets = []
+        if s.command is not None and len(s.command) == len(s.response):
+            on, off = detect_steps(s.command)
+            onsets = [a for a, b in zip(on, off) if b / s.fs > TEST_PULSE_END_S]
+            onset = round(int(onsets[0]) / s.fs, 9) if onsets else None
+        n_spikes = len(detect_spikes(s.response, s.fs, np.array(onsets, dtype=np.int64))[1])
+    return {"sweep": s.sweep, "stimulus": s.stimulus, "clamp_mode": s.clamp_mode, "fs": s.fs,
+            "n_samples": int(len(s.response)), "stim_onset_s": onset, "n_spikes": n_spikes}
