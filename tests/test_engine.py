@@ -140,3 +140,33 @@ def test_ring_buffer_wraps_and_grows_without_losing_samples():
     assert np.array_equal(buf.read(270, 570), x[:300] + 1000) and buf.start == 170
     with pytest.raises(IndexError, match="buffer-s"):
         buf.read(100, 200)
+
+
+class SteppingClock:
+    """A clock that advances by `step` seconds at every reading (makes every stage look slow)."""
+
+    def __init__(self, step):
+        self.t = 0.0
+        self.step = step
+
+    def __call__(self):
+        self.t += self.step
+        return self.t
+
+
+def test_late_labels_are_published_and_marked(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(budget_ms=2.0), emit, clock=SteppingClock(0.001))  # 1 ms per reading
+    v, i = spike_sweep()
+    run_chunks(eng, v, i, 50_000.0)
+    labels = [m for t, m in out if t == "label"]
+    assert len(labels) == 1 and labels[0]["late"] is True and labels[0]["latency_ms"]["process"] > 2.0
+
+
+def test_overload_is_shed_with_a_late_skip_not_dropped(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(budget_ms=2.0, shed_factor=20.0), emit, clock=SteppingClock(0.05))
+    v, i = spike_sweep()
+    run_chunks(eng, v, i, 50_000.0)
+    answers = [(t, m) for t, m in out if t in ("label", "skip")]
+    assert [(t, m.get("reason")) for t, m in answers] == [("skip", "late")]
