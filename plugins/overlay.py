@@ -10,7 +10,7 @@ from plugins.feed import STALE_S, FeedState
 from rtclassify.colors import CLASS_COLORS
 
 try:
-    from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
+    from pyqtgraph.Qt import QtCore, QtWidgets
 except ImportError as exc:  # pragma: no cover - reported by the CLI
     raise ImportError("the overlay needs pyqtgraph and a Qt binding: pip install 'rtclassify[overlay]'") from exc
 import pyqtgraph as pg
