@@ -41,7 +41,6 @@ class ServeConfig:
 @dataclass
 class Stimulus:
     onset: int  # absolute sample of the step onset
-    offset: int | None = None  # absolute sample of the step end, None while still on
 
 
 @dataclass
@@ -170,7 +169,7 @@ class Engine:
     # ---- detection ----
 
     def scan_steps(self, hs: Headstage) -> None:
-        """Find new step onsets/offsets on the command current since the last scan."""
+        """Find new step onsets on the command current since the last scan (offsets end the step)."""
         det = self.cfg.detector
         a, b = hs.scan, hs.buf.end
         if b <= a:
@@ -183,8 +182,6 @@ class Engine:
         for k in changes:
             if not hs.in_step:
                 hs.pending.append(Stimulus(onset=a + int(k)))
-            elif hs.pending and hs.pending[-1].offset is None:
-                hs.pending[-1].offset = a + int(k)
             hs.in_step = not hs.in_step
             hs.step_since = a + int(k)
         if hs.in_step and b - hs.step_since > samples_at(self.cfg.rebaseline_ms, hs.fs):

@@ -193,17 +193,14 @@ def run_replay(daemon: Daemon, files: list[str], fs_hz: float, speed: float, sto
     one file to the next, as they would from an amplifier.
     """
     from rtclassify.detection import detect_steps
-    from rtclassify.units import to_mv, to_pa
+    from rtclassify.io.npz import read_npz_recording
 
     chunk = max(1, int(round(chunk_ms * fs_hz / 1000)))
     position = 0
     t_start = time.perf_counter()
     for path in files:
         try:
-            with np.load(path, allow_pickle=False) as z:
-                v, i = to_mv(z["v"], None), to_pa(z["i"], None)
-            if v.shape != i.shape or v.ndim != 1:
-                raise ValueError(f"v {v.shape} and i {i.shape} must be 1-D and of equal length")
+            v, i = read_npz_recording(path)
         except Exception as exc:
             daemon.malformed(f"replay file {path}: {type(exc).__name__}: {exc}")
             continue

@@ -19,25 +19,15 @@ def detect(fs_hz, v_units, i_units, files):
     "spikes": [{"peak_s", "threshold_s", "peak_mv"}]}, times in s from the first sample.
     A file that cannot be read gets {"file", "error"} and the exit status is 1 at the end.
     """
-    import numpy as np
-
     from rtclassify.detection import detect_trace, summarise_detection
-    from rtclassify.units import to_mv, to_pa
+    from rtclassify.io.npz import read_npz_recording
 
     if fs_hz <= 0:
         raise click.BadParameter(f"{fs_hz}: must be a positive rate in Hz", param_hint="--fs")
     failed = 0
     for path in files:
         try:
-            with np.load(path, allow_pickle=False) as z:
-                missing = [k for k in ("v", "i") if k not in z.files]
-                if missing:
-                    raise ValueError(f"no array {missing} (found {z.files}); need v and i")
-                v, i = to_mv(z["v"], v_units), to_pa(z["i"], i_units)
-            if v.ndim != 1 or v.shape != i.shape:
-                raise ValueError(f"v {v.shape} and i {i.shape} must be 1-D and of equal length")
-            if not (np.isfinite(v).all() and np.isfinite(i).all()):
-                raise ValueError("NaN or Inf samples in v or i")
+            v, i = read_npz_recording(path, v_units, i_units)
             out = {"file": path, **summarise_detection(detect_trace(v, i, fs_hz), v, fs_hz)}
         except Exception as exc:  # one bad file must not stop the others
             failed += 1
