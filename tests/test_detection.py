@@ -99,10 +99,12 @@ def test_kernels_match_references_on_real_recordings(evoked_dir):
 def test_agreement_with_the_annotated_evoked_spikes(evoked_dir):
     """Spike/no-spike agreement and peak-time error on the 133 annotated real cases.
 
-    Measured 2026-11: agreement 0.65, peak error median 0 ms. The target is 0.95. Most of the
-    disagreement: one experiment whose clearly visible in-pulse APs are annotated as no spike, and
-    APs peaking just after the pulse's end, which the annotation counts as no spike and we count.
-    This test holds the measured level so that a change cannot make it worse unnoticed.
+    Measured 2026-11-24: agreement 0.805 (107/133), peak error median 0 ms; the target is 0.95.
+    The rest follows the annotation's own conventions rather than the traces: APs peaking just
+    after the pulse's end count as no spike in some recordings and as spikes in others, and
+    in-pulse APs that rise out of the onset artifact count as no spike. (The annotating library's
+    own public detector, neuroanalysis 0.0.7, agrees on 98 of 133.) This test holds the measured
+    level so that a change cannot make it worse unnoticed.
     """
     agree, errors = 0, []
     cases = read_cases(evoked_dir)
@@ -117,5 +119,5 @@ def test_agreement_with_the_annotated_evoked_spikes(evoked_dir):
         if found and expected and case["peak_time"]:
             expected_s = float(case["peak_time"]) - float(case["t0"])
             errors.append(abs(summarise_detection(det, v, fs)["spikes"][0]["peak_s"] - expected_s) * 1e3)
-    assert agree / len(cases) >= 0.65
+    assert agree / len(cases) >= 0.80
     assert np.median(errors) <= 0.05 and len(errors) >= 40

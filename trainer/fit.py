@@ -32,6 +32,9 @@ class TrainConfig:
     aug_gain: float = 0.03  # relative s.d. of an amplitude gain
     aug_offset_mv: float = 2.0  # s.d. of a baseline offset, mV
     aug_noise_mv: float = 0.3  # s.d. of white noise, mV
+    aug_smooth: float = 0.0  # probability that a window is smoothed by a random Gaussian (0-1.2 samples s.d.),
+    # mimicking the amplifier's low-pass filter, which differs between rigs and sampling rates
+    mixup: float = 0.0  # alpha of the Beta distribution of mixup (0: off)
     members: int = 1  # networks in the ensemble (different seeds and validation splits)
     threads: int = 2  # torch CPU threads
 
@@ -90,7 +93,27 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     gain = 1 + cfg.aug_gain * torch.randn(b, 1, generator=gen)
     offset = cfg.aug_offset_mv * torch.randn(b, 1, generator=gen)
     noise = cfg.aug_noise_mv * torch.randn(x.shape, generator=gen)
-    return x * gain + offset + noise
+    x = x * gain + offset + noise
+    if cfg.aug_smooth > 0:
+        x = smooth_randomly(x, cfg.aug_smooth, gen)
+    return x
+
+
+def smooth_randomly(x: torch.Tensor, probability: float, gen: torch.Generator) -> torch.Tensor:
+    """Convolve a random subset of the (B, L) windows with Gaussians of random width (0-1.2 samples s.d.)."""
+    b = x.shape[0]
+    chosen = torch.rand(b, generator=gen) < probability
+    if not bool(chosen.any()):
+        return x
+    sigma = 0.2 + 1.0 * torch.rand(int(chosen.sum()), 1, generator=gen)  # samples
+    taps = torch.arange(-3, 4, dtype=x.dtype)
+    kernels = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).unsqueeze(1)  # (M, 1, 7)
+    sel = x[chosen].unsqueeze(0)  # (1, M, L): one group per window
+    padded = torch.nn.functional.pad(sel, (3, 3), mode="replicate")
+    out = x.clone()
+    out[chosen] = torch.nn.functional.conv1d(padded, kernels, groups=kernels.shape[0]).squeeze(0)
+    return out
 
 
 def build_network(n_samples: int, fs_hz: float, n_classes: int, cfg: TrainConfig) -> TripleInputCNN:
@@ -129,7 +152,7 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
             idx = order[start:start + cfg.batch_size]
             if len(idx) < 2:  # batch-norm needs two samples
                 continue
-            loss = loss_fn(net(augment(xt[idx], cfg, gen)), yt[idx])
+            loss = batch_loss(net, loss_fn, augment(xt[idx], cfg, gen), yt[idx], cfg.mixup, gen)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -152,6 +175,17 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     if best_state is not None:
         net.load_state_dict(best_state)
     return FitResult(model=net.eval(), epochs=len(history), best_epoch=best_epoch, history=history)
+
+
+def batch_loss(net: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, mixup: float,
+               gen: torch.Generator) -> torch.Tensor:
+    """Loss of one batch; with mixup > 0, of the batch mixed with a shuffled copy of itself."""
+    if mixup <= 0:
+        return loss_fn(net(x), y)
+    lam = float(torch.distributions.Beta(mixup, mixup).sample())
+    perm = torch.randperm(len(x), generator=gen)
+    out = net(lam * x + (1 - lam) * x[perm])
+    return lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[perm])
 
 
 def evaluate_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
