@@ -135,10 +135,11 @@ def bench_inference(quick: bool) -> dict:
 
     model = load_model("genetic5")
     arch = model.card["architecture"]
-    members = arch.get("members", 1)
+    members = arch.get("networks_in_file", arch.get("members", 1))  # networks evaluated per window
     n = model.spec.n_samples
     runs = 200 if quick else 1000
-    out = {"model": model.name, "members": members, "channels": arch.get("channels")}
+    out = {"model": model.name, "networks_per_window": members, "architecture": arch.get("type"),
+           "channels": arch.get("channels")}
     rows = []
     # eager: the same architecture rebuilt as plain modules (timing does not depend on the weights)
     eager = ProbabilityEnsemble([TripleInputCNN(n, model.spec.fs_hz, len(model.classes),
@@ -148,7 +149,7 @@ def bench_inference(quick: bool) -> dict:
         torch.set_num_threads(threads)
         for batch in (1, 8):
             x = torch.full((batch, n), -60.0) + torch.randn(batch, n)
-            for name, mod in (("torchscript_fused", model.module), ("eager_unfused", eager)):
+            for name, mod in (("torchscript", model.module), ("eager", eager)):
                 with torch.inference_mode():
                     for _ in range(20):
                         mod(x)

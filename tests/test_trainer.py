@@ -78,7 +78,7 @@ def test_training_is_seeded_and_exports_a_loadable_model(spikes_dir, tmp_path):
                         source=str(spikes_dir))
     assert card["training_data"]["n_cells"] == 60
     loaded = load_model(str(tmp_path / "m.pt"))
-    assert loaded.classes == ["Exc", "Inh"] and loaded.card["architecture"]["members"] == 2
+    assert loaded.classes == ["Exc", "Inh"] and loaded.card["architecture"]["networks_in_file"] == 2
     with torch.inference_mode():
         p_file = loaded.module(torch.from_numpy(data.windows[keep[:5]])).numpy()
     assert np.allclose(p_file, predict_proba([f.model for f in a], data.windows[keep[:5]]), atol=1e-5)
@@ -90,3 +90,20 @@ def test_rate_confound_is_visible_in_the_data(spikes_dir):
     y = data.labels(TASKS["genetic5"])
     ndnf = TASKS["genetic5"].classes.index("Ndnf")
     assert set(data.fs_hz[y == ndnf]) == {50_000.0}
+
+
+def test_distilled_ensemble_exports_one_network(spikes_dir, tmp_path):
+    data, y, keep = small_subset(spikes_dir)
+    cfg = TrainConfig(channels=4, max_epochs=3, patience=3, members=2, distil=True, val_fraction=0.0)
+    fits = fit_ensemble(data.windows[keep], y[keep], 2, data.spec.fs_hz, cfg, seed=5)
+    assert len(fits) == 1  # the student alone
+    y_sub = np.full_like(y, -1)
+    y_sub[keep] = y[keep]
+    card = export_model([fits[0].model], "tiny-distilled", TASKS["broad2"], data, y_sub, cfg, tmp_path / "d.pt",
+                        source=str(spikes_dir))
+    assert card["architecture"]["networks_in_file"] == 1 and "distilled" in card["architecture"]["type"]
+    loaded = load_model(str(tmp_path / "d.pt"))
+    with torch.inference_mode():
+        p_file = loaded.module(torch.from_numpy(data.windows[keep[:5]])).numpy()
+    assert np.allclose(p_file, predict_proba([fits[0].model], data.windows[keep[:5]]), atol=1e-5)
+    assert np.allclose(p_file.sum(axis=1), 1.0, atol=1e-5)

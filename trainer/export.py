@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from rtclassify.features import describe_normalisation
-from rtclassify.model import FusedEnsemble
+from rtclassify.model import FusedEnsemble, ProbabilityEnsemble
 from rtclassify.modelfile import save_model
 from trainer.data import SpikeSet
 from trainer.fit import TrainConfig
@@ -37,12 +37,22 @@ def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarra
         "fs_hz": data.spec.fs_hz,
         "input": "(N, n_samples) float32 membrane potential in mV at fs_hz; output (N, K) class probabilities",
         "normalisation": describe_normalisation(),
-        "architecture": {"type": "TripleInputCNN ensemble (fused)", **cfg.to_dict(), "members": len(nets)},
+        "architecture": {"type": describe_export(nets, cfg), **cfg.to_dict(), "networks_in_file": len(nets)},
         "training_data": summarise_training_data(data, y, task, source),
         "evaluation": evaluation or {},
         "seed": seed,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
-    # the fused form computes the same probabilities as ProbabilityEnsemble(nets), faster
-    return save_model(FusedEnsemble(nets), card, Path(path))
+    # several networks: the fused form computes the same probabilities as ProbabilityEnsemble(nets),
+    # faster; one network (e.g. distilled from an ensemble) is saved as it is, with its softmax
+    module = FusedEnsemble(nets) if len(nets) > 1 else ProbabilityEnsemble(nets)
+    return save_model(module, card, Path(path))
+
+
+def describe_export(nets: list, cfg: TrainConfig) -> str:
+    if len(nets) > 1:
+        return f"TripleInputCNN ensemble of {len(nets)} (fused)"
+    if cfg.distil and cfg.members > 1:
+        return f"TripleInputCNN distilled from an ensemble of {cfg.members}"
+    return "TripleInputCNN"

@@ -36,6 +36,11 @@ class TrainConfig:
     # mimicking the amplifier's low-pass filter, which differs between rigs and sampling rates
     mixup: float = 0.0  # alpha of the Beta distribution of mixup (0: off)
     members: int = 1  # networks in the ensemble (different seeds and validation splits)
+    distil: bool = False  # with members > 1: distil the ensemble into one student network of the same
+    # shape, trained on the ensemble's softened outputs; the student alone is the model (1/members the
+    # inference cost, which the daemon's latency budget needs)
+    distil_weight: float = 0.7  # share of the loss taken by the teachers' soft targets
+    distil_temperature: float = 2.0
     threads: int = 2  # torch CPU threads
 
     def to_dict(self) -> dict:
@@ -122,11 +127,13 @@ def build_network(n_samples: int, fs_hz: float, n_classes: int, cfg: TrainConfig
 
 
 def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg: TrainConfig, seed: int,
-                init: nn.Module | None = None, progress=None) -> FitResult:
+                init: nn.Module | None = None, progress=None, teachers: list | None = None) -> FitResult:
     """Train one TripleInputCNN on windows x (N, L) mV with labels y (N,) in [0, n_classes).
 
     init: a trained network whose feature layers (all but the output layer) start this one
     (transfer learning). progress: optional callable(epoch, train_loss, val_loss) per epoch.
+    teachers: trained networks whose mean softened output on each (augmented) batch is a second
+    target (knowledge distillation, weighted by cfg.distil_weight).
     """
     torch.set_num_threads(cfg.threads)
     seed_everything(seed)
@@ -152,7 +159,7 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
             idx = order[start:start + cfg.batch_size]
             if len(idx) < 2:  # batch-norm needs two samples
                 continue
-            loss = batch_loss(net, loss_fn, augment(xt[idx], cfg, gen), yt[idx], cfg.mixup, gen)
+            loss = batch_loss(net, loss_fn, augment(xt[idx], cfg, gen), yt[idx], cfg, gen, teachers)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -177,15 +184,23 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     return FitResult(model=net.eval(), epochs=len(history), best_epoch=best_epoch, history=history)
 
 
-def batch_loss(net: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, mixup: float,
-               gen: torch.Generator) -> torch.Tensor:
-    """Loss of one batch; with mixup > 0, of the batch mixed with a shuffled copy of itself."""
-    if mixup <= 0:
-        return loss_fn(net(x), y)
-    lam = float(torch.distributions.Beta(mixup, mixup).sample())
-    perm = torch.randperm(len(x), generator=gen)
-    out = net(lam * x + (1 - lam) * x[perm])
-    return lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[perm])
+def batch_loss(net: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+               gen: torch.Generator, teachers: list | None = None) -> torch.Tensor:
+    """Loss of one (B, L) batch: cross-entropy on the labels (on the batch mixed with a shuffled
+    copy of itself when cfg.mixup > 0), blended with the teachers' soft targets when given."""
+    if cfg.mixup > 0:
+        lam = float(torch.distributions.Beta(cfg.mixup, cfg.mixup).sample())
+        perm = torch.randperm(len(x), generator=gen)
+        x = lam * x + (1 - lam) * x[perm]
+    out = net(x)
+    hard = loss_fn(out, y) if cfg.mixup <= 0 else lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[perm])
+    if not teachers:
+        return hard
+    t = cfg.distil_temperature
+    with torch.no_grad():
+        soft = torch.stack([torch.softmax(m(x) / t, dim=1) for m in teachers]).mean(dim=0)
+    kl = torch.nn.functional.kl_div(torch.log_softmax(out / t, dim=1), soft, reduction="batchmean") * t * t
+    return (1 - cfg.distil_weight) * hard + cfg.distil_weight * kl
 
 
 def evaluate_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
@@ -211,9 +226,18 @@ def predict_proba(nets: list[nn.Module], x: np.ndarray) -> np.ndarray:
 
 def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
                  progress=None) -> list[FitResult]:
-    """cfg.members networks, member m seeded with seed * 1000 + m (and its own validation split)."""
+    """cfg.members networks, member m seeded with seed * 1000 + m (and its own validation split).
+
+    With cfg.distil (and members > 1) the members are teachers, and the result is the one student
+    network distilled from them (seeded with seed * 1000 + members).
+    """
     results = []
     for m in range(cfg.members):
         start = init[m] if init else None
         results.append(fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + m, init=start, progress=progress))
+    if cfg.distil and cfg.members > 1:
+        teachers = [r.model.eval() for r in results]
+        start = init[0] if init else None
+        return [fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + cfg.members, init=start, progress=progress,
+                            teachers=teachers)]
     return results
