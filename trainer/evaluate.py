@@ -12,7 +12,7 @@ import numpy as np
 
 from trainer.baseline import compute_ap_features, fit_predict_gbm, read_allen_features
 from trainer.data import SpikeSet
-from trainer.fit import TrainConfig, fit_ensemble, predict_proba
+from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, predict_proba
 from trainer.labels import get_task
 from trainer.metrics import score_repeats
 
@@ -56,8 +56,9 @@ def make_folds(data: SpikeSet, k: int, repeats: int, seed: int) -> np.ndarray:
 
 
 def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fold_models: dict,
-               metadata_dir: Path | None, tick) -> np.ndarray:
-    """Out-of-fold probabilities (R, N, K) for the task's cells (NaN rows for cells outside the task).
+               metadata_dir: Path | None, tick) -> tuple[np.ndarray, np.ndarray | None]:
+    """Out-of-fold probabilities (R, N, K) for the task's cells (NaN rows for cells outside the task),
+    and for a distilled CNN those of its teacher ensemble too (else None).
 
     fold_models: {(method name, repeat, fold): [networks]} filled for CNN methods, read for transfer.
     """
@@ -66,6 +67,8 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     n_classes = len(task.classes)
     repeats = method.repeats or folds.shape[0]
     probs = np.full((repeats, len(y), n_classes), np.nan)
+    distil = method.kind == "cnn" and method.cfg.distil and method.cfg.members > 1
+    teacher_probs = np.full_like(probs, np.nan) if distil else None
     features = method_features(method, data, metadata_dir)
     for r in range(repeats):
         for f in np.unique(folds[r]):
@@ -76,15 +79,19 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                 init = fold_models.get((method.transfer_from, r, f)) if method.transfer_from else None
                 if method.transfer_from and init is None:
                     raise RuntimeError(f"{method.name}: run {method.transfer_from} first (transfer source)")
-                fits = fit_ensemble(data.windows[train], y[train], n_classes, data.spec.fs_hz, method.cfg,
-                                    fit_seed, init=init)
-                nets = [fit.model for fit in fits]
+                args = (data.windows[train], y[train], n_classes, data.spec.fs_hz, method.cfg, fit_seed, init)
+                if distil:
+                    student, teachers = fit_distilled(*args)
+                    nets = [student.model]
+                    teacher_probs[r, test] = predict_proba([t.model for t in teachers], data.windows[test])
+                else:
+                    nets = [fit.model for fit in fit_ensemble(*args)]
                 fold_models[(method.name, r, f)] = nets
                 probs[r, test] = predict_proba(nets, data.windows[test])
             else:
                 probs[r, test] = fit_predict_gbm(features[train], y[train], features[test], n_classes, fit_seed)
             tick()
-    return probs
+    return probs, teacher_probs
 
 
 def method_features(method: Method, data: SpikeSet, metadata_dir: Path | None) -> np.ndarray | None:
@@ -133,10 +140,10 @@ def default_methods(cfg: TrainConfig, shipped: dict, ablation_repeats: int = 1) 
     abl = dict(repeats=ablation_repeats)
     return [
         Method("cnn_genetic5", "genetic5", "cnn", ours,
-               description=f"shipped configuration: v + dV/dt, FFT re, FFT im; ensemble of {ours.members}; "
+               description=f"shipped configuration: v + dV/dt, FFT re, FFT im; {describe_model(ours)}; "
                            f"{describe_training(ours)}"),
         Method("cnn_broad2", "broad2", "cnn", broad,
-               description=f"shipped configuration, spiny vs aspiny; ensemble of {broad.members}; "
+               description=f"shipped configuration, spiny vs aspiny; {describe_model(broad)}; "
                            f"{describe_training(broad)}"),
         Method("cnn_genetic5_transfer", "genetic5", "cnn", one, transfer_from="cnn_broad2",
                description="first broad2 network fine-tuned to genetic5 (published transfer), single network"),
@@ -166,3 +173,9 @@ def describe_training(cfg: TrainConfig) -> str:
     stop = (f"early stopping on a {cfg.val_fraction:.0%} validation split (patience {cfg.patience})"
             if cfg.val_fraction > 0 else f"fixed {cfg.max_epochs} epochs on all training cells")
     return f"{stop}, class weights (1/frequency)^{cfg.balance_power:g}"
+
+
+def describe_model(cfg: TrainConfig) -> str:
+    if cfg.members > 1 and cfg.distil:
+        return f"one network distilled from an ensemble of {cfg.members}"
+    return f"ensemble of {cfg.members}" if cfg.members > 1 else "single network"

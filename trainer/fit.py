@@ -229,15 +229,20 @@ def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list
     """cfg.members networks, member m seeded with seed * 1000 + m (and its own validation split).
 
     With cfg.distil (and members > 1) the members are teachers, and the result is the one student
-    network distilled from them (seeded with seed * 1000 + members).
+    network distilled from them (see fit_distilled).
     """
-    results = []
-    for m in range(cfg.members):
-        start = init[m] if init else None
-        results.append(fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + m, init=start, progress=progress))
     if cfg.distil and cfg.members > 1:
-        teachers = [r.model.eval() for r in results]
-        start = init[0] if init else None
-        return [fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + cfg.members, init=start, progress=progress,
-                            teachers=teachers)]
-    return results
+        return [fit_distilled(x, y, n_classes, fs_hz, cfg, seed, init, progress)[0]]
+    return [fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + m, init=init[m] if init else None,
+                        progress=progress) for m in range(cfg.members)]
+
+
+def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
+                  progress=None) -> tuple[FitResult, list[FitResult]]:
+    """(student, teachers): cfg.members teachers as in fit_ensemble, then one student (seeded with
+    seed * 1000 + members) trained on the labels and on the teachers' softened outputs."""
+    teachers = [fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + m, init=init[m] if init else None,
+                            progress=progress) for m in range(cfg.members)]
+    student = fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + cfg.members, init=init[0] if init else None,
+                          progress=progress, teachers=[t.model.eval() for t in teachers])
+    return student, teachers
