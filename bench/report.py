@@ -38,7 +38,27 @@ def render_markdown(r: dict) -> str:
                          f"{row['latency_ms']['p50']} / {row['latency_ms']['p99']} | {row['process_ms']['p99']} | "
                          f"{row['gaps']} | {row['skips']} | {row['daemon_cpu_share']} |")
     lines += ["", r["physical_limit"]["note"] + "."]
+    if "alternatives" in r:
+        lines += render_alternatives(r["alternatives"])
     return "\n".join(lines) + "\n"
+
+
+def render_alternatives(a: dict) -> list[str]:
+    """The routes a user would otherwise take, on the same sweeps (see bench/alternatives.py)."""
+    lines = ["", "## Against the alternatives", "",
+             f"{a['sweeps']} simulated sweeps at {a['fs_hz'] / 1000:g} kHz, {a['threads']} thread, in process (no "
+             f"transport). Physical limit of a spike-aligned label: {a['physical_limit_after_onset_ms']} ms after the "
+             "stimulus onset (median; the AP window's last sample).", "",
+             "| route | needs | compute p50 / p99 ms | label after onset p50 / p99 ms | margin over the limit (p50, ms) |",
+             "|---|---|---|---|---|"]
+    for name, row in a["routes"].items():
+        if "absent" in row:
+            lines.append(f"| {name} | {row['absent']} | | | |")
+            continue
+        lines.append(f"| {name} | {row['needs']} | {row['compute_ms']['p50']} / {row['compute_ms']['p99']} | "
+                     f"{row['label_after_onset_ms']['p50']} / {row['label_after_onset_ms']['p99']} | "
+                     f"{row['margin_over_limit_ms_p50']} |")
+    return lines
 
 
 def plot_latency(r: dict, path: Path) -> Path:

@@ -372,6 +372,11 @@ def run_suite(quick: bool, data_dir: str | None, tmp: Path, progress=print) -> d
     result["max_headstages_200khz"] = max_sustained(result["scaling"]["200000"])
     if "50000" in result["scaling"]:
         result["max_headstages_50khz"] = max_sustained(result["scaling"]["50000"])
+    if not quick:  # the comparison with the other routes (eFEL + classifier, the published model)
+        from bench.alternatives import bench_alternatives
+
+        progress("alternatives")
+        result["alternatives"] = bench_alternatives(quick)
     result["physical_limit"] = {
         "note": "the earliest a label can exist is when the window's last sample (2 ms after the AP peak) "
                 "has been sent; e2e latencies are measured from that moment, so they are the margin over it",

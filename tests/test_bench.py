@@ -23,3 +23,17 @@ def test_quick_bench_writes_every_required_key(tmp_path):
     assert isinstance(r["max_headstages_200khz"], int)
     assert r["machine"]["cores"] >= 1 and r["versions"]["torch"]
     assert (tmp_path / "b.png").stat().st_size > 1000 and "| figure | value |" in (tmp_path / "b.md").read_text()
+
+
+def test_alternatives_are_timed_on_the_same_sweeps():
+    from bench.alternatives import bench_alternatives
+    from bench.report import render_alternatives
+
+    a = bench_alternatives(quick=True)
+    assert set(a["routes"]) == {"rtclassify", "efel_features_gbm", "published_50ms_eager"}
+    for name, row in a["routes"].items():
+        assert row["compute_ms"]["n"] == a["sweeps"], name
+        # no route can label before its last needed sample exists
+        assert row["label_after_onset_ms"]["p50"] >= row["data_needed_after_onset_ms"], name
+    assert a["routes"]["published_50ms_eager"]["data_needed_after_onset_ms"] == 25.0
+    assert any("published_50ms_eager" in line for line in render_alternatives(a))
