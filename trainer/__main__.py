@@ -46,11 +46,17 @@ def make_config(epochs, channels, task: str | None = None):
 
 
 def load(data_dir, fs_hz):
+    """An allen-ctdb-spikes folder (spike-aligned 3 ms windows at fs_hz) or a built dataset (.npz,
+    windows as built: see `build`)."""
     from rtclassify.windows import WindowSpec
+    from trainer.build import load_built
     from trainer.data import load_spike_set
 
+    if Path(data_dir).suffix == ".npz" and Path(data_dir).is_file():
+        return load_built(Path(data_dir))
     if not Path(data_dir).is_dir():
-        raise click.ClickException(f"data folder {data_dir} not found (see ../shared/data/README.md)")
+        raise click.ClickException(f"data {data_dir} not found: give an allen-ctdb-spikes folder "
+                                   "(see ../shared/data/README.md) or a dataset built with `build`")
     return load_spike_set(Path(data_dir), WindowSpec(anchor="peak", before_ms=1.0, after_ms=2.0, fs_hz=fs_hz))
 
 
@@ -216,6 +222,62 @@ def ship(data_dir, report_json, out_dir, fs_hz, seed, epochs, channels):
         out = Path(out_dir) / f"{task}.pt"
         card = train_and_export(task, data_dir, out, members, task, report, fs_hz, seed, epochs, channels)
         click.echo(f"{out}: {card['classes']} sha256 {card['weights_sha256'][:12]}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--labels", "labels_csv", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="CSV with a cell_id (file name without .nwb) or file column, and line_name, dendrite_type.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Dataset file (.npz).")
+@click.option("--anchor", type=click.Choice(["stimulus", "peak"]), default="stimulus", show_default=True,
+              help="Align windows on the step onset (published) or on the AP peak.")
+@click.option("--before-ms", default=None, type=float, help="ms before the anchor [stimulus: 25, peak: 1].")
+@click.option("--after-ms", default=None, type=float, help="ms after the anchor [stimulus: 25, peak: 2].")
+@click.option("--fs-hz", default=50_000.0, show_default=True, help="Rate of the windows, Hz (anti-aliased resampling).")
+@click.option("--workers", default=2, show_default=True, help="Local worker processes.")
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler to run the build on instead.")
+def build(folder, labels_csv, out_path, anchor, before_ms, after_ms, fs_hz, workers, scheduler):
+    """Window every short-square sweep of the NWB files under FOLDER into one dataset file (resumable)."""
+    from tqdm import tqdm
+
+    from rtclassify.windows import WindowSpec
+    from trainer.build import build_dataset
+
+    defaults = {"stimulus": (25.0, 25.0), "peak": (1.0, 2.0)}[anchor]
+    spec = WindowSpec(anchor=anchor, before_ms=defaults[0] if before_ms is None else before_ms,
+                      after_ms=defaults[1] if after_ms is None else after_ms, fs_hz=fs_hz)
+    bar = tqdm(desc="files", unit="file")
+
+    def progress(done, total, name):
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(name)
+        bar.refresh()
+
+    try:
+        summary = build_dataset(Path(folder), Path(labels_csv), Path(out_path), spec, workers, scheduler, progress)
+    except (ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
+    click.echo(f"{out_path}: {summary['windows']} windows from {summary['cells']} cells; "
+               f"{len(summary['failed'])} files failed, {len(summary['without_label'])} without a label")
+    for name, reason in summary["failed"].items():
+        click.echo(f"  failed {name}: {reason}", err=True)
+
+
+@main.command("patchseq-labels")
+@click.option("--metadata", "metadata_csv", default="../shared/data/patchseq-metadata/20200625_patchseq_metadata_mouse.csv",
+              show_default=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--manifest", "manifest_csv", default="../shared/data/patchseq-metadata/2020-06-26_mouse_file_manifest.csv",
+              show_default=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_csv", required=True, type=click.Path(dir_okay=False))
+def patchseq_labels(metadata_csv, manifest_csv, out_csv):
+    """Label table (file, line_name, dendrite_type) for the NWB files of DANDI 000020."""
+    from trainer.build import patchseq_label_table
+
+    n = patchseq_label_table(Path(metadata_csv), Path(manifest_csv), Path(out_csv))
+    click.echo(f"{out_csv}: {n} NWB files labelled")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# MIES and the Allen pipeline put a test pulse in the first ~20 ms of a sweep; a step that is over
-# by then is not the sweep's stimulus
-TEST_PULSE_END_S = 0.021
+from rtclassify.io.stimuli import TEST_PULSE_END_S
 
 
 class NwbError(ValueError):
