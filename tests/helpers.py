@@ -58,3 +58,57 @@ def spike_sweep(fs=50_000.0, n=3000, onset=500, peak_delay_ms=3.2, spike=True, s
         tp = t[onset] + peak_delay_ms
         v += np.where(t < tp, 95 * np.exp(-((t - tp) / 0.3) ** 2), 95 * np.exp(-((t - tp) / 0.7) ** 2))
     return v, i
+
+
+def write_allen_file(path, ap_mv, fs, onset_s=1.02, stim_to_peak_s=0.0032, n_sweeps=2, seed=0):
+    """A small file in the Allen Cell Types NWB 1 layout: test pulse, then a 3 ms short square.
+
+    Sweep 0 (and every sweep but the last when n_sweeps > 2) carries the AP `ap_mv` (1 ms before
+    to 2 ms after its peak, at fs) at stim_to_peak_s after the onset; the last sweep is subthreshold.
+    """
+    import h5py
+
+    n = int(1.2 * fs)
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as h:
+        h.attrs["nwb_version"] = "NWB-1.0.5"
+        for k in range(n_sweeps):
+            i = np.zeros(n)
+            i[int(0.01 * fs):int(0.02 * fs)] = -20.0  # test pulse, pA
+            on = int(onset_s * fs)
+            i[on:on + int(0.003 * fs)] = 700.0
+            v = np.full(n, -70.0) + rng.normal(0, 0.05, n)
+            if k < max(1, n_sweeps - 1):
+                peak = on + int(stim_to_peak_s * fs)
+                a = peak - int(0.001 * fs)
+                v[a:a + len(ap_mv)] = ap_mv
+            g = h.create_group(f"acquisition/timeseries/Sweep_{k}")
+            d = g.create_dataset("data", data=(v / 1e3).astype(np.float32))
+            d.attrs["unit"], d.attrs["conversion"] = "Volts", 1.0
+            g.create_dataset("starting_time", data=0.0).attrs["rate"] = fs
+            s = h.create_group(f"stimulus/presentation/Sweep_{k}")
+            s.attrs["aibs_stimulus_name"] = "Short Square"
+            d = s.create_dataset("data", data=(i / 1e12).astype(np.float32))
+            d.attrs["unit"], d.attrs["conversion"] = "Amps", 1.0
+            s.create_dataset("starting_time", data=0.0).attrs["rate"] = fs
+
+
+def write_nwb2_file(path, sweeps, fs, stimulus="C1SSFINEST150112"):
+    """A DANDI-like NWB 2 file (pynwb): one CurrentClampSeries + stimulus series per (v mV, i pA) sweep."""
+    import datetime
+
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
+
+    nwb = NWBFile(session_description="DANDI-like test file", identifier=str(path),
+                  session_start_time=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+    dev = nwb.create_device(name="amplifier")
+    el = nwb.create_icephys_electrode(name="electrode_0", description="headstage 0", device=dev)
+    for k, (v_mv, i_pa) in enumerate(sweeps):
+        common = dict(electrode=el, gain=1.0, rate=fs, starting_time=0.0, sweep_number=np.uint32(k),
+                      stimulus_description=stimulus)
+        nwb.add_acquisition(CurrentClampSeries(name=f"data_{k:05d}_AD0", data=(v_mv / 1e3).astype(np.float32), **common))
+        nwb.add_stimulus(CurrentClampStimulusSeries(name=f"data_{k:05d}_DA0", data=(i_pa / 1e12).astype(np.float32),
+                                                    **common))
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import NWB_FIXTURES, need
+from helpers import write_allen_file
 from rtclassify.cli import main
 from rtclassify.io.nwb import NwbError, read_sweeps
 
@@ -28,33 +29,6 @@ def test_every_fixture_is_listed(name, mode, fs, n):
     assert (line["clamp_mode"], line["fs"], line["n_samples"]) == (mode, fs, n)
     if mode == "voltage":
         assert line["stim_onset_s"] is None and line["n_spikes"] is None
-
-
-def write_allen_file(path, ap_mv, fs, onset_s=1.02, stim_to_peak_s=0.0032, n_sweeps=2):
-    """A small file in the Allen Cell Types NWB 1 layout: test pulse, then a 3 ms short square."""
-    n = int(1.2 * fs)
-    rng = np.random.default_rng(0)
-    with h5py.File(path, "w") as h:
-        h.attrs["nwb_version"] = "NWB-1.0.5"
-        for k in range(n_sweeps):
-            i = np.zeros(n)
-            i[int(0.01 * fs):int(0.02 * fs)] = -20.0  # test pulse, pA
-            on = int(onset_s * fs)
-            i[on:on + int(0.003 * fs)] = 700.0
-            v = np.full(n, -70.0) + rng.normal(0, 0.05, n)
-            if k == 0:  # sweep 0 spikes, sweep 1 is subthreshold
-                peak = on + int(stim_to_peak_s * fs)
-                a = peak - int(0.001 * fs)
-                v[a:a + len(ap_mv)] = ap_mv
-            g = h.create_group(f"acquisition/timeseries/Sweep_{k}")
-            d = g.create_dataset("data", data=(v / 1e3).astype(np.float32))
-            d.attrs["unit"], d.attrs["conversion"] = "Volts", 1.0
-            g.create_dataset("starting_time", data=0.0).attrs["rate"] = fs
-            s = h.create_group(f"stimulus/presentation/Sweep_{k}")
-            s.attrs["aibs_stimulus_name"] = "Short Square"
-            d = s.create_dataset("data", data=(i / 1e12).astype(np.float32))
-            d.attrs["unit"], d.attrs["conversion"] = "Amps", 1.0
-            s.create_dataset("starting_time", data=0.0).attrs["rate"] = fs
 
 
 def test_allen_layout_short_square_onset_and_spikes(spikes_dir, tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 
 from rtclassify.windows import WindowSpec
 
-META_COLUMNS = ("cell_id", "file", "sweep", "stimulus", "by_name", "fs_native", "onset_s", "peak_s")
+META_COLUMNS = ("cell_id", "nwb_file", "sweep", "stimulus", "by_name", "fs_native", "onset_s", "peak_s")
 LABEL_COLUMNS = ("line_name", "dendrite_type")
 
 
@@ -47,7 +47,7 @@ def windows_from_file(path: Path, spec: WindowSpec) -> FileResult:
         cut = windows_from_sweeps(read_sweeps(path), spec)
     except (NwbError, OSError, KeyError, ValueError) as exc:
         return FileResult(path.name, np.zeros((0, spec.n_samples), np.float32), error=str(exc))
-    rows = [{"cell_id": cell_id_of(path), "file": path.name, **row} for row in cut.rows]
+    rows = [{"cell_id": cell_id_of(path), "nwb_file": path.name, **row} for row in cut.rows]
     return FileResult(path.name, cut.windows, rows, [f"sweep {k}: {why}" for k, why in cut.skipped.items()])
 
 

@@ -4,6 +4,7 @@ import sys
 
 import click
 
+from rtclassify.cli.cmd_annotate import annotate
 from rtclassify.cli.cmd_bench import bench
 from rtclassify.cli.cmd_demo import demo
 from rtclassify.cli.cmd_detect import detect
@@ -47,3 +48,4 @@ main.add_command(demo)
 main.add_command(bench)
 main.add_command(overlay)
 main.add_command(sweeps)
+main.add_command(annotate)

@@ -43,25 +43,28 @@ def is_short_square_name(name: str) -> bool:
     return False
 
 
-def short_steps(command_pa: np.ndarray, fs: float) -> list[tuple[int, int]]:
-    """(onset, offset) sample pairs of the 1-5 ms steps after the test pulse on a command trace (pA)."""
+def steps_after_test_pulse(command_pa: np.ndarray, fs: float) -> list[tuple[int, int]]:
+    """(onset, offset) sample pairs of the current steps after the test pulse on a command trace (pA)."""
     from rtclassify.detection import detect_steps
 
     on, off = detect_steps(np.asarray(command_pa, dtype=np.float64))
+    return [(int(a), int(b)) for a, b in zip(on, off) if a / fs > TEST_PULSE_END_S]
+
+
+def is_short(onset: int, offset: int, fs: float) -> bool:
     lo, hi = (int(round(ms * fs / 1000.0)) for ms in SHORT_STEP_MS)
-    return [(int(a), int(b)) for a, b in zip(on, off) if a / fs > TEST_PULSE_END_S and lo <= b - a <= hi]
+    return lo <= offset - onset <= hi
 
 
 def find_short_square(name: str, command_pa: np.ndarray | None, fs: float) -> StepFinding | None:
     """The short-square step of a sweep, or None when the sweep is not one.
 
-    A sweep counts when its name says so or its command shows exactly one short step; the step
-    position always comes from the command (a name alone gives no onset, so such a sweep without a
-    usable command returns None).
+    A sweep counts when its command shows exactly one step after the test pulse and that step is
+    short (1-5 ms); `by_name` tells whether its name or code agrees. The step position always comes
+    from the command: a name alone gives no onset, so such a sweep without a usable command is None.
     """
-    by_name = is_short_square_name(name)
-    steps = short_steps(command_pa, fs) if command_pa is not None and len(command_pa) else []
-    if len(steps) != 1:
+    steps = steps_after_test_pulse(command_pa, fs) if command_pa is not None and len(command_pa) else []
+    if len(steps) != 1 or not is_short(*steps[0], fs):
         return None
     (onset, offset), = steps
-    return StepFinding(onset, offset, by_name, True)
+    return StepFinding(onset, offset, is_short_square_name(name), True)
