@@ -112,3 +112,34 @@ def write_nwb2_file(path, sweeps, fs, stimulus="C1SSFINEST150112"):
                                                     **common))
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
+
+
+def write_spike_folder(root, n_per_model=8, fs=50_000.0):
+    """A small folder in the allen-ctdb-spikes layout from the built-in RS / FS / LTS models.
+
+    RS cells are labelled Rorb (spiny), FS cells Pvalb (aspiny), LTS cells Sst (aspiny), with a
+    little amplitude and noise jitter per cell. Returns the folder.
+    """
+    import csv
+    from pathlib import Path
+
+    from rtclassify.neurons import model_ap
+
+    root = Path(root)
+    (root / "traces").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = {"RS": ("Rorb-IRES2-Cre", "spiny"), "FS": ("Pvalb-IRES-Cre", "aspiny"), "LTS": ("Sst-IRES-Cre", "aspiny")}
+    rows = []
+    for name, (line, dendrite) in lines.items():
+        ap, delay, _ = model_ap(name, fs)
+        for k in range(n_per_model):
+            sid = f"{name}{k}"
+            trace = ap * (1 + 0.03 * rng.normal()) + rng.normal(0, 0.2, len(ap))
+            np.save(root / "traces" / f"{sid}.npy", trace.astype(np.float32))
+            rows.append([sid, "Mus musculus", fs, len(ap), line, dendrite, "5", "VISp", "positive", delay])
+    with open(root / "cells.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["specimen_id", "species", "fs_hz", "n_samples", "line_name", "dendrite_type", "layer",
+                    "structure", "reporter", "stimulus_to_peak_s"])
+        w.writerows(rows)
+    return root

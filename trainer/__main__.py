@@ -171,28 +171,36 @@ def train(task, data_dir, out_path, members, name, report_json, fs_hz, seed, epo
     """Train on every labelled cell of DATA and export a model file."""
     card = train_and_export(task, data_dir, out_path, members, name or task, report_json, fs_hz, seed, epochs,
                             channels)
-    click.echo(f"{out_path}: {card['name']} {card['classes']} sha256 {card['weights_sha256'][:12]}")
+    if card:  # rank 0 (the only process without torchrun) writes the file
+        click.echo(f"{out_path}: {card['name']} {card['classes']} sha256 {card['weights_sha256'][:12]}")
 
 
 def train_and_export(task_name, data_dir, out_path, members, name, report_json, fs_hz, seed, epochs, channels):
     from tqdm import tqdm
 
+    from trainer import distributed
     from trainer.export import export_model
     from trainer.fit import fit_ensemble
     from trainer.labels import get_task
 
+    rank, size = distributed.start()  # several processes when launched by torchrun
     task = get_task(task_name)
     data = load(data_dir, fs_hz)
     cfg = replace(make_config(epochs, channels, task_name), members=members)
     y = data.labels(task)
     used = y >= 0
-    bar = tqdm(total=(members + int(cfg.distil and members > 1)) * cfg.max_epochs, desc=f"{name} epochs", unit="ep")
+    bar = tqdm(total=(members + int(cfg.distil and members > 1)) * cfg.max_epochs, desc=f"{name} epochs", unit="ep",
+               disable=rank != 0)
     fits = fit_ensemble(data.windows[used], y[used], len(task.classes), data.spec.fs_hz, cfg, seed,
                         progress=lambda *a: bar.update(1))
     bar.close()
     evaluation = evaluation_for(report_json, task_name)
-    return export_model([f.model for f in fits], name, task, data, y, cfg, Path(out_path), source=str(data_dir),
-                        evaluation=evaluation, seed=seed)
+    card = None
+    if rank == 0:
+        card = export_model([f.model for f in fits], name, task, data, y, cfg, Path(out_path), source=str(data_dir),
+                            evaluation=evaluation, seed=seed, processes=size)
+    distributed.stop()
+    return card
 
 
 def evaluation_for(report_json, task_name) -> dict:

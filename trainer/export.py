@@ -27,7 +27,7 @@ def summarise_training_data(data: SpikeSet, y: np.ndarray, task: Task, source: s
 
 
 def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarray, cfg: TrainConfig,
-                 path: Path, source: str, evaluation: dict | None = None, seed: int = 0) -> dict:
+                 path: Path, source: str, evaluation: dict | None = None, seed: int = 0, processes: int = 1) -> dict:
     """Write `path` (TorchScript ensemble + card) and return the card."""
     card = {
         "name": name,
@@ -41,6 +41,7 @@ def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarra
         "training_data": summarise_training_data(data, y, task, source),
         "evaluation": evaluation or {},
         "seed": seed,
+        "training_processes": processes,  # > 1: data-parallel under torchrun
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }

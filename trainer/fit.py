@@ -7,6 +7,7 @@ from torch import nn
 
 from rtclassify.config import dataclass_from_dict
 from rtclassify.model import DEFAULT_BRANCHES, TripleInputCNN
+from trainer.distributed import rank_and_size
 
 
 @dataclass
@@ -151,15 +152,14 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
     best, best_epoch, best_state, history = np.inf, 0, None, []
+    rank, size = rank_and_size()
+    model = torch.nn.parallel.DistributedDataParallel(net) if size > 1 else net
     for epoch in range(cfg.max_epochs):
         net.train()
-        order = torch.randperm(len(xt), generator=gen)
+        order = torch.randperm(len(xt), generator=gen)  # the same order on every rank (same seed)
         total = 0.0
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            if len(idx) < 2:  # batch-norm needs two samples
-                continue
-            loss = batch_loss(net, loss_fn, augment(xt[idx], cfg, gen), yt[idx], cfg, gen, teachers)
+        for idx in batch_indices(order, cfg.batch_size, rank, size):
+            loss = batch_loss(model, loss_fn, augment(xt[idx], cfg, gen), yt[idx], cfg, gen, teachers)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -182,6 +182,19 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     if best_state is not None:
         net.load_state_dict(best_state)
     return FitResult(model=net.eval(), epochs=len(history), best_epoch=best_epoch, history=history)
+
+
+def batch_indices(order: torch.Tensor, batch_size: int, rank: int = 0, size: int = 1) -> list[torch.Tensor]:
+    """This process's index batches of one epoch.
+
+    One process: consecutive batches of batch_size (a last batch of one sample is dropped: batch
+    norm needs two). Several (torchrun): global batches of batch_size * size, rank r taking slice
+    r; a last incomplete global batch is dropped so that every rank takes the same number of steps.
+    """
+    if size == 1:
+        return [b for b in torch.split(order, batch_size) if len(b) >= 2]
+    step = batch_size * size
+    return [order[s + rank * batch_size:s + (rank + 1) * batch_size] for s in range(0, len(order) - step + 1, step)]
 
 
 def batch_loss(net: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
