@@ -114,7 +114,7 @@ def write_nwb2_file(path, sweeps, fs, stimulus="C1SSFINEST150112"):
         io.write(nwb)
 
 
-def write_spike_folder(root, n_per_model=8, fs=50_000.0):
+def write_spike_folder(root, n_per_model=8, fs=50_000.0, rates=None):
     """A small folder in the allen-ctdb-spikes layout from the built-in RS / FS / LTS models.
 
     RS cells are labelled Rorb (spiny), FS cells Pvalb (aspiny), LTS cells Sst (aspiny), with a
@@ -130,9 +130,12 @@ def write_spike_folder(root, n_per_model=8, fs=50_000.0):
     rng = np.random.default_rng(0)
     lines = {"RS": ("Rorb-IRES2-Cre", "spiny"), "FS": ("Pvalb-IRES-Cre", "aspiny"), "LTS": ("Sst-IRES-Cre", "aspiny")}
     rows = []
+    rates = rates or (fs,)
     for name, (line, dendrite) in lines.items():
-        ap, delay, _ = model_ap(name, fs)
+        aps = {r: model_ap(name, r) for r in rates}
         for k in range(n_per_model):
+            fs = rates[k % len(rates)]  # alternate the recording rates within each model
+            ap, delay, _ = aps[fs]
             sid = f"{name}{k}"
             trace = ap * (1 + 0.03 * rng.normal()) + rng.normal(0, 0.2, len(ap))
             np.save(root / "traces" / f"{sid}.npy", trace.astype(np.float32))

@@ -1,9 +1,11 @@
 import csv
+import json
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from rtclassify.model import TripleInputCNN
 from rtclassify.modelfile import hash_weights, load_model
@@ -107,3 +109,21 @@ def test_distilled_ensemble_exports_one_network(spikes_dir, tmp_path):
         p_file = loaded.module(torch.from_numpy(data.windows[keep[:5]])).numpy()
     assert np.allclose(p_file, predict_proba([fits[0].model], data.windows[keep[:5]]), atol=1e-5)
     assert np.allclose(p_file.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_rate_transfer_command_writes_report_and_plot(tmp_path):
+    from helpers import write_spike_folder
+    from trainer.__main__ import main
+
+    data = write_spike_folder(tmp_path / "spikes", n_per_model=12, rates=(200_000.0, 50_000.0))
+    out = tmp_path / "transfer"
+    result = CliRunner().invoke(main, ["transfer", "--data", str(data), "--fractions", "0.5,1", "--repeats", "2",
+                                       "--epochs", "3", "--finetune-epochs", "2", "--channels", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "transfer.json").read_text())
+    assert res["source_cells"] == 18 and res["target_cells"] == 18
+    for key in ("zero_shot", "transfer_0.5", "scratch_0.5", "transfer_1", "scratch_1"):
+        v = res["balanced_accuracy"][key]["values"]
+        assert len(v) == 2 and all(0.0 <= x <= 1.0 for x in v)
+    assert (out / "transfer.png").stat().st_size > 5000 and "| 0.5 |" in (out / "transfer.md").read_text()
