@@ -181,3 +181,23 @@ def test_file_replay_of_real_evoked_spikes_answers_each_pulse(evoked_dir, tmp_pa
     answers = [x for x in logged if x["topic"] in ("label", "skip")]
     assert len(answers) >= len(cases)  # one per pulse; a file cut inside its pulse is answered at shutdown
     assert len({(a["headstage"], a["stim_onset_sample"]) for a in answers}) == len(answers)
+
+
+def test_file_replay_of_an_nwb_file_answers_each_short_square(tmp_path):
+    """An Allen-layout NWB file (two spiking short squares, one subthreshold) replayed through the daemon."""
+    from helpers import write_allen_file
+    from rtclassify.neurons import model_ap
+
+    ap, delay, _ = model_ap("FS", 200_000.0)
+    write_allen_file(tmp_path / "cell.nwb", ap, 200_000.0, stim_to_peak_s=delay, n_sweeps=3)
+    log = tmp_path / "replay.jsonl"
+    r = subprocess.run([sys.executable, "-m", "rtclassify", "serve", "--source", "file", "--speed", "0",
+                        "--model", "genetic5", "--log", str(log), "--replay", str(tmp_path / "cell.nwb")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    answers = [x for x in map(json.loads, log.read_text().splitlines()) if x["topic"] in ("label", "skip")]
+    assert [x["topic"] for x in answers] == ["label", "label", "skip"]
+    assert answers[2]["reason"] == "no_spike"
+    onsets = [x["stim_onset_sample"] for x in answers]
+    n = int(1.2 * 200_000)
+    assert onsets == [int(1.02 * 200_000) + k * n for k in range(3)]  # continuous samples across sweeps

@@ -4,14 +4,16 @@ import click
 
 @click.command()
 @click.option("--source", type=click.Choice(["zmq", "lsl", "file"]), required=True,
-              help="Input transport; `file` replays .npz recordings (arrays v, i) given with --replay.")
+              help="Input transport; `file` replays recordings given with --replay (.npz arrays v, i; or .nwb).")
 @click.option("--connect", default=None, metavar="ENDPOINT",
               help="ZMQ endpoint of the acquisition's PUB socket (with --source zmq), e.g. tcp://127.0.0.1:5555.")
 @click.option("--stream", "streams", multiple=True, metavar="NAME",
               help="LSL data stream name (with --source lsl); repeat for several headstages (headstage = position).")
-@click.option("--replay", "replay_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.npz",
-              help="With --source file: recordings to play (repeat); each is a new cell on headstage 0.")
-@click.option("--fs", "replay_fs", type=float, default=None, metavar="HZ", help="With --source file: sampling rate, Hz.")
+@click.option("--replay", "replay_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.npz|FILE.nwb",
+              help="With --source file: recordings to play (repeat); each file is a new cell on headstage 0. "
+                   "NWB files play their current-clamp sweeps one after the other.")
+@click.option("--fs", "replay_fs", type=float, default=None, metavar="HZ",
+              help="With --source file: sampling rate of the .npz recordings, Hz (NWB files carry theirs).")
 @click.option("--speed", default=1.0, show_default=True, help="With --source file: multiple of real time, 0 = as fast as possible.")
 @click.option("--model", "model_name", required=True, metavar="MODEL",
               help="Built-in model (genetic5, broad2) or the path of an exported model file.")
@@ -41,8 +43,10 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
         raise click.UsageError("--source zmq needs --publish ENDPOINT for the labels")
     if source == "lsl" and not streams:
         raise click.UsageError("--source lsl needs at least one --stream NAME")
-    if source == "file" and not (replay_files and replay_fs):
-        raise click.UsageError("--source file needs --replay FILE.npz (one or more) and --fs HZ")
+    if source == "file" and not replay_files:
+        raise click.UsageError("--source file needs --replay FILE (one or more .npz or .nwb)")
+    if source == "file" and not replay_fs and any(not f.endswith(".nwb") for f in replay_files):
+        raise click.UsageError("--replay FILE.npz needs --fs HZ (the recording's sampling rate)")
 
     import torch
 
