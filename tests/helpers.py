@@ -146,3 +146,37 @@ def write_spike_folder(root, n_per_model=8, fs=50_000.0, rates=None):
                     "structure", "reporter", "stimulus_to_peak_s"])
         w.writerows(rows)
     return root
+
+
+class ForwarderAndDaemon:
+    """A SweepForwarder, a real `rtclassify serve` connected to it, and a Subscriber on its labels.
+
+    with ForwarderAndDaemon(device="acq4") as (fwd, sub): ... — entered once the daemon is up and
+    subscribed, so that the first sweep sent is not lost to the PUB/SUB join.
+    """
+
+    def __init__(self, device: str = "forwarder", model: str = "genetic5"):
+        import subprocess
+        import sys
+
+        from plugins.forwarder import SweepForwarder
+
+        data_ep, label_ep = free_endpoint(), free_endpoint()
+        self.fwd = SweepForwarder(data_ep, device=device)
+        self.daemon = subprocess.Popen([sys.executable, "-m", "rtclassify", "serve", "--source", "zmq", "--connect",
+                                        data_ep, "--publish", label_ep, "--model", model],
+                                       stderr=subprocess.DEVNULL)
+        self.sub = Subscriber(label_ep)
+
+    def __enter__(self):
+        if not self.sub.wait_for(lambda s: s.of("heartbeat"), 60):
+            self.__exit__()
+            raise RuntimeError("the daemon sent no heartbeat within 60 s")
+        time.sleep(0.3)  # let the daemon's subscription reach the forwarder's PUB socket
+        return self.fwd, self.sub
+
+    def __exit__(self, *exc):
+        self.sub.close()
+        self.daemon.terminate()
+        self.daemon.wait(20)
+        self.fwd.close()

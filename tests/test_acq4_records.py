@@ -1,14 +1,9 @@
 """The host-independent half of the ACQ4 module: ACQ4-shaped clamp records -> sweeps -> the real daemon."""
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
 
-from helpers import Subscriber, free_endpoint, spike_sweep
+from helpers import ForwarderAndDaemon, spike_sweep
 from plugins.acq4_records import Acq4Settings, RecordError, sweep_from_record
-from plugins.forwarder import SweepForwarder
 
 
 def acq4_record(v_mv, i_pa, fs, mode="IC"):
@@ -54,14 +49,7 @@ def test_settings_name_the_bad_field():
 @pytest.mark.slow
 def test_acq4_records_reach_the_daemon_and_are_answered():
     """What the ACQ4 module does per task, without ACQ4: record -> sweep -> forwarder -> real daemon."""
-    data_ep, label_ep = free_endpoint(), free_endpoint()
-    fwd = SweepForwarder(data_ep, device="acq4")
-    daemon = subprocess.Popen([sys.executable, "-m", "rtclassify", "serve", "--source", "zmq", "--connect", data_ep,
-                               "--publish", label_ep, "--model", "genetic5"], stderr=subprocess.DEVNULL)
-    sub = Subscriber(label_ep)
-    try:
-        assert sub.wait_for(lambda s: s.of("heartbeat"), 60)
-        time.sleep(0.3)  # let the daemon's subscription reach the forwarder's PUB socket
+    with ForwarderAndDaemon(device="acq4") as (fwd, sub):
         fwd.new_cell(0, "acq4-cell")
         for seed, spike in enumerate((True, False, True)):
             v, i = spike_sweep(fs=50_000.0, n=5000, onset=1000, spike=spike, seed=seed)
@@ -70,8 +58,3 @@ def test_acq4_records_reach_the_daemon_and_are_answered():
         assert sub.wait_for(lambda s: len(s.of("label")) + len(s.of("skip")) >= 3, 20)
         assert len(sub.of("label")) == 2 and [m["reason"] for m in sub.of("skip")] == ["no_spike"]
         assert all(m["cell_id"] == "acq4-cell" for m in sub.of("label"))
-    finally:
-        sub.close()
-        daemon.terminate()
-        daemon.wait(20)
-        fwd.close()

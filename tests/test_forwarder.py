@@ -1,14 +1,10 @@
 """The sweep forwarder against the real daemon: real evoked-spike recordings in, labels out."""
 import csv
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
-from helpers import Subscriber, free_endpoint
-from plugins.forwarder import SweepForwarder
+from helpers import ForwarderAndDaemon
 
 pytestmark = pytest.mark.slow
 
@@ -16,14 +12,7 @@ pytestmark = pytest.mark.slow
 def test_forwarded_sweeps_each_get_one_answer(evoked_dir):
     with open(evoked_dir / "cases.csv", newline="") as f:
         cases = [c for c in csv.DictReader(f) if float(c["fs"]) < 60_000 and float(c["pulse_start"]) > float(c["t0"])][:5]
-    data_ep, label_ep = free_endpoint(), free_endpoint()
-    fwd = SweepForwarder(data_ep)
-    daemon = subprocess.Popen([sys.executable, "-m", "rtclassify", "serve", "--source", "zmq", "--connect", data_ep,
-                               "--publish", label_ep, "--model", "genetic5"], stderr=subprocess.DEVNULL)
-    sub = Subscriber(label_ep)
-    try:
-        assert sub.wait_for(lambda s: s.of("heartbeat"), 60)
-        time.sleep(0.3)  # let the daemon's subscription reach the forwarder's PUB socket
+    with ForwarderAndDaemon() as (fwd, sub):
         fwd.new_cell(0, "cell-A")
         starts = []
         for c in cases:
@@ -42,8 +31,3 @@ def test_forwarded_sweeps_each_get_one_answer(evoked_dir):
         assert len({m["stim_onset_sample"] for m in answers}) == len(answers)
         with pytest.raises(ValueError, match="200000"):
             fwd.send_sweep(0, np.zeros(10), np.zeros(10), 200_000.0)
-    finally:
-        sub.close()
-        daemon.terminate()
-        daemon.wait(20)
-        fwd.close()
