@@ -1,7 +1,9 @@
-"""Reading sweeps from NWB files: MIES NWB 1, Allen Cell Types NWB 1, and NWB 2 (MIES, DANDI).
+"""Reading sweeps from NWB files, one module per layout: Allen Cell Types NWB 1 (`allen_v1`), MIES
+NWB 1 (`mies_v1`) and NWB 2 as written by MIES and in DANDI 000020 (`nwb2`).
 
-All layouts yield the same `Sweep` record (response and command in mV / pA, rate in Hz). Read with
-h5py directly: the NWB 1 layouts predate pynwb, and early NWB 2 files (2.0b) do not load in it.
+All layouts yield the same `Sweep` record (response and command in mV / pA, rate in Hz). The NWB 1
+layouts predate pynwb and are read with h5py; NWB 2 files are read with pynwb, and with h5py when
+pynwb cannot load them (early NWB 2.0b files written by MIES).
 """
 from dataclasses import dataclass
 
@@ -36,12 +38,16 @@ def scaled(ds, clamp_mode: str, role: str) -> np.ndarray:
     """Dataset values in mV (voltages) or pA (currents), from its unit and conversion attributes."""
     unit = text(ds.attrs.get("unit", ""))
     conversion = float(ds.attrs.get("conversion", 1.0))
-    x = ds[()].astype(np.float64) * conversion
+    return to_mv_or_pa(ds[()].astype(np.float64) * conversion, unit, f"dataset {ds.name}")
+
+
+def to_mv_or_pa(x: np.ndarray, unit: str, where: str) -> np.ndarray:
+    """SI values (after the NWB conversion factor) in mV for volts, pA for amperes."""
     if unit in ("V", "volts", "Volts"):
         return x * 1e3
     if unit in ("A", "amps", "Amps", "amperes"):
         return x * 1e12
-    raise NwbError(f"dataset {ds.name}: unknown unit {unit!r} (expected V or A)")
+    raise NwbError(f"{where}: unknown unit {unit!r} (expected V or A)")
 
 
 def rate_of(group) -> float:
@@ -64,13 +70,20 @@ def read_sweeps(path) -> list[Sweep]:
         if "acquisition/timeseries" in h:
             names = list(h["acquisition/timeseries"])
             if any(n.startswith("Sweep_") for n in names):
+                from rtclassify.io.nwb.allen_v1 import read_allen_v1
+
                 return read_allen_v1(h, path)
             if any(n.startswith("data_") for n in names):
+                from rtclassify.io.nwb.mies_v1 import read_mies_v1
+
                 return read_mies_v1(h, path)
             raise NwbError(f"{path}: NWB 1 file of an unknown layout (acquisition series {names[:5]})")
-        if version.startswith("2") or version.startswith("NWB-2"):
-            return read_nwb2(h, path)
-        raise NwbError(f"{path}: unknown NWB layout (nwb_version {version!r})")
+        is_nwb2 = version.startswith("2") or version.startswith("NWB-2")
+    if is_nwb2:
+        from rtclassify.io.nwb.nwb2 import read_nwb2
+
+        return read_nwb2(path)
+    raise NwbError(f"{path}: unknown NWB layout (nwb_version {version!r})")
 
 
 def mode_from(kind: str) -> str:
@@ -79,58 +92,6 @@ def mode_from(kind: str) -> str:
     if "CurrentClamp" in kind or "IZeroClamp" in kind:
         return "current"
     raise NwbError(f"not a patch-clamp series ({kind})")
-
-
-def read_nwb2(h, path) -> list[Sweep]:
-    stims = {}
-    for name, g in h.get("stimulus/presentation", {}).items():
-        if "sweep_number" in g.attrs:
-            stims[int(g.attrs["sweep_number"])] = g
-    out = []
-    for name, g in h["acquisition"].items():
-        kind = text(g.attrs.get("neurodata_type", ""))
-        if "ClampSeries" not in kind:
-            continue
-        mode = mode_from(kind)
-        sweep = int(g.attrs.get("sweep_number", len(out)))
-        stim = stims.get(sweep)
-        out.append(Sweep(sweep, text(g.attrs.get("stimulus_description", "")), mode, rate_of(g),
-                         scaled(g["data"], mode, "response"),
-                         scaled(stim["data"], mode, "command") if stim is not None else None, "nwb2"))
-    if not out:
-        raise NwbError(f"{path}: NWB 2 file without patch-clamp series in /acquisition")
-    return sorted(out, key=lambda s: s.sweep)
-
-
-def read_mies_v1(h, path) -> list[Sweep]:
-    out = []
-    stims = h["stimulus/presentation"]
-    for name, g in h["acquisition/timeseries"].items():
-        if not name.startswith("data_"):
-            continue
-        sweep = int(name.split("_")[1])
-        mode = mode_from(text(g.attrs.get("ancestry", "")))
-        da = stims.get(name.replace("_AD", "_DA"))
-        out.append(Sweep(sweep, text(g["stimulus_description"][()]) if "stimulus_description" in g else "", mode,
-                         rate_of(g), scaled(g["data"], mode, "response"),
-                         scaled(da["data"], mode, "command") if da is not None else None, "mies-nwb1"))
-    return sorted(out, key=lambda s: s.sweep)
-
-
-def read_allen_v1(h, path) -> list[Sweep]:
-    out = []
-    stims = h.get("stimulus/presentation", {})
-    for name, g in h["acquisition/timeseries"].items():
-        if not name.startswith("Sweep_"):
-            continue
-        sweep = int(name.split("_")[1])
-        stim = stims.get(name)
-        unit = text(g["data"].attrs.get("unit", ""))
-        mode = "current" if unit in ("V", "volts", "Volts") else "voltage"
-        name_attr = text(stim.attrs.get("aibs_stimulus_name", "")) if stim is not None else ""
-        out.append(Sweep(sweep, name_attr, mode, rate_of(g), scaled(g["data"], mode, "response"),
-                         scaled(stim["data"], mode, "command") if stim is not None else None, "allen-nwb1"))
-    return sorted(out, key=lambda s: s.sweep)
 
 
 def summarise_sweep(s: Sweep) -> dict:
