@@ -14,7 +14,8 @@ from rtclassify.publish import Publisher, warn
 
 HEARTBEAT_S = 1.0
 POLL_MS = 50
-DRAIN = 64  # messages taken per wake-up before a batch is classified
+DRAIN = 64  # messages taken per wake-up before the loop classifies and checks heartbeats
+BATCH_WAIT_MS = 0.3  # a ready window waits at most this long for others to share its inference batch
 
 
 class Daemon:
@@ -41,6 +42,14 @@ class Daemon:
         if now - self.last_heartbeat >= HEARTBEAT_S:
             self.publisher.emit("heartbeat", self.engine.heartbeat())
             self.last_heartbeat = now
+
+    def classify_if_due(self) -> None:
+        """Classify the ready windows once the oldest has waited BATCH_WAIT_MS for batch-mates (windows
+        of other headstages completed by messages already queued): a full drain of the socket would
+        otherwise hold a finished window behind dozens of other headstages' messages."""
+        ready = self.engine.ready
+        if ready and (time.perf_counter() - ready[0].t_ready) * 1e3 >= BATCH_WAIT_MS:
+            self.engine.classify_ready()
 
     def handle_zmq(self, frames: list[bytes], received_at: float) -> None:
         """One multipart message from the acquisition's PUB socket."""
@@ -88,6 +97,7 @@ def run_zmq(daemon: Daemon, connect: str, stop) -> None:
                     except zmq.Again:
                         break
                     daemon.handle_zmq(frames, time.perf_counter())
+                    daemon.classify_if_due()
             daemon.tick()
     finally:
         sub.close()
