@@ -155,3 +155,18 @@ def test_train_on_a_build_then_annotate_the_files(nwb_folder, tmp_path):
     listed = subprocess.run([sys.executable, "-m", "rtclassify", "sweeps", str(copies / "111.nwb")],
                             capture_output=True, text=True)
     assert listed.returncode == 0 and len(listed.stdout.strip().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_build_on_an_existing_dask_cluster(nwb_folder, tmp_path):
+    """The same build on a Dask scheduler given by its address (a real local cluster on loopback)."""
+    distributed = pytest.importorskip("distributed", reason="Dask builds need: pip install 'dask[distributed]'")
+    root, labels = nwb_folder
+    spec = WindowSpec("stimulus", 25.0, 25.0, 50_000.0)
+    local = build_dataset(root, labels, tmp_path / "local.npz", spec, workers=1)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        remote = build_dataset(root, labels, tmp_path / "dask.npz", spec, scheduler=cluster.scheduler_address)
+    assert remote == local
+    a, b = np.load(tmp_path / "local.npz"), np.load(tmp_path / "dask.npz")
+    assert np.array_equal(a["windows"], b["windows"]) and np.array_equal(a["cell_id"], b["cell_id"])
