@@ -240,7 +240,7 @@ def run_replay(daemon: Daemon, files: list[str], fs_hz: float | None, speed: flo
             daemon.malformed(f"replay file {path}: {type(exc).__name__}: {exc}")
             continue
         daemon.engine.on_event({"type": "new_cell", "headstage": 0, "cell_id": str(path), "sample": position})
-        for name, v, i, fs, onsets in recordings:
+        for _, v, i, fs, onsets in recordings:
             chunk = max(1, int(round(chunk_ms * fs / 1000)))
             for a in range(0, len(v), chunk):
                 if stop.is_set():

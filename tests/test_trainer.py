@@ -127,3 +127,30 @@ def test_rate_transfer_command_writes_report_and_plot(tmp_path):
         v = res["balanced_accuracy"][key]["values"]
         assert len(v) == 2 and all(0.0 <= x <= 1.0 for x in v)
     assert (out / "transfer.png").stat().st_size > 5000 and "| 0.5 |" in (out / "transfer.md").read_text()
+
+
+def test_smoothing_augmentation_low_passes_without_shifting_the_window():
+    from trainer.fit import smooth_randomly
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(4, 50)
+    x[:, 25] = 10.0  # an impulse: smoothing spreads it, keeps its area and its place
+    y = smooth_randomly(x, 1.0, gen)
+    assert y.shape == x.shape and torch.allclose(y.sum(dim=1), x.sum(dim=1), atol=1e-4)
+    assert torch.all(y[:, 25] < 10.0) and torch.all(y.argmax(dim=1) == 25)
+    assert torch.equal(smooth_randomly(x, 0.0, gen), x)
+
+
+def test_mixup_and_distillation_losses_are_finite_and_differ_from_plain():
+    from trainer.fit import batch_loss
+
+    torch.manual_seed(0)
+    net = TripleInputCNN(150, 50_000.0, 3, channels=4, depth=2)
+    teacher = TripleInputCNN(150, 50_000.0, 3, channels=4, depth=2).eval()
+    x, y = torch.randn(8, 150) * 10 - 60, torch.arange(8) % 3
+    loss_fn = torch.nn.CrossEntropyLoss()
+    plain = batch_loss(net, loss_fn, x, y, TrainConfig(), torch.Generator().manual_seed(1))
+    mixed = batch_loss(net, loss_fn, x, y, TrainConfig(mixup=0.4), torch.Generator().manual_seed(1))
+    taught = batch_loss(net, loss_fn, x, y, TrainConfig(), torch.Generator().manual_seed(1), [teacher])
+    assert all(torch.isfinite(v) for v in (plain, mixed, taught))
+    assert not torch.isclose(plain, mixed) and not torch.isclose(plain, taught)
