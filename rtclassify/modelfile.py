@@ -85,6 +85,23 @@ def save_model(module: torch.nn.Module, card: dict, path: Path) -> dict:
     return card
 
 
+def update_card(model: str, changes: dict) -> dict:
+    """Replace top-level fields of a model file's card (e.g. its evaluation), weights untouched.
+
+    The file is loaded and verified first (checksum, card, output shape); the weights' sha256 and
+    the schema cannot be changed this way. Returns the new card.
+    """
+    fixed = {"schema", "weights_sha256"} & set(changes)
+    if fixed:
+        raise ModelFileError(f"card fields {sorted(fixed)} follow from the weights and cannot be set")
+    loaded = load_model(model)
+    card = {**loaded.card, **changes}
+    check_card(card, loaded.path)
+    with quiet_deprecation():
+        torch.jit.save(loaded.module, str(loaded.path), _extra_files={CARD_FILE: json.dumps(card, indent=1)})
+    return card
+
+
 def resolve_model_path(model: str) -> Path:
     """A built-in name (genetic5, broad2) or a file path -> the model file's path."""
     if model in BUILTIN_MODELS:

@@ -90,3 +90,19 @@ def test_builtin_models_load_with_complete_cards(name):
         assert card[key], key
     assert card["evaluation"]["pooled"]["balanced_accuracy"] > 0.5
     assert len(card["weights_sha256"]) == 64
+
+
+def test_card_update_keeps_the_weights_and_refuses_checksum_fields(tmp_path):
+    import shutil
+
+    from rtclassify.modelfile import BUILTIN_DIR, ModelFileError, load_model, update_card
+
+    path = tmp_path / "m.pt"
+    shutil.copy(BUILTIN_DIR / "broad2.pt", path)
+    before = load_model(str(path))
+    card = update_card(str(path), {"evaluation": {"note": "from a report"}})
+    after = load_model(str(path))
+    assert after.card["evaluation"] == {"note": "from a report"} == card["evaluation"]
+    assert after.sha256 == before.sha256 and after.classes == before.classes
+    with pytest.raises(ModelFileError, match="weights_sha256"):
+        update_card(str(path), {"weights_sha256": "0" * 64})

@@ -233,6 +233,22 @@ def ship(data_dir, report_json, out_dir, fs_hz, seed, epochs, channels):
 
 
 @main.command()
+@click.option("--report", "report_json", default="docs/report/report.json", show_default=True,
+              type=click.Path(exists=True, dir_okay=False))
+@click.option("--models", "models_dir", default="rtclassify/models", show_default=True,
+              type=click.Path(exists=True, file_okay=False))
+def cards(report_json, models_dir):
+    """Write a report's cross-validated figures into the built-in models' cards (weights untouched)."""
+    from rtclassify.modelfile import update_card
+
+    for task in SHIPPED:
+        path = Path(models_dir) / f"{task}.pt"
+        card = update_card(str(path), {"evaluation": evaluation_for(report_json, task)})
+        pooled = card["evaluation"].get("pooled", {})
+        click.echo(f"{path}: balanced accuracy {pooled.get('balanced_accuracy')}, sha256 {card['weights_sha256'][:12]}")
+
+
+@main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--labels", "labels_csv", required=True, type=click.Path(exists=True, dir_okay=False),
               help="CSV with a cell_id (file name without .nwb) or file column, and line_name, dendrite_type.")
