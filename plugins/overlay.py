@@ -149,8 +149,9 @@ class OverlayWidget(QtWidgets.QWidget):
 
 
 def run_overlay(feed, source: str, screenshot: str | None = None, timeout_s: float = 20.0,
-                stale_s: float = STALE_S) -> int:
-    """Show the overlay (or, with `screenshot`, render it once a label has arrived and save a PNG)."""
+                stale_s: float = STALE_S, after_labels: int = 1) -> int:
+    """Show the overlay (or, with `screenshot`, render it once `after_labels` labels have arrived,
+    or at the timeout, and save a PNG)."""
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     state = FeedState()
     widget = OverlayWidget(state, source, stale_s)
@@ -160,7 +161,7 @@ def run_overlay(feed, source: str, screenshot: str | None = None, timeout_s: flo
         for topic, msg in feed.poll():
             state.apply(topic, msg)
         widget.refresh()
-        if screenshot and (state.labels > 0 or time.monotonic() - started > timeout_s):
+        if screenshot and (state.labels >= after_labels or time.monotonic() - started > timeout_s):
             if state.labels > 0:  # let a second heartbeat or label land so the picture is current
                 QtCore.QTimer.singleShot(300, finish)
                 timer.stop()

@@ -9,8 +9,10 @@ import click
 @click.option("--screenshot", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Render offscreen once a label has arrived (or after --timeout-s), write the PNG, exit 0.")
 @click.option("--timeout-s", default=20.0, show_default=True, help="With --screenshot: give up waiting after this long.")
+@click.option("--after-labels", default=1, show_default=True,
+              help="With --screenshot: wait for this many labels (a settled verdict needs a few sweeps).")
 @click.option("--stale-s", default=5.0, show_default=True, help="Warn when no heartbeat came for this long.")
-def overlay(endpoint, lsl_name, screenshot, timeout_s, stale_s):
+def overlay(endpoint, lsl_name, screenshot, timeout_s, after_labels, stale_s):
     """Show the current cell's type per headstage: class, confidence, sweeps, freshness."""
     import os
 
@@ -24,6 +26,6 @@ def overlay(endpoint, lsl_name, screenshot, timeout_s, stale_s):
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
     feed = ZmqFeed(endpoint) if endpoint else LslFeed(lsl_name)
-    run_overlay(feed, endpoint or f"LSL {lsl_name}", screenshot, timeout_s, stale_s)
+    run_overlay(feed, endpoint or f"LSL {lsl_name}", screenshot, timeout_s, stale_s, after_labels)
     if screenshot:
         click.echo(f"overlay: screenshot written to {screenshot}", err=True)
