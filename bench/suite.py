@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rtclassify.engine import ServeConfig
 from rtclassify.io.ports import free_tcp_endpoint
 
+STALE_MS = ServeConfig().budget_ms * ServeConfig().shed_factor  # the daemon's shed horizon (40 ms)
 
-KEEPING_UP_P99_MS = 10.0  # a daemon whose p99 label latency exceeds this is falling behind
+
 
 
 # ---------------------------------------------------------------- machine
@@ -330,10 +332,13 @@ def bench_scaling(quick: bool, tmp: Path) -> dict:
         rows = []
         for h in counts:
             r = run_e2e("zmq", h, fs, seconds, chunk_ms=2.0, tmp=tmp)
-            # keeping up: everything answered, nothing lost or shed, and no backlog building up
+            # sustained: no sample dropped (no gap), every stimulus answered, no window shed as late,
+            # and the labels not falling behind: e2e p99 within the daemon's own staleness bound
+            # (budget x shed factor, 40 ms), beyond which it would shed a window had the delay
+            # arisen inside it (a backlog in the socket queue does not show as shedding)
             p99 = r["latency_ms"]["p99"]
             r["sustained"] = bool(r["unanswered"] == 0 and not r["gaps"] and not r["skips"].get("late")
-                                  and p99 is not None and p99 <= KEEPING_UP_P99_MS)
+                                  and p99 is not None and p99 <= STALE_MS)
             rows.append(r)
             if not r["sustained"]:
                 break
