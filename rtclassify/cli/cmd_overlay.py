@@ -15,6 +15,7 @@ import click
 def overlay(endpoint, lsl_name, screenshot, timeout_s, after_labels, stale_s):
     """Show the current cell's type per headstage: class, confidence, sweeps, freshness."""
     import os
+    import sys
 
     if bool(endpoint) == bool(lsl_name):
         raise click.UsageError("give exactly one of --connect ENDPOINT or --lsl NAME")
@@ -29,3 +30,8 @@ def overlay(endpoint, lsl_name, screenshot, timeout_s, after_labels, stale_s):
     run_overlay(feed, endpoint or f"LSL {lsl_name}", screenshot, timeout_s, stale_s, after_labels)
     if screenshot:
         click.echo(f"overlay: screenshot written to {screenshot}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # the PNG is written: skip the interpreter's teardown, where PySide6 + pyqtgraph can abort
+        # while garbage-collecting Qt objects ("bool_dealloc"), which would turn success into a crash
+        os._exit(0)
