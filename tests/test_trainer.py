@@ -154,3 +154,24 @@ def test_mixup_and_distillation_losses_are_finite_and_differ_from_plain():
     taught = batch_loss(net, loss_fn, x, y, TrainConfig(), torch.Generator().manual_seed(1), [teacher])
     assert all(torch.isfinite(v) for v in (plain, mixed, taught))
     assert not torch.isclose(plain, mixed) and not torch.isclose(plain, taught)
+
+
+def test_distilled_evaluation_reuses_cached_teachers_and_narrows_the_student(tmp_path):
+    from dataclasses import replace
+
+    from helpers import write_spike_folder
+    from trainer.evaluate import Method, make_folds, run_method
+
+    data = load_spike_set(write_spike_folder(tmp_path / "spikes", n_per_model=6), WindowSpec())
+    folds = make_folds(data, 2, 1, 0)
+    cfg = TrainConfig(channels=8, depth=2, max_epochs=2, val_fraction=0.0, members=2, distil=True, threads=1)
+    cache = tmp_path / "teachers"
+    first = run_method(Method("m", "broad2", "cnn", cfg), data, folds, 0, {}, None, lambda: None, cache)
+    assert len(list(cache.glob("*.pt"))) == 2  # one file per fold
+    models = {}
+    narrow = replace(cfg, student_channels=4)
+    second = run_method(Method("m", "broad2", "cnn", narrow), data, folds, 0, models, None, lambda: None, cache)
+    assert len(list(cache.glob("*.pt"))) == 2  # the student option does not change the teachers' key
+    np.testing.assert_allclose(first[1], second[1], atol=1e-6)  # the same teachers, loaded
+    student = models[("m", 0, 0)][0]
+    assert student.time_branch[0].out_channels == 4

@@ -74,9 +74,11 @@ def load(data_dir, fs_hz):
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the intervals.")
 @click.option("--readme", default="README.md", show_default=True, help="README whose figures section is refreshed.")
 @click.option("--update", is_flag=True, help="Keep the other methods of an existing report.json; replace only these.")
+@click.option("--teacher-cache", default=None, type=click.Path(file_okay=False),
+              help="Keep the teachers of distilled methods here per fold; later runs reuse them.")
 @window_options
 def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, ensemble, methods, bootstrap,
-             readme, update, fs_hz, seed, epochs, channels):
+             readme, update, teacher_cache, fs_hz, seed, epochs, channels):
     """Cross-validate every method by cell and write the report (Markdown, JSON, PNGs)."""
     from tqdm import tqdm
 
@@ -110,7 +112,8 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
             bar.set_postfix_str(m.name)
             members = fits_per_fold(m)
             probs, teacher_probs = run_method(m, data, fold_ids, seed, fold_models, Path(metadata_dir),
-                                              lambda: bar.update(members))
+                                              lambda: bar.update(members),
+                                              Path(teacher_cache) if teacher_cache else None)
             results["methods"][m.name] = score_method(m, data, probs, bootstrap)
             if m.kind == "cnn":
                 results["methods"][m.name]["config"] = m.cfg.to_dict()

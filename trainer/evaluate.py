@@ -56,11 +56,13 @@ def make_folds(data: SpikeSet, k: int, repeats: int, seed: int) -> np.ndarray:
 
 
 def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fold_models: dict,
-               metadata_dir: Path | None, tick) -> tuple[np.ndarray, np.ndarray | None]:
+               metadata_dir: Path | None, tick, teacher_cache: Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Out-of-fold probabilities (R, N, K) for the task's cells (NaN rows for cells outside the task),
     and for a distilled CNN those of its teacher ensemble too (else None).
 
     fold_models: {(method name, repeat, fold): [networks]} filled for CNN methods, read for transfer.
+    teacher_cache: folder where the teacher networks of distilled methods are kept per fold, so that
+    student variants (width, temperature, weight) are evaluated without retraining the teachers.
     """
     task = get_task(method.task)
     y = data.labels(task)
@@ -81,9 +83,12 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                     raise RuntimeError(f"{method.name}: run {method.transfer_from} first (transfer source)")
                 args = (data.windows[train], y[train], n_classes, data.spec.fs_hz, method.cfg, fit_seed, init)
                 if distil:
-                    student, teachers = fit_distilled(*args)
+                    cached = load_teachers(teacher_cache, method, r, f, fit_seed)
+                    student, teachers = fit_distilled(*args, teachers=cached)
+                    if cached is None:
+                        save_teachers(teacher_cache, method, r, f, fit_seed, teachers)
                     nets = [student.model]
-                    teacher_probs[r, test] = predict_proba([t.model for t in teachers], data.windows[test])
+                    teacher_probs[r, test] = predict_proba(teachers, data.windows[test])
                 else:
                     nets = [fit.model for fit in fit_ensemble(*args)]
                 fold_models[(method.name, r, f)] = nets
@@ -92,6 +97,40 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                 probs[r, test] = fit_predict_gbm(features[train], y[train], features[test], n_classes, fit_seed)
             tick()
     return probs, teacher_probs
+
+
+TEACHER_FIELDS_IGNORED = ("distil", "distil_weight", "distil_temperature", "student_channels", "threads")
+
+
+def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int) -> str:
+    """Cache key of one fold's teachers: everything that shapes them (not the student's options)."""
+    import hashlib
+    import json
+
+    cfg = {k: v for k, v in method.cfg.to_dict().items() if k not in TEACHER_FIELDS_IGNORED}
+    blob = json.dumps({"task": method.task, "cfg": cfg, "transfer_from": method.transfer_from, "repeat": int(repeat),
+                       "fold": int(fold), "seed": int(fit_seed)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def load_teachers(cache: Path | None, method: Method, repeat: int, fold: int, fit_seed: int) -> list | None:
+    path = cache / f"{teacher_key(method, repeat, fold, fit_seed)}.pt" if cache else None
+    if path is None or not path.exists():
+        return None
+    import torch
+
+    return [m.eval() for m in torch.load(path, weights_only=False)]
+
+
+def save_teachers(cache: Path | None, method: Method, repeat: int, fold: int, fit_seed: int, teachers: list) -> None:
+    if cache is None:
+        return
+    import torch
+
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f"{teacher_key(method, repeat, fold, fit_seed)}.tmp"
+    torch.save(teachers, tmp)
+    tmp.replace(tmp.with_suffix(".pt"))
 
 
 def method_features(method: Method, data: SpikeSet, metadata_dir: Path | None) -> np.ndarray | None:

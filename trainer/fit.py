@@ -1,5 +1,5 @@
 """Training one network (or a small ensemble) on windows: seeded, class-balanced, early-stopped."""
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ class TrainConfig:
     # inference cost, which the daemon's latency budget needs)
     distil_weight: float = 0.7  # share of the loss taken by the teachers' soft targets
     distil_temperature: float = 2.0
+    student_channels: int | None = None  # conv channels of the distilled student (None: as the teachers)
     threads: int = 2  # torch CPU threads
 
     def to_dict(self) -> dict:
@@ -251,11 +252,15 @@ def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list
 
 
 def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
-                  progress=None) -> tuple[FitResult, list[FitResult]]:
-    """(student, teachers): cfg.members teachers as in fit_ensemble, then one student (seeded with
-    seed * 1000 + members) trained on the labels and on the teachers' softened outputs."""
-    teachers = [fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + m, init=init[m] if init else None,
-                            progress=progress) for m in range(cfg.members)]
-    student = fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + cfg.members, init=init[0] if init else None,
-                          progress=progress, teachers=[t.model.eval() for t in teachers])
+                  progress=None, teachers: list | None = None) -> tuple[FitResult, list]:
+    """(student, teacher networks): cfg.members teachers as in fit_ensemble (or the trained
+    `teachers` given, e.g. from a cache), then one student (seeded with seed * 1000 + members, with
+    cfg.student_channels channels if set) trained on the labels and the teachers' softened outputs."""
+    if teachers is None:
+        teachers = [fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + m, init=init[m] if init else None,
+                                progress=progress).model for m in range(cfg.members)]
+    student_cfg = replace(cfg, channels=cfg.student_channels) if cfg.student_channels else cfg
+    start = init[0] if init and student_cfg.channels == cfg.channels else None
+    student = fit_network(x, y, n_classes, fs_hz, student_cfg, seed * 1000 + cfg.members, init=start,
+                          progress=progress, teachers=[t.eval() for t in teachers])
     return student, teachers
