@@ -1,6 +1,6 @@
 """Allen Cell Types Database NWB 1: acquisition/timeseries/Sweep_N, stimulus/presentation/Sweep_N
 (with aibs_stimulus_name), rate in starting_time.attrs['rate']."""
-from rtclassify.io.nwb import NwbError, Sweep, mode_from, rate_of, scaled, text
+from rtclassify.io.nwb import Sweep, rate_of, scaled, text
 
 
 def read_allen_v1(h, path) -> list[Sweep]:

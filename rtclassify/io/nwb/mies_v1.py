@@ -1,5 +1,5 @@
 """MIES NWB 1: acquisition/timeseries/data_XXXXX_ADn with stimulus/presentation/data_XXXXX_DAn."""
-from rtclassify.io.nwb import NwbError, Sweep, mode_from, rate_of, scaled, text
+from rtclassify.io.nwb import Sweep, mode_from, rate_of, scaled, text
 
 
 def read_mies_v1(h, path) -> list[Sweep]:
