@@ -68,3 +68,17 @@ def test_window_is_cut_at_the_anchor_across_rates():
 def test_window_refuses_a_segment_too_short():
     with pytest.raises(ValueError, match="does not cover"):
         window_from_segment(np.zeros(100), 50_000, 10, WindowSpec())
+
+
+@pytest.mark.parametrize("fs_in,fs_out", [(200_000.0, 50_000.0), (50_000.0, 200_000.0), (100_000.0, 50_000.0),
+                                          (40_000.0, 50_000.0)])
+def test_cached_antialias_filter_is_scipys_default_design(fs_in, fs_out):
+    from scipy.signal import resample_poly
+
+    from rtclassify.windows import resample_ratio
+
+    x = np.random.default_rng(0).normal(-60.0, 10.0, (2, 601))
+    up, down = resample_ratio(fs_in, fs_out)
+    expected = resample_poly(x, up, down, axis=-1, padtype="line")
+    for _ in range(2):  # the second call uses the cached taps
+        np.testing.assert_array_equal(resample_trace(x, fs_in, fs_out), expected)
