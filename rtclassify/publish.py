@@ -45,8 +45,9 @@ class Publisher:
                 self.sock.send_multipart([topic.encode(), text.encode()])
             if self.outlet is not None:
                 self.outlet.push_sample([text])
-        if self.log is not None:
-            self.log.write(json.dumps({"topic": topic, "t": round(time.time(), 6), **msg}, separators=(",", ":")) + "\n")
+        if self.log is not None:  # the same JSON object with topic and wall-clock time in front
+            head = json.dumps({"topic": topic, "t": round(time.time(), 6)}, separators=(",", ":"))
+            self.log.write(head[:-1] + ("," + text[1:] if len(text) > 2 else "}") + "\n")
         self.sent[topic] = self.sent.get(topic, 0) + 1
 
     def close(self) -> None:
