@@ -13,6 +13,9 @@ from rtclassify import _kernels
 from rtclassify.config import dataclass_from_dict
 
 
+EVOKED_SEARCH_MS = 12.0  # an evoked AP peaks within this long after its stimulus onset (daemon and sweeps)
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Detector parameters (units in the names)."""

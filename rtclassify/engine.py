@@ -12,7 +12,7 @@ import torch
 
 from rtclassify import _kernels
 from rtclassify.buffers import RingBuffer
-from rtclassify.detection import DetectorConfig, artifact_mask, detect_spikes
+from rtclassify.detection import EVOKED_SEARCH_MS, DetectorConfig, artifact_mask, detect_spikes
 from rtclassify.modelfile import LoadedModel
 from rtclassify.windows import samples_at, window_from_segment
 
@@ -29,7 +29,7 @@ class ServeConfig:
 
     budget_ms: float = 2.0  # a label later than this after its last sample is marked late
     shed_factor: float = 20.0  # a window already budget_ms * shed_factor old is skipped (reason late)
-    search_ms: float = 12.0  # an AP peak must come within this long after the stimulus onset
+    search_ms: float = EVOKED_SEARCH_MS  # an AP peak must come within this long after the stimulus onset
     buffer_s: float = 2.0  # ring-buffer length per headstage
     rebaseline_ms: float = 100.0  # a current level held this long becomes the new holding current
     include_window: bool = True  # put the classified window (mV) into each label, for the overlay

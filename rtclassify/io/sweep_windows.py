@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rtclassify.detection import EVOKED_SEARCH_MS
 from rtclassify.windows import WindowSpec, samples_at, window_from_segment
-
-SEARCH_MS = 12.0  # an evoked AP peaks within this long after the step onset (as in the daemon)
 
 
 @dataclass
@@ -42,7 +41,7 @@ def windows_from_sweeps(sweeps, spec: WindowSpec) -> SweepWindows:
             skipped[s.sweep] = "NaN/Inf in the response"
             continue
         _, peaks, _ = detect_spikes(s.response, s.fs, np.array([step.onset], dtype=np.int64))
-        evoked = [int(p) for p in peaks if step.onset <= p < step.onset + samples_at(SEARCH_MS, s.fs)]
+        evoked = [int(p) for p in peaks if step.onset <= p < step.onset + samples_at(EVOKED_SEARCH_MS, s.fs)]
         if len(evoked) != 1:
             skipped[s.sweep] = f"{len(evoked)} APs evoked (need exactly 1)"
             continue
