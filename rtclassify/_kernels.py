@@ -37,6 +37,31 @@ def find_steps(i_pa, baseline_pa, threshold_pa, onsets, offsets):
 
 
 @numba.jit(**JIT)
+def scan_step_edges(i_pa, holding_pa, threshold_pa, in_step, edges):
+    """One streamed chunk of the command current: where the step state flips, and the quiet level.
+
+    i_pa: (n,) pA, any stride. A sample is "on" when |i - holding| > threshold; in_step: the state
+    before the chunk's first sample. edges: preallocated int64 (>= n); receives the chunk-relative
+    index of every flip (on at an onset, off at an offset). Returns (number of edges, sum of the
+    "off" samples in pA, their count), from which the daemon tracks a drifting holding current.
+    """
+    count = 0
+    state = in_step
+    quiet_sum = 0.0
+    quiet_n = 0
+    for k in range(len(i_pa)):
+        on = abs(i_pa[k] - holding_pa) > threshold_pa
+        if on != state:
+            edges[count] = k
+            count += 1
+            state = on
+        if not on:
+            quiet_sum += i_pa[k]
+            quiet_n += 1
+    return count, quiet_sum, quiet_n
+
+
+@numba.jit(**JIT)
 def compute_dvdt(v_mv, fs_hz, out):
     """First difference of v in mV/ms into out (n,); out[0] repeats out[1]."""
     scale = fs_hz / 1000.0
@@ -122,6 +147,10 @@ def warm_up() -> None:
     off = np.zeros(4, np.int64)
     find_steps(i, 0.0, 10.0, on, off)
     find_steps(i.astype(np.float32), 0.0, 10.0, on, off)
+    interleaved = np.zeros((16, 2))  # the daemon passes a column of its (n, 2) ring buffer
+    interleaved[:, 1] = i
+    scan_step_edges(interleaved[:, 1], 0.0, 10.0, False, np.zeros(16, np.int64))
+    scan_step_edges(i, 0.0, 10.0, False, np.zeros(16, np.int64))
     dv = np.zeros(16)
     compute_dvdt(v, 50_000.0, dv)
     compute_dvdt(v.astype(np.float32), 50_000.0, dv)

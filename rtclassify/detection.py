@@ -119,6 +119,14 @@ def find_steps_reference(i_pa: np.ndarray, baseline_pa: float, threshold_pa: flo
     return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
 
 
+def scan_step_edges_reference(i_pa: np.ndarray, holding_pa: float, threshold_pa: float, in_step: bool):
+    """(edges, quiet sum, quiet count) of one chunk, as `_kernels.scan_step_edges`."""
+    on = np.abs(np.asarray(i_pa, dtype=np.float64) - holding_pa) > threshold_pa
+    edges = np.flatnonzero(np.diff(np.concatenate([[in_step], on]).astype(np.int8)))
+    quiet = np.asarray(i_pa, dtype=np.float64)[~on]
+    return edges, float(quiet.sum()), len(quiet)
+
+
 def compute_dvdt_reference(v_mv: np.ndarray, fs_hz: float) -> np.ndarray:
     d = np.diff(np.asarray(v_mv, dtype=np.float64)) * fs_hz / 1000.0
     return np.concatenate([d[:1], d]) if len(d) else np.zeros(len(v_mv))

@@ -6,7 +6,8 @@ import pytest
 
 from rtclassify import _kernels
 from rtclassify.detection import (DetectorConfig, compute_dvdt_reference, detect_spikes, detect_steps, detect_trace,
-                                  find_spikes_reference, find_steps_reference, summarise_detection)
+                                  find_spikes_reference, find_steps_reference, scan_step_edges_reference,
+                                  summarise_detection)
 
 
 def synthetic_sweep(fs=50_000, n=5000, onset=1000, width_ms=3.0, amp_pa=400.0, spike_at=None, seed=0):
@@ -36,6 +37,27 @@ def test_find_steps_matches_reference_on_random_pulses(seed):
     on, off = detect_steps(i, DetectorConfig(), holding_pa=0.0)
     ref_on, ref_off = find_steps_reference(i, 0.0, DetectorConfig().i_threshold_pa)
     assert np.array_equal(on, ref_on) and np.array_equal(off, ref_off)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_streamed_step_scan_matches_reference_chunk_by_chunk(seed):
+    """The daemon's per-chunk scan (strided column of its ring buffer, state carried between
+    chunks) finds the same edges and quiet level as the numpy reference."""
+    rng = np.random.default_rng(seed)
+    n = 5_000
+    two = np.zeros((n, 2))
+    two[:, 1] = rng.normal(0, 5, n)
+    for start in rng.choice(n - 600, 4, replace=False):
+        two[start:start + rng.integers(3, 500), 1] += rng.choice([-300, 300])
+    in_step = bool(rng.integers(2))
+    edges = np.empty(n, np.int64)
+    for a in range(0, n, 37):  # chunk boundaries that cut through steps
+        chunk = two[a:a + 37, 1]
+        count, quiet_sum, quiet_n = _kernels.scan_step_edges(chunk, 0.0, 50.0, in_step, edges)
+        ref_edges, ref_sum, ref_n = scan_step_edges_reference(chunk, 0.0, 50.0, in_step)
+        assert np.array_equal(edges[:count], ref_edges) and quiet_n == ref_n
+        assert quiet_sum == pytest.approx(ref_sum, abs=1e-9)
+        in_step = in_step if count % 2 == 0 else not in_step
 
 
 def test_step_already_on_at_the_first_sample():
