@@ -22,7 +22,7 @@ def render_markdown(r: dict) -> str:
         f"(numpy reference {k['detector_numpy_reference_msamples_per_s']}, ×{k['detector_speedup_vs_numpy']}) |",
         f"| ring-buffer writes, M samples/s | {k['ring_buffer_msamples_per_s']} |",
         f"| FFT per window (µs) | {k['fft_us_per_window']} |",
-        f"| headstages sustained at 200 kHz (zero dropped samples, zero unanswered, nothing shed, e2e p99 ≤ 40 ms) | {r['max_headstages_200khz']} |",
+        f"| headstages sustained at 200 kHz (zero dropped samples, zero unanswered, nothing shed, e2e p99 ≤ 40 ms, latency drift ≤ 5 ms) | {r['max_headstages_200khz']} |",
         "", "## Inference per call (CPU)", "", "| runtime | threads | batch | p50 ms | p99 ms | per window p50 ms |",
         "|---|---|---|---|---|---|",
     ]
@@ -30,13 +30,15 @@ def render_markdown(r: dict) -> str:
         lines.append(f"| {row['runtime']} | {row['threads']} | {row['batch']} | {row['p50']} | {row['p99']} | "
                      f"{row['per_window_p50_ms']} |")
     lines += ["", f"CUDA: {r['inference']['cuda']}", "", "## Scaling", "",
-              "| rate | headstages | stimuli | unanswered | e2e p50 / p99 ms | process p99 ms | gaps | skips | daemon CPU |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| rate | headstages | stimuli | unanswered | e2e p50 / p99 ms | drift ms | process p99 ms | gaps | skips "
+              "| daemon CPU | sustained |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for fs, rows in r["scaling"].items():
         for row in rows:
             lines.append(f"| {int(fs) // 1000} kHz | {row['headstages']} | {row['stimuli']} | {row['unanswered']} | "
-                         f"{row['latency_ms']['p50']} / {row['latency_ms']['p99']} | {row['process_ms']['p99']} | "
-                         f"{row['gaps']} | {row['skips']} | {row['daemon_cpu_share']} |")
+                         f"{row['latency_ms']['p50']} / {row['latency_ms']['p99']} | {row.get('latency_drift_ms')} | "
+                         f"{row['process_ms']['p99']} | {row['gaps']} | {row['skips']} | {row['daemon_cpu_share']} | "
+                         f"{'yes' if row['sustained'] else 'no'} |")
     lines += ["", r["physical_limit"]["note"] + "."]
     if "alternatives" in r:
         lines += render_alternatives(r["alternatives"])
