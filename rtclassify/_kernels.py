@@ -138,6 +138,37 @@ def find_spikes(v_mv, dvdt, masked, dvdt_threshold, min_acceleration, min_amplit
     return count
 
 
+@numba.jit(**JIT)
+def resample_rows(x, taps, up, down, first, out):
+    """Polyphase FIR resampling of each row of x, as scipy's upfirdn(taps, row, up, down,
+    mode="line")[first:first + n_out]: the row is extended beyond its ends by the straight line
+    through its first and last samples, upsampled by `up` (zeros between samples), filtered by
+    `taps` and decimated by `down`, computing only the kept outputs.
+
+    x: (rows, n) float64; taps: (m,) float64 (already scaled by up); out: (rows, n_out) float64.
+    """
+    n = x.shape[1]
+    ext = len(taps) // up + 2  # samples of line extension needed on either side
+    row = np.empty(n + 2 * ext)
+    for r in range(x.shape[0]):
+        slope = (x[r, n - 1] - x[r, 0]) / (n - 1) if n > 1 else 0.0
+        for q in range(ext):
+            row[q] = x[r, 0] - (ext - q) * slope
+            row[ext + n + q] = x[r, n - 1] + (q + 1) * slope
+        for i in range(n):
+            row[ext + i] = x[r, i]
+        for k in range(out.shape[1]):
+            pos = (first + k) * down  # index into the upsampled signal
+            acc = 0.0
+            j = pos % up  # only every up-th tap meets a real (non-inserted) sample
+            m = (pos - j) // up + ext
+            while j < len(taps):
+                acc += taps[j] * row[m]
+                j += up
+                m -= 1
+            out[r, k] = acc
+
+
 def warm_up() -> None:
     """Compile every kernel once on tiny inputs (call at start-up, not on the first live chunk)."""
     v = np.linspace(-60.0, 20.0, 16)
@@ -151,6 +182,7 @@ def warm_up() -> None:
     interleaved[:, 1] = i
     scan_step_edges(interleaved[:, 1], 0.0, 10.0, False, np.zeros(16, np.int64))
     scan_step_edges(i, 0.0, 10.0, False, np.zeros(16, np.int64))
+    resample_rows(np.zeros((1, 16)), np.ones(9), 1, 4, 1, np.zeros((1, 4)))
     dv = np.zeros(16)
     compute_dvdt(v, 50_000.0, dv)
     compute_dvdt(v.astype(np.float32), 50_000.0, dv)

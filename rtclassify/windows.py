@@ -9,8 +9,9 @@ from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
-from scipy.signal import firwin, resample_poly
+from scipy.signal import firwin
 
+from rtclassify import _kernels
 from rtclassify.config import dataclass_from_dict
 
 ANCHORS = ("peak", "stimulus")
@@ -75,6 +76,7 @@ def samples_at(ms: float, fs_hz: float) -> int:
     return int(round(ms * fs_hz / 1000.0))
 
 
+@lru_cache(maxsize=64)
 def resample_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
     """(up, down) integers with fs_in * up / down == fs_out to within 1e-6 relative."""
     frac = Fraction(fs_out / fs_in).limit_denominator(1000)
@@ -96,18 +98,31 @@ def resample_trace(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     if fs_in == fs_out:
         return x.copy()
     up, down = resample_ratio(fs_in, fs_out)
-    return resample_poly(x, up, down, axis=-1, window=antialias_taps(up, down), padtype="line")
+    taps, first, n_out = resampling_plan(up, down, x.shape[-1])
+    rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+    out = np.empty((rows.shape[0], n_out))
+    _kernels.resample_rows(rows, taps, up, down, first, out)
+    return out.reshape(x.shape[:-1] + (n_out,))
 
 
-@lru_cache(maxsize=32)
-def antialias_taps(up: int, down: int) -> np.ndarray:
-    """The low-pass FIR that resample_poly designs by default (Kaiser, beta 5, cutoff at the lower
-    Nyquist rate), designed once per ratio: the design took ~70 us of the ~100 us it costs to
-    resample one 3 ms window from 200 to 50 kHz in the daemon."""
+@lru_cache(maxsize=64)
+def resampling_plan(up: int, down: int, n_in: int) -> tuple[np.ndarray, int, int]:
+    """(taps, first output kept, output length) for `_kernels.resample_rows`: the filter and
+    alignment of scipy's resample_poly(x, up, down, padtype="line") with its default Kaiser
+    (beta 5) low-pass, prepared once per ratio and input length. The daemon cuts same-length
+    windows all day; resample_poly prepared all this on every call and took ~100 us per 3 ms
+    window from 200 to 50 kHz, more on a cold CPU. The tests hold the result to resample_poly's."""
     max_rate = max(up, down)
-    taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
-    taps.flags.writeable = False  # shared between calls (resample_poly copies it before scaling)
-    return taps
+    half_len = 10 * max_rate
+    taps = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * up
+    n_out = -(-n_in * up // down)
+    pre_pad = down - half_len % down  # puts the output samples at the filter's centre
+    first = (half_len + pre_pad) // down
+    post_pad = 0
+    while ((n_in - 1) * up + len(taps) + pre_pad + post_pad - 1) // down + 1 < n_out + first:
+        post_pad += 1
+    taps = np.concatenate([np.zeros(pre_pad), taps, np.zeros(post_pad)])  # shared between calls: never modify
+    return taps, first, n_out
 
 
 def window_from_segment(segment: np.ndarray, fs_hz: float, anchor_index: float, spec: WindowSpec) -> np.ndarray:

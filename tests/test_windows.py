@@ -72,13 +72,16 @@ def test_window_refuses_a_segment_too_short():
 
 @pytest.mark.parametrize("fs_in,fs_out", [(200_000.0, 50_000.0), (50_000.0, 200_000.0), (100_000.0, 50_000.0),
                                           (40_000.0, 50_000.0)])
-def test_cached_antialias_filter_is_scipys_default_design(fs_in, fs_out):
+def test_cached_resampling_plan_gives_scipys_resample_poly(fs_in, fs_out):
     from scipy.signal import resample_poly
 
     from rtclassify.windows import resample_ratio
 
-    x = np.random.default_rng(0).normal(-60.0, 10.0, (2, 601))
     up, down = resample_ratio(fs_in, fs_out)
-    expected = resample_poly(x, up, down, axis=-1, padtype="line")
-    for _ in range(2):  # the second call uses the cached taps
-        np.testing.assert_array_equal(resample_trace(x, fs_in, fs_out), expected)
+    for n in (7, 150, 601, 12_000):
+        x = np.random.default_rng(n).normal(-60.0, 10.0, (2, n))
+        expected = resample_poly(x, up, down, axis=-1, padtype="line")
+        for _ in range(2):  # the second call uses the cached plan
+            got = resample_trace(x, fs_in, fs_out)
+            assert got.shape == expected.shape
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
