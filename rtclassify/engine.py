@@ -171,6 +171,10 @@ class Engine:
         self.emit("gap", {"schema": "rtclassify.gap/1", "headstage": hs.number, "detail": detail,
                           "expected_sample": hs.next_sample, "got_sample": first_sample})
 
+    def has_pending(self) -> bool:
+        """Whether any stimulus still awaits its label or skip (the sources poll faster then)."""
+        return bool(self.ready) or any(hs.pending for hs in self.headstages.values())
+
     # ---- detection ----
 
     def scan_steps(self, hs: Headstage) -> None:

@@ -208,3 +208,14 @@ def test_a_model_that_just_ran_is_not_primed(model):
     v, i = spike_sweep()
     run_chunks(eng, v, i, 50_000.0, chunk=10)
     assert eng.primes == 0 and len([m for t, m in out if t == "label"]) == 1
+
+
+def test_pending_while_a_stimulus_awaits_its_answer(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(shed_factor=UNHURRIED), emit)
+    v, i = spike_sweep()
+    assert not eng.has_pending()
+    run_chunks(eng, v[:520], i[:520], 50_000.0, chunk=10)  # onset at 500 seen, no answer yet
+    assert eng.has_pending()
+    run_chunks(eng, v[520:], i[520:], 50_000.0, chunk=10, start=520, seq0=52)
+    assert [t for t, _ in out if t in ("label", "skip")] == ["label"] and not eng.has_pending()
