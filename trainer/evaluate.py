@@ -216,5 +216,8 @@ def describe_training(cfg: TrainConfig) -> str:
 
 def describe_model(cfg: TrainConfig) -> str:
     if cfg.members > 1 and cfg.distil:
+        if cfg.student_channels and cfg.student_channels != cfg.channels:
+            return (f"one {cfg.student_channels}-channel network distilled from an ensemble of {cfg.members} "
+                    f"{cfg.channels}-channel ones")
         return f"one network distilled from an ensemble of {cfg.members}"
     return f"ensemble of {cfg.members}" if cfg.members > 1 else "single network"
