@@ -175,3 +175,16 @@ def test_distilled_evaluation_reuses_cached_teachers_and_narrows_the_student(tmp
     np.testing.assert_allclose(first[1], second[1], atol=1e-6)  # the same teachers, loaded
     student = models[("m", 0, 0)][0]
     assert student.time_branch[0].out_channels == 4
+
+
+def test_epoch_order_shuffles_or_draws_class_balanced():
+    from trainer.fit import epoch_order
+
+    y = torch.tensor([0] * 900 + [1] * 90 + [2] * 10)
+    plain = epoch_order(y, 3, 0.0, torch.Generator().manual_seed(0))
+    assert sorted(plain.tolist()) == list(range(1000))  # each window once
+    drawn = epoch_order(y, 3, 1.0, torch.Generator().manual_seed(0))
+    shares = torch.bincount(y[drawn], minlength=3).double() / len(drawn)
+    assert len(drawn) == 1000 and torch.all((shares > 0.25) & (shares < 0.42))  # about a third each
+    half = torch.bincount(y[epoch_order(y, 3, 0.5, torch.Generator().manual_seed(0))], minlength=3)
+    assert half[0] > half[1] > half[2] > 10  # softened: still ordered, the rare class far above its 1%

@@ -100,6 +100,8 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
 
 
 TEACHER_FIELDS_IGNORED = ("distil", "distil_weight", "distil_temperature", "student_channels", "threads")
+# options added after caches existed: left out of the key at their neutral value, so older caches stay valid
+TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0}
 
 
 def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int) -> str:
@@ -107,7 +109,8 @@ def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int) -> str:
     import hashlib
     import json
 
-    cfg = {k: v for k, v in method.cfg.to_dict().items() if k not in TEACHER_FIELDS_IGNORED}
+    cfg = {k: v for k, v in method.cfg.to_dict().items()
+           if k not in TEACHER_FIELDS_IGNORED and not (k in TEACHER_FIELDS_NEUTRAL and v == TEACHER_FIELDS_NEUTRAL[k])}
     blob = json.dumps({"task": method.task, "cfg": cfg, "transfer_from": method.transfer_from, "repeat": int(repeat),
                        "fold": int(fold), "seed": int(fit_seed)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -29,6 +29,8 @@ class TrainConfig:
     label_smoothing: float = 0.05
     balance: bool = True  # class-weighted loss (inverse class frequency)
     balance_power: float = 1.0  # class weights = (inverse frequency) ** power; 0.5 softens the re-weighting
+    sampling_power: float = 0.0  # > 0: each epoch draws its windows (with replacement) with probability
+    # (inverse class frequency) ** power instead of shuffling them once each (class-balanced sampling)
     aug_shift: int = 1  # max |shift| in samples (jitter of the peak position)
     aug_gain: float = 0.03  # relative s.d. of an amplitude gain
     aug_offset_mv: float = 2.0  # s.d. of a baseline offset, mV
@@ -157,7 +159,7 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     model = torch.nn.parallel.DistributedDataParallel(net) if size > 1 else net
     for epoch in range(cfg.max_epochs):
         net.train()
-        order = torch.randperm(len(xt), generator=gen)  # the same order on every rank (same seed)
+        order = epoch_order(yt, n_classes, cfg.sampling_power, gen)  # the same order on every rank (same seed)
         total = 0.0
         for idx in batch_indices(order, cfg.batch_size, rank, size):
             loss = batch_loss(model, loss_fn, augment(xt[idx], cfg, gen), yt[idx], cfg, gen, teachers)
@@ -183,6 +185,16 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     if best_state is not None:
         net.load_state_dict(best_state)
     return FitResult(model=net.eval(), epochs=len(history), best_epoch=best_epoch, history=history)
+
+
+def epoch_order(y: torch.Tensor, n_classes: int, sampling_power: float, gen: torch.Generator) -> torch.Tensor:
+    """Indices of one epoch's windows: a permutation, or with sampling_power > 0 as many draws with
+    replacement, window i drawn with probability proportional to (1 / count of its class) ** power."""
+    if sampling_power <= 0:
+        return torch.randperm(len(y), generator=gen)
+    counts = torch.bincount(y, minlength=n_classes).clamp(min=1).double()
+    weights = counts[y] ** -sampling_power
+    return torch.multinomial(weights, len(y), replacement=True, generator=gen)
 
 
 def batch_indices(order: torch.Tensor, batch_size: int, rank: int = 0, size: int = 1) -> list[torch.Tensor]:
