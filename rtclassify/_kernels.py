@@ -11,39 +11,14 @@ JIT = dict(nopython=True, nogil=True, cache=True)
 
 
 @numba.jit(**JIT)
-def find_steps(i_pa, baseline_pa, threshold_pa, onsets, offsets):
-    """Edges of the stimulus steps on a command-current trace.
-
-    i_pa: (n,) command current, pA. A sample is "on" when |i - baseline| > threshold.
-    onsets, offsets: preallocated int64 outputs; onset = first "on" sample of a run, offset = first
-    "off" sample after it (n if the run lasts to the end). A run already on at sample 0 has onset 0.
-    Returns the number of steps written (at most len(onsets)).
-    """
-    n_max = len(onsets)
-    count = 0
-    was_on = False
-    for k in range(len(i_pa)):
-        on = abs(i_pa[k] - baseline_pa) > threshold_pa
-        if on and not was_on:
-            if count >= n_max:
-                return count
-            onsets[count] = k
-            offsets[count] = len(i_pa)
-            count += 1
-        elif was_on and not on:
-            offsets[count - 1] = k
-        was_on = on
-    return count
-
-
-@numba.jit(**JIT)
 def scan_step_edges(i_pa, holding_pa, threshold_pa, in_step, edges):
     """One streamed chunk of the command current: where the step state flips, and the quiet level.
 
     i_pa: (n,) pA, any stride. A sample is "on" when |i - holding| > threshold; in_step: the state
-    before the chunk's first sample. edges: preallocated int64 (>= n); receives the chunk-relative
-    index of every flip (on at an onset, off at an offset). Returns (number of edges, sum of the
-    "off" samples in pA, their count), from which the daemon tracks a drifting holding current.
+    before the chunk's first sample. edges: preallocated int64; receives the chunk-relative index
+    of every flip (on at an onset, off at an offset) while it has room. Returns (number of flips,
+    which may exceed len(edges); sum of the "off" samples in pA; their count), from which the
+    daemon tracks a drifting holding current. Also finds the steps of a whole trace (detect_steps).
     """
     count = 0
     state = in_step
@@ -52,7 +27,8 @@ def scan_step_edges(i_pa, holding_pa, threshold_pa, in_step, edges):
     for k in range(len(i_pa)):
         on = abs(i_pa[k] - holding_pa) > threshold_pa
         if on != state:
-            edges[count] = k
+            if count < len(edges):
+                edges[count] = k
             count += 1
             state = on
         if not on:
@@ -176,8 +152,7 @@ def warm_up() -> None:
     i[4:8] = 100.0
     on = np.zeros(4, np.int64)
     off = np.zeros(4, np.int64)
-    find_steps(i, 0.0, 10.0, on, off)
-    find_steps(i.astype(np.float32), 0.0, 10.0, on, off)
+    scan_step_edges(i.astype(np.float32), 0.0, 10.0, False, on)  # detect_steps on float32 recordings
     interleaved = np.zeros((16, 2))  # the daemon passes a column of its (n, 2) ring buffer
     interleaved[:, 1] = i
     scan_step_edges(interleaved[:, 1], 0.0, 10.0, False, np.zeros(16, np.int64))

@@ -55,10 +55,13 @@ def detect_steps(i_pa: np.ndarray, cfg: DetectorConfig = DetectorConfig(), holdi
     """
     i_pa = np.ascontiguousarray(i_pa)
     base = float(np.median(i_pa)) if holding_pa is None else float(holding_pa)
-    on = np.empty(cfg.max_events, np.int64)
-    off = np.empty(cfg.max_events, np.int64)
-    n = _kernels.find_steps(i_pa, base, cfg.i_threshold_pa, on, off)
-    return on[:n].copy(), off[:n].copy()
+    edges = np.empty(2 * cfg.max_events, np.int64)  # at most max_events steps, as the other detectors
+    count, _, _ = _kernels.scan_step_edges(i_pa, base, cfg.i_threshold_pa, False, edges)
+    kept = edges[:min(count, len(edges))]
+    onsets, offsets = kept[0::2].copy(), kept[1::2].copy()
+    if len(offsets) < len(onsets):  # the last step lasts to the end of the trace
+        offsets = np.append(offsets, len(i_pa))
+    return onsets, offsets
 
 
 def artifact_mask(n: int, edges, fs_hz: float, cfg: DetectorConfig) -> np.ndarray:
