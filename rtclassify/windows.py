@@ -118,10 +118,7 @@ def resampling_plan(up: int, down: int, n_in: int) -> tuple[np.ndarray, int, int
     n_out = -(-n_in * up // down)
     pre_pad = down - half_len % down  # puts the output samples at the filter's centre
     first = (half_len + pre_pad) // down
-    post_pad = 0
-    while ((n_in - 1) * up + len(taps) + pre_pad + post_pad - 1) // down + 1 < n_out + first:
-        post_pad += 1
-    taps = np.concatenate([np.zeros(pre_pad), taps, np.zeros(post_pad)])  # shared between calls: never modify
+    taps = np.concatenate([np.zeros(pre_pad), taps])  # shared between calls: never modify
     return taps, first, n_out
 
 
