@@ -259,6 +259,12 @@ def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list
     """
     if cfg.distil and cfg.members > 1:
         return [fit_distilled(x, y, n_classes, fs_hz, cfg, seed, init, progress)[0]]
+    return fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)
+
+
+def fit_members(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
+                progress=None) -> list[FitResult]:
+    """cfg.members networks, member m seeded with seed * 1000 + m and started from init[m] if given."""
     return [fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + m, init=init[m] if init else None,
                         progress=progress) for m in range(cfg.members)]
 
@@ -269,8 +275,7 @@ def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: lis
     `teachers` given, e.g. from a cache), then one student (seeded with seed * 1000 + members, with
     cfg.student_channels channels if set) trained on the labels and the teachers' softened outputs."""
     if teachers is None:
-        teachers = [fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + m, init=init[m] if init else None,
-                                progress=progress).model for m in range(cfg.members)]
+        teachers = [fit.model for fit in fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)]
     student_cfg = replace(cfg, channels=cfg.student_channels) if cfg.student_channels else cfg
     start = init[0] if init and student_cfg.channels == cfg.channels else None
     student = fit_network(x, y, n_classes, fs_hz, student_cfg, seed * 1000 + cfg.members, init=start,
