@@ -131,21 +131,21 @@ def bench_kernels(quick: bool) -> dict:
 def bench_inference(quick: bool) -> dict:
     import torch
 
-    from rtclassify.model import ProbabilityEnsemble, TripleInputCNN
+    from rtclassify.model import ProbabilityEnsemble, TripleInputCNN, exported_shape
     from rtclassify.modelfile import load_model
 
     model = load_model("genetic5")
     arch = model.card["architecture"]
     members = arch.get("networks_in_file", arch.get("members", 1))  # networks evaluated per window
+    shape = exported_shape(arch)
     n = model.spec.n_samples
     runs = 200 if quick else 1000
-    out = {"model": model.name, "networks_per_window": members, "architecture": arch.get("type"),
-           "channels": arch.get("channels")}
+    out = {"model": model.name, "networks_per_window": members, "architecture": arch.get("type"), **shape}
     rows = []
-    # eager: the same architecture rebuilt as plain modules (timing does not depend on the weights)
+    # eager: the same network as trained (plain modules, not folded; timing does not depend on the weights)
     eager = ProbabilityEnsemble([TripleInputCNN(n, model.spec.fs_hz, len(model.classes),
-                                                branches=tuple(arch["branches"]), channels=arch["channels"],
-                                                depth=arch["depth"], hidden=arch["hidden"]) for _ in range(members)]).eval()
+                                                branches=tuple(arch["branches"]), hidden=arch["hidden"], **shape)
+                                 for _ in range(members)]).eval()
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for batch in (1, 8):

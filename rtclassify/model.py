@@ -147,6 +147,17 @@ class ProbabilityEnsemble(nn.Module):
         return total / float(n)
 
 
+def exported_shape(architecture: dict) -> dict:
+    """channels and depth of the network(s) in a model file, from its card's "architecture" (a
+    distilled student may be narrower or shallower than the teachers its options describe)."""
+    distilled = architecture.get("distil") and architecture.get("members", 1) > 1
+    shape = {"channels": architecture["channels"], "depth": architecture["depth"]}
+    if distilled:
+        shape["channels"] = architecture.get("student_channels") or shape["channels"]
+        shape["depth"] = architecture.get("student_depth") or shape["depth"]
+    return shape
+
+
 def count_parameters(model: nn.Module) -> Tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in model.parameters())
