@@ -38,6 +38,22 @@ def test_double_transgenic_lines_are_not_guessed():
     assert labels == [None, "Sst", "Exc", None]
 
 
+def test_related_lines_add_training_cells_without_touching_scored_labels(spikes_dir):
+    data = load_spike_set(spikes_dir, WindowSpec())
+    g5 = TASKS["genetic5"]
+    strict, extended = data.labels(g5), data.training_labels(g5, related_lines=True)
+    assert np.array_equal(extended[strict >= 0], strict[strict >= 0])  # scored cells keep their class
+    added = (strict < 0) & (extended >= 0)
+    lines = set(data.line_names[added])
+    assert lines == {"Chat-IRES-Cre-neo", "Chrna2-Cre_OE25", "Nos1-CreERT2|Sst-IRES-FlpO",
+                     "Slc32a1-T2A-FlpO|Vipr2-IRES2-Cre"}
+    assert set(extended[data.line_names == "Chat-IRES-Cre-neo"]) == {g5.classes.index("Vip")}
+    assert not np.isin(data.line_names[added], ["Htr3a-Cre_NO152", "Nkx2-1-CreERT2"]).any()  # mixed lines stay out
+    assert np.array_equal(data.training_labels(g5, related_lines=False), strict)
+    broad = TASKS["broad2"]  # labelled by dendrite type: nothing to add
+    assert np.array_equal(data.training_labels(broad, related_lines=True), data.labels(broad))
+
+
 def test_unknown_task_lists_the_valid_ones():
     with pytest.raises(ValueError, match="genetic5"):
         get_task("genetic6")

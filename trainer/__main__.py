@@ -190,7 +190,7 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
     task = get_task(task_name)
     data = load(data_dir, fs_hz)
     cfg = replace(make_config(epochs, channels, task_name), members=members)
-    y = data.labels(task)
+    y = data.training_labels(task, cfg.related_lines)
     used = y >= 0
     bar = tqdm(total=(members + int(cfg.distil and members > 1)) * cfg.max_epochs, desc=f"{name} epochs", unit="ep",
                disable=rank != 0)

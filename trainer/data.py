@@ -6,7 +6,7 @@ import numpy as np
 
 from rtclassify.cells import CellError, load_cell_window, read_cells_table
 from rtclassify.windows import WindowSpec
-from trainer.labels import Task, assign_labels, read_mapping
+from trainer.labels import RELATED_FILE, Task, assign_labels, read_mapping
 
 
 @dataclass
@@ -25,6 +25,17 @@ class SpikeSet:
         """(N,) class index into task.classes, -1 where the cell is not part of the task."""
         names = assign_labels(self.line_names, self.dendrite_types, task, read_mapping())
         return np.array([task.classes.index(n) if n is not None else -1 for n in names])
+
+    def training_labels(self, task: Task, related_lines: bool) -> np.ndarray:
+        """labels(task), plus with related_lines the class of cells from related Cre lines
+        (trainer/cre_related.csv) where the cell is not part of the task: extra training cells,
+        never scored. Tasks labelled by dendrite type get none."""
+        y = self.labels(task)
+        if not related_lines or task.source != "cre":
+            return y
+        names = assign_labels(self.line_names, self.dendrite_types, task, read_mapping(RELATED_FILE))
+        related = np.array([task.classes.index(n) if n is not None else -1 for n in names])
+        return np.where(y >= 0, y, related)
 
 
 def load_spike_set(folder: Path, spec: WindowSpec) -> SpikeSet:

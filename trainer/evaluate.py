@@ -66,6 +66,7 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     """
     task = get_task(method.task)
     y = data.labels(task)
+    y_train = data.training_labels(task, method.cfg.related_lines)  # related-line cells: training only
     n_classes = len(task.classes)
     repeats = method.repeats or folds.shape[0]
     probs = np.full((repeats, len(y), n_classes), np.nan)
@@ -75,13 +76,13 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     for r in range(repeats):
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
-            train = (folds[r] != f) & (y >= 0)
+            train = (folds[r] != f) & (y_train >= 0)
             fit_seed = int(seed + 100 * r + f)
             if method.kind == "cnn":
                 init = fold_models.get((method.transfer_from, r, f)) if method.transfer_from else None
                 if method.transfer_from and init is None:
                     raise RuntimeError(f"{method.name}: run {method.transfer_from} first (transfer source)")
-                args = (data.windows[train], y[train], n_classes, data.spec.fs_hz, method.cfg, fit_seed, init)
+                args = (data.windows[train], y_train[train], n_classes, data.spec.fs_hz, method.cfg, fit_seed, init)
                 if distil:
                     cached = load_teachers(teacher_cache, method, r, f, fit_seed)
                     student, teachers = fit_distilled(*args, teachers=cached)
@@ -94,14 +95,15 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                 fold_models[(method.name, r, f)] = nets
                 probs[r, test] = predict_proba(nets, data.windows[test])
             else:
-                probs[r, test] = fit_predict_gbm(features[train], y[train], features[test], n_classes, fit_seed)
+                probs[r, test] = fit_predict_gbm(features[train], y_train[train], features[test], n_classes, fit_seed)
             tick()
     return probs, teacher_probs
 
 
-TEACHER_FIELDS_IGNORED = ("distil", "distil_weight", "distil_temperature", "student_channels", "threads")
+TEACHER_FIELDS_IGNORED = ("distil", "distil_weight", "distil_temperature", "student_channels", "student_depth",
+                          "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
-TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0}
+TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False}
 
 
 def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int) -> str:
@@ -202,6 +204,8 @@ def default_methods(cfg: TrainConfig, shipped: dict, ablation_repeats: int = 1) 
                description=f"ours (v + dV/dt, re, im), single network; {describe_training(one)}"),
         Method("single_shipped_training", "genetic5", "cnn", replace(ours, members=1), **abl,
                description=f"ours, single network; {describe_training(ours)}"),
+        Method("single_related_lines", "genetic5", "cnn", replace(ours, members=1, related_lines=True), **abl,
+               description=f"ours, single network; {describe_training(replace(ours, related_lines=True))}"),
         Method("gbm_ap_genetic5", "genetic5", "gbm_ap", description="AP features + gradient boosting"),
         Method("gbm_allen_genetic5", "genetic5", "gbm_allen",
                description="Allen ef__ features (all sweeps of the cell) + gradient boosting"),
@@ -214,13 +218,15 @@ def default_methods(cfg: TrainConfig, shipped: dict, ablation_repeats: int = 1) 
 def describe_training(cfg: TrainConfig) -> str:
     stop = (f"early stopping on a {cfg.val_fraction:.0%} validation split (patience {cfg.patience})"
             if cfg.val_fraction > 0 else f"fixed {cfg.max_epochs} epochs on all training cells")
-    return f"{stop}, class weights (1/frequency)^{cfg.balance_power:g}"
+    extra = ", plus cells of related Cre lines in training (trainer/cre_related.csv)" if cfg.related_lines else ""
+    return f"{stop}, class weights (1/frequency)^{cfg.balance_power:g}{extra}"
 
 
 def describe_model(cfg: TrainConfig) -> str:
     if cfg.members > 1 and cfg.distil:
-        if cfg.student_channels and cfg.student_channels != cfg.channels:
-            return (f"one {cfg.student_channels}-channel network distilled from an ensemble of {cfg.members} "
-                    f"{cfg.channels}-channel ones")
+        channels, depth = cfg.student_channels or cfg.channels, cfg.student_depth or cfg.depth
+        if (channels, depth) != (cfg.channels, cfg.depth):
+            return (f"one {channels}-channel, {depth}-layer network distilled from an ensemble of {cfg.members} "
+                    f"{cfg.channels}-channel, {cfg.depth}-layer ones")
         return f"one network distilled from an ensemble of {cfg.members}"
     return f"ensemble of {cfg.members}" if cfg.members > 1 else "single network"

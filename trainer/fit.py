@@ -38,6 +38,7 @@ class TrainConfig:
     aug_smooth: float = 0.0  # probability that a window is smoothed by a random Gaussian (0-1.2 samples s.d.),
     # mimicking the amplifier's low-pass filter, which differs between rigs and sampling rates
     mixup: float = 0.0  # alpha of the Beta distribution of mixup (0: off)
+    related_lines: bool = False  # also train on cells of related Cre lines (trainer/cre_related.csv; never scored)
     members: int = 1  # networks in the ensemble (different seeds and validation splits)
     distil: bool = False  # with members > 1: distil the ensemble into one student network of the same
     # shape, trained on the ensemble's softened outputs; the student alone is the model (1/members the
@@ -45,6 +46,7 @@ class TrainConfig:
     distil_weight: float = 0.7  # share of the loss taken by the teachers' soft targets
     distil_temperature: float = 2.0
     student_channels: int | None = None  # conv channels of the distilled student (None: as the teachers)
+    student_depth: int | None = None  # conv layers per branch of the distilled student (None: as the teachers)
     threads: int = 2  # torch CPU threads
 
     def to_dict(self) -> dict:
@@ -273,11 +275,12 @@ def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: lis
                   progress=None, teachers: list | None = None) -> tuple[FitResult, list]:
     """(student, teacher networks): cfg.members teachers as in fit_ensemble (or the trained
     `teachers` given, e.g. from a cache), then one student (seeded with seed * 1000 + members, with
-    cfg.student_channels channels if set) trained on the labels and the teachers' softened outputs."""
+    cfg.student_channels channels and cfg.student_depth layers if set) trained on the labels and the
+    teachers' softened outputs."""
     if teachers is None:
         teachers = [fit.model for fit in fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)]
-    student_cfg = replace(cfg, channels=cfg.student_channels) if cfg.student_channels else cfg
-    start = init[0] if init and student_cfg.channels == cfg.channels else None
+    student_cfg = replace(cfg, channels=cfg.student_channels or cfg.channels, depth=cfg.student_depth or cfg.depth)
+    start = init[0] if init and (student_cfg.channels, student_cfg.depth) == (cfg.channels, cfg.depth) else None
     student = fit_network(x, y, n_classes, fs_hz, student_cfg, seed * 1000 + cfg.members, init=start,
                           progress=progress, teachers=[t.eval() for t in teachers])
     return student, teachers

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAPPING_FILE = Path(__file__).parent / "cre_classes.csv"
+RELATED_FILE = Path(__file__).parent / "cre_related.csv"  # extra training cells only, never scored
 # broad2: spiny = excitatory, aspiny = inhibitory. Sparsely spiny cells are left out: the Allen
 # annotation uses it for both excitatory and inhibitory cells, so it is no ground truth for either.
 DENDRITE_TO_BROAD = {"spiny": "Exc", "aspiny": "Inh"}
