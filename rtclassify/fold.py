@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rtclassify.features import compute_spectrum
-from rtclassify.model import POOLED_LENGTH, TripleInputCNN, stack_time_inputs
+from rtclassify.model import POOLED_LENGTH, TripleInputCNN, WindowNetwork
 
 
 def batchnorm_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,26 +144,15 @@ class FoldedBranch(nn.Module):
         return F.adaptive_avg_pool2d(x, (1, self.pooled_length)).flatten(1)
 
 
-class FoldedCNN(nn.Module):
+class FoldedCNN(WindowNetwork):
     """A TripleInputCNN folded for inference: (N, L) mV -> (N, K) class probabilities (softmax)."""
 
-    use_v: torch.jit.Final[bool]
-    use_dvdt: torch.jit.Final[bool]
-    use_re: torch.jit.Final[bool]
-    use_im: torch.jit.Final[bool]
     fused_spectrum: torch.jit.Final[bool]
-    n_samples: torch.jit.Final[int]
-    fs_hz: torch.jit.Final[float]
-    v_offset_mv: torch.jit.Final[float]
-    v_scale_mv: torch.jit.Final[float]
-    dvdt_scale: torch.jit.Final[float]
 
     def __init__(self, net: TripleInputCNN):
         super().__init__()
         net = net.eval()
-        for name in ("use_v", "use_dvdt", "use_re", "use_im", "n_samples", "fs_hz", "v_offset_mv", "v_scale_mv",
-                     "dvdt_scale"):
-            setattr(self, name, getattr(net, name))
+        self.copy_input_settings(net)
         n_freq = net.n_samples // 2 + 1
         with torch.no_grad():
             time_layers = FoldedLayers(net.time_branch, net.n_samples)
@@ -189,11 +178,7 @@ class FoldedCNN(nn.Module):
 
     def forward(self, v_mv: torch.Tensor) -> torch.Tensor:
         """(N, L) membrane potential in mV at fs_hz -> (N, K) probabilities."""
-        if v_mv.dim() != 2 or v_mv.shape[1] != self.n_samples:
-            raise ValueError("expected input of shape (N, " + str(self.n_samples) + ") in mV")
-        x = stack_time_inputs(v_mv, self.use_v, self.use_dvdt, self.fs_hz, self.v_offset_mv, self.v_scale_mv,
-                              self.dvdt_scale)
-        feats = [self.time_branch(x.unsqueeze(2))]
+        feats = [self.time_branch(self.time_inputs(v_mv).unsqueeze(2))]
         if self.use_re or self.use_im:
             re, im = compute_spectrum(v_mv)
             if self.fused_spectrum:

@@ -48,7 +48,39 @@ def build_branch(in_channels: int, channels: int, depth: int, kernel: int) -> nn
     return nn.Sequential(*layers)
 
 
-class TripleInputCNN(nn.Module):
+INPUT_SETTINGS = ("use_v", "use_dvdt", "use_re", "use_im", "n_samples", "fs_hz", "v_offset_mv", "v_scale_mv",
+                  "dvdt_scale")
+
+
+class WindowNetwork(nn.Module):
+    """Base of the networks here: which inputs they use and how a window becomes those inputs.
+
+    The settings are TorchScript constants (Final), so scripting prunes the unused branches.
+    """
+
+    use_v: torch.jit.Final[bool]
+    use_dvdt: torch.jit.Final[bool]
+    use_re: torch.jit.Final[bool]
+    use_im: torch.jit.Final[bool]
+    n_samples: torch.jit.Final[int]
+    fs_hz: torch.jit.Final[float]
+    v_offset_mv: torch.jit.Final[float]
+    v_scale_mv: torch.jit.Final[float]
+    dvdt_scale: torch.jit.Final[float]
+
+    def copy_input_settings(self, other: "WindowNetwork") -> None:
+        for name in INPUT_SETTINGS:
+            setattr(self, name, getattr(other, name))
+
+    def time_inputs(self, v_mv: torch.Tensor) -> torch.Tensor:
+        """(N, L) mV -> (N, C, L) time-branch channels, after checking the input's shape."""
+        if v_mv.dim() != 2 or v_mv.shape[1] != self.n_samples:
+            raise ValueError("expected input of shape (N, " + str(self.n_samples) + ") in mV")
+        return stack_time_inputs(v_mv, self.use_v, self.use_dvdt, self.fs_hz, self.v_offset_mv, self.v_scale_mv,
+                                 self.dvdt_scale)
+
+
+class TripleInputCNN(WindowNetwork):
     """Classifier of one action-potential window.
 
     Parameters
@@ -61,16 +93,6 @@ class TripleInputCNN(nn.Module):
     channels, depth, kernel : width, number of conv layers and kernel size of each branch.
     hidden, dropout : size of the dense layer and its dropout.
     """
-
-    use_v: torch.jit.Final[bool]
-    use_dvdt: torch.jit.Final[bool]
-    use_re: torch.jit.Final[bool]
-    use_im: torch.jit.Final[bool]
-    n_samples: torch.jit.Final[int]
-    fs_hz: torch.jit.Final[float]
-    v_offset_mv: torch.jit.Final[float]
-    v_scale_mv: torch.jit.Final[float]
-    dvdt_scale: torch.jit.Final[float]
 
     def __init__(self, n_samples: int, fs_hz: float, n_classes: int, branches=DEFAULT_BRANCHES,
                  channels: int = 32, depth: int = 6, kernel: int = 5, hidden: int = 64, dropout: float = 0.3):
@@ -114,11 +136,7 @@ class TripleInputCNN(nn.Module):
 
     def forward(self, v_mv: torch.Tensor) -> torch.Tensor:
         """(N, L) membrane potential in mV at fs_hz -> (N, K) logits."""
-        if v_mv.dim() != 2 or v_mv.shape[1] != self.n_samples:
-            raise ValueError("expected input of shape (N, " + str(self.n_samples) + ") in mV")
-        x = stack_time_inputs(v_mv, self.use_v, self.use_dvdt, self.fs_hz, self.v_offset_mv, self.v_scale_mv,
-                              self.dvdt_scale)
-        feats = [self.time_branch(x)]  # (N, C * 4)
+        feats = [self.time_branch(self.time_inputs(v_mv))]  # (N, C * 4)
         if self.use_re or self.use_im:
             re, im = compute_spectrum(v_mv)  # (N, F) each
             if self.use_re:
@@ -193,7 +211,7 @@ def fuse_branch(branches: List[nn.Sequential]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class FusedEnsemble(nn.Module):
+class FusedEnsemble(WindowNetwork):
     """An ensemble of TripleInputCNNs evaluated as one network: (N, L) mV -> (N, K) mean probabilities.
 
     Same result as ProbabilityEnsemble of the same members, with one grouped convolution per layer
@@ -202,23 +220,12 @@ class FusedEnsemble(nn.Module):
     """
 
     n_members: torch.jit.Final[int]
-    use_v: torch.jit.Final[bool]
-    use_dvdt: torch.jit.Final[bool]
-    use_re: torch.jit.Final[bool]
-    use_im: torch.jit.Final[bool]
-    n_samples: torch.jit.Final[int]
-    fs_hz: torch.jit.Final[float]
-    v_offset_mv: torch.jit.Final[float]
-    v_scale_mv: torch.jit.Final[float]
-    dvdt_scale: torch.jit.Final[float]
 
     def __init__(self, members: List[TripleInputCNN]):
         super().__init__()
         ref = members[0]
         self.n_members = len(members)
-        for name in ("use_v", "use_dvdt", "use_re", "use_im", "n_samples", "fs_hz", "v_offset_mv", "v_scale_mv",
-                     "dvdt_scale"):
-            setattr(self, name, getattr(ref, name))
+        self.copy_input_settings(ref)
         self.time_branch = fuse_branch([m.time_branch for m in members])
         self.re_branch = fuse_branch([m.re_branch for m in members]) if ref.use_re else nn.Identity()
         self.im_branch = fuse_branch([m.im_branch for m in members]) if ref.use_im else nn.Identity()
@@ -230,12 +237,9 @@ class FusedEnsemble(nn.Module):
 
     def forward(self, v_mv: torch.Tensor) -> torch.Tensor:
         """(N, L) membrane potential in mV -> (N, K) probabilities averaged over the members."""
-        if v_mv.dim() != 2 or v_mv.shape[1] != self.n_samples:
-            raise ValueError("expected input of shape (N, " + str(self.n_samples) + ") in mV")
         n = v_mv.shape[0]
         m = self.n_members
-        x = stack_time_inputs(v_mv, self.use_v, self.use_dvdt, self.fs_hz, self.v_offset_mv, self.v_scale_mv,
-                              self.dvdt_scale).repeat(1, m, 1)  # (N, M * C_in, L)
+        x = self.time_inputs(v_mv).repeat(1, m, 1)  # (N, M * C_in, L)
         feats = [self.time_branch(x).reshape(n, m, -1)]  # (N, M, C * 4)
         if self.use_re or self.use_im:
             re, im = compute_spectrum(v_mv)
