@@ -42,6 +42,10 @@ class ServeConfig:
 @dataclass
 class Stimulus:
     onset: int  # absolute sample of the step onset
+    peak: int | None = None  # absolute sample of its evoked AP's peak, once detected; final, as a
+    # peak is only reported once V falls again, and later samples cannot move it
+    threshold: int | None = None  # absolute sample of that AP's threshold
+    detect_ms: float = 0.0  # time the detection took, ms
 
 
 @dataclass
@@ -126,9 +130,14 @@ class Engine:
         hs.next_sample = first_sample + len(samples)
         hs.next_seq = None if seq is None else seq + 1
         hs.counts["samples"] += len(samples)
+        queue_ms = (t0 - received_at) * 1e3
+        # stimuli seen before first: a window these samples complete goes out without waiting
+        # for the step scan; then the stimuli of this chunk (a whole sweep may hold all of one)
+        hs.pending = self.resolve(hs, hs.pending, in_buffer, queue_ms)
         if not hs.use_events:
-            self.scan_steps(hs)
-        self.resolve(hs, in_buffer, queue_ms=(t0 - received_at) * 1e3)
+            new = self.scan_steps(hs)
+            if new:
+                hs.pending = hs.pending + self.resolve(hs, new, in_buffer, queue_ms)
 
     def on_event(self, event: dict) -> None:
         """A `new_cell` or `stimulus` event (already validated by the source)."""
@@ -177,12 +186,12 @@ class Engine:
 
     # ---- detection ----
 
-    def scan_steps(self, hs: Headstage) -> None:
-        """Find new step onsets on the command current since the last scan (offsets end the step)."""
+    def scan_steps(self, hs: Headstage) -> list[Stimulus]:
+        """The step onsets on the command current since the last scan (offsets end the step)."""
         det = self.cfg.detector
         a, b = hs.scan, hs.buf.end
         if b <= a:
-            return
+            return []
         i = hs.buf.read(a, b)[:, 1]
         if hs.holding_pa is None:
             hs.holding_pa = float(np.median(i))
@@ -190,9 +199,10 @@ class Engine:
             hs.edges = np.empty(2 * len(i), np.int64)
         n_edges, quiet_sum, quiet_n = _kernels.scan_step_edges(i, hs.holding_pa, det.i_threshold_pa, hs.in_step,
                                                                hs.edges)
+        found = []
         for k in hs.edges[:n_edges]:
             if not hs.in_step:
-                hs.pending.append(Stimulus(onset=a + int(k)))
+                found.append(Stimulus(onset=a + int(k)))
             hs.in_step = not hs.in_step
             hs.step_since = a + int(k)
         if hs.in_step and b - hs.step_since > samples_at(self.cfg.rebaseline_ms, hs.fs):
@@ -205,60 +215,71 @@ class Engine:
             # samples: steps are already excluded, and a median per chunk cost ~25 us)
             hs.holding_pa = 0.9 * hs.holding_pa + 0.1 * quiet_sum / quiet_n
         hs.scan = b
+        return found
 
-    def resolve(self, hs: Headstage, in_buffer: float, queue_ms: float) -> None:
-        """Decide every pending stimulus whose outcome the buffered data now determine.
-
-        in_buffer: perf_counter when the newest samples were written to the buffer.
-        """
-        fs = hs.fs
-        spec = self.model.spec
-        n_before = samples_at(spec.before_ms, fs)
-        n_after = samples_at(spec.after_ms, fs)
-        search = samples_at(self.cfg.search_ms, fs)
+    def resolve(self, hs: Headstage, stimuli: list[Stimulus], in_buffer: float, queue_ms: float) -> list[Stimulus]:
+        """Decide every one of `stimuli` whose outcome the buffered data now determine; returns
+        those still open. in_buffer: perf_counter when the newest samples were written."""
+        n_before = samples_at(self.model.spec.before_ms, hs.fs)
+        n_after = samples_at(self.model.spec.after_ms, hs.fs)
         still = []
-        for stim in hs.pending:
-            t0 = self.clock()
+        for stim in stimuli:
             if stim.onset < hs.buf.start:
                 self.skip(hs, stim, "gap", "stimulus onset is older than the buffer")
                 continue
-            if stim.onset >= hs.buf.end:  # announced by an event ahead of its data
-                still.append(stim)
+            if stim.peak is None:
+                if stim.onset >= hs.buf.end:  # announced by an event ahead of its data
+                    still.append(stim)
+                    continue
+                outcome = self.find_evoked_spike(hs, stim, n_before, n_after)
+                if outcome != "found":
+                    if outcome == "open":
+                        still.append(stim)
+                    continue
+            if hs.buf.end < stim.peak + n_after:
+                still.append(stim)  # wait for the rest of the window
+                self.prime_model()
                 continue
-            seg_a = max(hs.buf.start, stim.onset - n_before)
-            seg_b = min(hs.buf.end, stim.onset + search + n_after)
-            v = hs.buf.read(seg_a, seg_b)[:, 0]
-            edges = [stim.onset - seg_a]  # onsets only, as in detection.detect_trace
-            thr, peaks, _ = detect_spikes(v, fs, edges, self.cfg.detector)
-            evoked = [(t, p) for t, p in zip(thr, peaks) if p + seg_a >= stim.onset]
-            detect_ms = (self.clock() - t0) * 1e3
-            if evoked:
-                t, p = evoked[0]
-                peak = int(p + seg_a)
-                if peak >= stim.onset + search:
-                    self.skip(hs, stim, "no_spike", f"first AP {1e3 * (peak - stim.onset) / fs:.2f} ms after onset")
-                    continue
-                if artifact_mask(len(v), edges, fs, self.cfg.detector)[min(p + 1, len(v) - 1)]:
-                    self.skip(hs, stim, "qc", "AP peak hidden by a stimulus-edge artifact")
-                    continue
-                if hs.buf.end < peak + n_after:
-                    still.append(stim)  # wait for the rest of the window
-                    self.prime_model()
-                    continue
-                if peak - n_before < hs.buf.start:
-                    self.skip(hs, stim, "gap", "window start is older than the buffer")
-                    continue
-                t1 = self.clock()
-                seg = hs.buf.read(peak - n_before, peak + n_after)[:, 0]
-                window = window_from_segment(seg, fs, n_before, spec)
-                lat = {"queue": queue_ms, "detect": detect_ms, "features": (self.clock() - t1) * 1e3}
-                self.ready.append(ReadyWindow(hs.number, stim, window, peak, int(t + seg_a),
-                                              peak + n_after - 1, in_buffer, lat))
-            elif hs.buf.end >= stim.onset + search + n_after:
+            if stim.peak - n_before < hs.buf.start:
+                self.skip(hs, stim, "gap", "window start is older than the buffer")
+                continue
+            t1 = self.clock()
+            seg = hs.buf.read(stim.peak - n_before, stim.peak + n_after)[:, 0]
+            window = window_from_segment(seg, hs.fs, n_before, self.model.spec)
+            lat = {"queue": queue_ms, "detect": stim.detect_ms, "features": (self.clock() - t1) * 1e3}
+            self.ready.append(ReadyWindow(hs.number, stim, window, stim.peak, stim.threshold,
+                                          stim.peak + n_after - 1, in_buffer, lat))
+        return still
+
+    def find_evoked_spike(self, hs: Headstage, stim: Stimulus, n_before: int, n_after: int) -> str:
+        """Look for the AP that `stim` evoked in the buffered data. Returns "found" (stim.peak and
+        stim.threshold set), "skipped" (answered: no AP in time, or its peak hidden by the edge
+        artifact) or "open" (not decidable yet)."""
+        t0 = self.clock()
+        fs = hs.fs
+        search = samples_at(self.cfg.search_ms, fs)
+        seg_a = max(hs.buf.start, stim.onset - n_before)
+        seg_b = min(hs.buf.end, stim.onset + search + n_after)
+        v = hs.buf.read(seg_a, seg_b)[:, 0]
+        edges = [stim.onset - seg_a]  # onsets only, as in detection.detect_trace
+        thr, peaks, _ = detect_spikes(v, fs, edges, self.cfg.detector)
+        evoked = [(t, p) for t, p in zip(thr, peaks) if p + seg_a >= stim.onset]
+        stim.detect_ms = (self.clock() - t0) * 1e3
+        if not evoked:
+            if hs.buf.end >= stim.onset + search + n_after:
                 self.skip(hs, stim, "no_spike", f"no AP within {self.cfg.search_ms:g} ms of the onset")
-            else:
-                still.append(stim)
-        hs.pending = still
+                return "skipped"
+            return "open"
+        t, p = evoked[0]
+        peak = int(p + seg_a)
+        if peak >= stim.onset + search:
+            self.skip(hs, stim, "no_spike", f"first AP {1e3 * (peak - stim.onset) / fs:.2f} ms after onset")
+            return "skipped"
+        if artifact_mask(len(v), edges, fs, self.cfg.detector)[min(p + 1, len(v) - 1)]:
+            self.skip(hs, stim, "qc", "AP peak hidden by a stimulus-edge artifact")
+            return "skipped"
+        stim.peak, stim.threshold = peak, int(t + seg_a)
+        return "found"
 
     # ---- model and output ----
 

@@ -130,6 +130,11 @@ def window_from_segment(segment: np.ndarray, fs_hz: float, anchor_index: float, 
     fs_hz (may be fractional). Returns (spec.n_samples,) float32 in mV at spec.fs_hz.
     Raises ValueError when the segment does not cover the window.
     """
+    if fs_hz == spec.fs_hz and anchor_index == int(anchor_index):
+        # already at the model rate (the daemon's usual case): a slice, as the general path gives
+        start, stop = int(anchor_index) - spec.n_before, int(anchor_index) + spec.n_after
+        if 0 <= start and stop <= len(segment):
+            return np.asarray(segment[start:stop], dtype=np.float32)
     y = resample_trace(segment, fs_hz, spec.fs_hz)
     anchor_out = int(round(anchor_index * spec.fs_hz / fs_hz))
     start = anchor_out - spec.n_before

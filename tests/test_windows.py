@@ -65,6 +65,16 @@ def test_window_is_cut_at_the_anchor_across_rates():
     assert int(np.argmax(w)) == spec.n_before
 
 
+def test_window_at_the_model_rate_is_the_plain_slice():
+    spec = WindowSpec(fs_hz=50_000)
+    x = np.random.default_rng(0).normal(-60, 5, 400)
+    w = window_from_segment(x, 50_000, 200, spec)
+    assert w.dtype == np.float32 and np.array_equal(w, x[200 - spec.n_before:200 + spec.n_after].astype(np.float32))
+    # one sample short at the end (rounding between rates elsewhere): the edge sample is repeated
+    short = window_from_segment(x[:200 + spec.n_after - 1], 50_000, 200, spec)
+    assert np.array_equal(short[:-1], w[:-1]) and short[-1] == np.float32(x[200 + spec.n_after - 2])
+
+
 def test_window_refuses_a_segment_too_short():
     with pytest.raises(ValueError, match="does not cover"):
         window_from_segment(np.zeros(100), 50_000, 10, WindowSpec())
