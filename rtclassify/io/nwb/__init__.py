@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtclassify.io.stimuli import TEST_PULSE_END_S
+from rtclassify.io.stimuli import steps_after_test_pulse
 
 
 class NwbError(ValueError):
@@ -98,14 +98,12 @@ def summarise_sweep(s: Sweep) -> dict:
     """The `rtclassify sweeps` line of one sweep (contract fields)."""
     onset, n_spikes = None, None
     if s.clamp_mode == "current":
-        from rtclassify.detection import detect_spikes, detect_steps
+        from rtclassify.detection import detect_spikes
 
-        n_spikes = 0
         onsets = []
         if s.command is not None and len(s.command) == len(s.response):
-            on, off = detect_steps(s.command)
-            onsets = [a for a, b in zip(on, off) if b / s.fs > TEST_PULSE_END_S]
-            onset = round(int(onsets[0]) / s.fs, 9) if onsets else None
+            onsets = [a for a, _ in steps_after_test_pulse(s.command, s.fs)]
+            onset = round(onsets[0] / s.fs, 9) if onsets else None
         n_spikes = len(detect_spikes(s.response, s.fs, np.array(onsets, dtype=np.int64))[1])
     return {"sweep": s.sweep, "stimulus": s.stimulus, "clamp_mode": s.clamp_mode, "fs": s.fs,
             "n_samples": int(len(s.response)), "stim_onset_s": onset, "n_spikes": n_spikes}
