@@ -89,8 +89,8 @@ class Headstage:
     def cell_verdict(self, classes) -> dict | None:
         if not self.cell_n:
             return None
-        p = self.cell_sum / self.cell_n
-        return {"label": classes[int(np.argmax(p))], "probs": {c: round(float(x), 5) for c, x in zip(classes, p)},
+        p = (self.cell_sum / self.cell_n).tolist()  # Python floats: cheaper to round and encode
+        return {"label": classes[p.index(max(p))], "probs": {c: round(x, 5) for c, x in zip(classes, p)},
                 "n_windows": self.cell_n}
 
 
@@ -333,7 +333,7 @@ class Engine:
         msg = {
             "schema": LABEL_SCHEMA, "headstage": hs.number, "seq": hs.out_seq, "cell_id": hs.cell_id,
             "stim_onset_sample": r.stim.onset, "window_end_sample": r.window_end,
-            "label": classes[int(np.argmax(p))], "probs": {c: round(float(x), 5) for c, x in zip(classes, p)},
+            "label": classes[int(np.argmax(p))], "probs": {c: round(x, 5) for c, x in zip(classes, p.tolist())},
             "cell": hs.cell_verdict(classes),
             "model": {"name": self.model.name, "sha256": self.model.sha256},
             "peak_sample": r.peak, "threshold_sample": r.threshold, "fs": hs.fs,
