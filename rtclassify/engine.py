@@ -108,6 +108,7 @@ class Engine:
         self.primes = 0
         self.last_inference = -1.0  # perf_counter of the model's last run
         self.dummy = torch.full((1, model.spec.n_samples), -60.0, device=model.device)
+        self.infer = model.module.forward  # the scripted forward itself: skips nn.Module's call hooks
         self.started = time.time()
         _kernels.warm_up()  # compile (or load from cache) before the first live chunk
 
@@ -295,7 +296,7 @@ class Engine:
         if self.ready or self.clock() - self.last_inference < PRIME_IDLE_S:
             return
         with torch.inference_mode():
-            self.model.module(self.dummy)
+            self.infer(self.dummy)
         self.last_inference = self.clock()
         self.primes += 1
 
@@ -316,9 +317,10 @@ class Engine:
         if not keep:
             return 0
         t0 = self.clock()
-        x = torch.from_numpy(np.stack([r.window for r in keep])).to(self.model.device)
+        windows = keep[0].window[None] if len(keep) == 1 else np.stack([r.window for r in keep])
+        x = torch.from_numpy(windows).to(self.model.device)
         with torch.inference_mode():
-            probs = self.model.module(x).double().cpu().numpy()
+            probs = self.infer(x).cpu().numpy().astype(np.float64)
         self.last_inference = self.clock()
         infer_ms = (self.last_inference - t0) * 1e3
         for r, p in zip(keep, probs):
