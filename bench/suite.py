@@ -230,9 +230,11 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
     to receiving its label, per stimulus; unanswered stimuli; the daemon's CPU share."""
     import zmq
 
+    from rtclassify.serve import freeze_startup_objects
     from rtclassify.simulate import HeadstageStream, load_cells, run_simulation
 
     sys.setswitchinterval(1e-4)  # the client's sender and receiver threads share the GIL
+    freeze_startup_objects()  # no 100 ms collection over torch's objects in the client's timing
     rng = np.random.default_rng(0)
     if data_dir:
         cells = load_cells(data_dir, fs, limit=60, rng=rng)

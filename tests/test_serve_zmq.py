@@ -201,3 +201,16 @@ def test_file_replay_of_an_nwb_file_answers_each_short_square(tmp_path):
     onsets = [x["stim_onset_sample"] for x in answers]
     n = int(1.2 * 200_000)
     assert onsets == [int(1.02 * 200_000) + k * n for k in range(3)]  # continuous samples across sweeps
+
+
+def test_startup_objects_leave_the_garbage_collector():
+    import gc
+
+    from rtclassify.serve import freeze_startup_objects
+
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 1000  # this test process's imports: torch, numpy, ...
+        assert gc.isenabled()  # the live loop's own garbage is still collected
+    finally:
+        gc.unfreeze()

@@ -54,7 +54,7 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     from rtclassify.engine import Engine, ServeConfig
     from rtclassify.modelfile import ModelFileError, load_model
     from rtclassify.publish import Publisher, warn
-    from rtclassify.serve import Daemon, run_lsl, run_replay, run_zmq
+    from rtclassify.serve import Daemon, freeze_startup_objects, run_lsl, run_replay, run_zmq
 
     torch.set_num_threads(threads)
     try:
@@ -65,6 +65,7 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     cfg = ServeConfig(budget_ms=budget_ms)
     publisher = Publisher(publish, lsl_out, log_path)
     daemon = Daemon(Engine(model, cfg, publisher.emit), publisher)
+    freeze_startup_objects()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.set())
