@@ -29,6 +29,10 @@ def render_markdown(r: dict) -> str:
     for row in r["inference"]["cpu"]:
         lines.append(f"| {row['runtime']} | {row['threads']} | {row['batch']} | {row['p50']} | {row['p99']} | "
                      f"{row['per_window_p50_ms']} |")
+    gc_ms = r["inference"].get("gc_full_collection_ms")
+    if gc_ms:
+        lines += ["", f"A full garbage collection in a process like the daemon: {gc_ms['all_tracked']} ms, "
+                      f"{gc_ms['startup_frozen']} ms once the start-up objects are frozen (as `serve` does)."]
     lines += ["", f"CUDA: {r['inference']['cuda']}", "", "## Scaling", "",
               "| rate | headstages | stimuli | unanswered | e2e p50 / p99 ms | drift ms | process p99 ms | gaps | skips "
               "| daemon CPU | sustained |",

@@ -146,11 +146,12 @@ def bench_inference(quick: bool) -> dict:
     eager = ProbabilityEnsemble([TripleInputCNN(n, model.spec.fs_hz, len(model.classes),
                                                 branches=tuple(arch["branches"]), hidden=arch["hidden"], **shape)
                                  for _ in range(members)]).eval()
+    unfolded = torch.jit.script(eager)  # the shipped file's form before rtclassify.fold (trainer/export.py)
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for batch in (1, 8):
             x = torch.full((batch, n), -60.0) + torch.randn(batch, n)
-            for name, mod in (("torchscript", model.module), ("eager", eager)):
+            for name, mod in (("torchscript", model.module), ("torchscript_unfolded", unfolded), ("eager", eager)):
                 with torch.inference_mode():
                     for _ in range(20):
                         mod(x)
@@ -159,8 +160,25 @@ def bench_inference(quick: bool) -> dict:
                              "per_window_p50_ms": round(float(np.median(t)) / batch, 4)})
     torch.set_num_threads(1)
     out["cpu"] = rows
+    out["gc_full_collection_ms"] = time_full_collections()
     out["cuda"] = "absent (no CUDA device on this machine)" if not torch.cuda.is_available() else bench_cuda(model)
     return out
+
+
+def time_full_collections() -> dict:
+    """A full cyclic garbage collection in this process (torch, numba, scipy and a model loaded, as in
+    the daemon), ms: with every object tracked, and after serve.freeze_startup_objects."""
+    import gc
+
+    t0 = time.perf_counter()
+    gc.collect()
+    tracked = (time.perf_counter() - t0) * 1e3
+    gc.freeze()
+    t0 = time.perf_counter()
+    gc.collect()
+    frozen = (time.perf_counter() - t0) * 1e3
+    gc.unfreeze()
+    return {"all_tracked": round(tracked, 2), "startup_frozen": round(frozen, 3)}
 
 
 def bench_cuda(model) -> dict:  # pragma: no cover - needs a GPU
