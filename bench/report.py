@@ -18,6 +18,7 @@ def render_markdown(r: dict) -> str:
         f"unanswered {r['e2e_lsl_ms']['unanswered']}) |",
         f"| in the daemon, window complete → label handed to the sockets (ms) | p50 {r['process_ms']['p50']}, "
         f"p99 {r['process_ms']['p99']} |",
+        *inference_row(r),
         f"| detector (numba), M samples/s on one core | {k['detector_msamples_per_s']} "
         f"(numpy reference {k['detector_numpy_reference_msamples_per_s']}, ×{k['detector_speedup_vs_numpy']}) |",
         f"| ring-buffer writes, M samples/s | {k['ring_buffer_msamples_per_s']} |",
@@ -101,3 +102,12 @@ def update_readme(r: dict, readme: Path, command: str) -> None:
     body = f"Made by `{command}` ({r['created']}); full tables: [docs/bench.md](docs/bench.md).\n\n{table}"
     head, rest = text.split(start, 1)
     Path(readme).write_text(head + start + "\n" + body + "\n" + rest[rest.index(end):])
+
+
+def inference_row(r: dict) -> list[str]:
+    """The model's share of the in-daemon time, from the ZMQ run's labels (older JSON files lack it)."""
+    runs = [run for run in r.get("e2e_runs", []) if run["transport"] == "zmq" and "inference_ms" in run]
+    if not runs:
+        return []
+    inf = runs[0]["inference_ms"]
+    return [f"| of which the model, in the daemon (ms) | p50 {inf['p50']}, p99 {inf['p99']} |"]

@@ -321,13 +321,14 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
         sink.close()
         sub.close()
     answers = {(m["headstage"], m["stim_onset_sample"]): (t, m) for t, m in received}
-    latencies, process = [], []
+    latencies, process, inference = [], [], []
     for t, m in received:
         if m.get("schema") == "rtclassify.label/1":
             sent = sends.sent_at(m["headstage"], m["window_end_sample"])
             if sent is not None:
                 latencies.append((t - sent) * 1e3)
             process.append(m["latency_ms"]["process"])
+            inference.append(m["latency_ms"]["inference"])
     logged = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     beats = [x for x in logged if x["topic"] == "heartbeat"]
     gaps = sum(h.get("gaps", 0) for h in beats[-1]["headstages"].values()) if beats else None
@@ -339,7 +340,7 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
             "chunk_ms": chunk_ms, "stimuli": len(truth_lines),
             "unanswered": sum((t["headstage"], t["stim_onset_sample"]) not in answers for t in truth_lines),
             "latency_ms": percentiles(latencies), "latency_drift_ms": latency_drift(latencies),
-            "process_ms": percentiles(process), "skips": skips,
+            "process_ms": percentiles(process), "inference_ms": percentiles(inference), "skips": skips,
             "gaps": gaps, "daemon_cpu_share": round(cpu / wall, 3) if wall else None}
 
 
