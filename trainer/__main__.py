@@ -18,7 +18,7 @@ SHIPPED = {"genetic5": 5, "broad2": 3}  # task -> teacher networks the shipped n
 # cut the Exc -> Vip errors; broad2 keeps early stopping.
 # Both shipped models are single networks distilled from their ensemble: one network per window keeps
 # inference inside the daemon's latency budget (an ensemble of M costs M times as much).
-TASK_OPTIONS = {"genetic5": {"val_fraction": 0.0, "balance_power": 0.5, "distil": True, "student_channels": 16}, "broad2": {"distil": True}}
+TASK_OPTIONS = {"genetic5": {"val_fraction": 0.0, "balance_power": 0.5, "distil": True, "student_channels": 16, "mixup": 0.2, "distil_weight": 0.9}, "broad2": {"distil": True}}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
