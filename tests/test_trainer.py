@@ -204,3 +204,45 @@ def test_epoch_order_shuffles_or_draws_class_balanced():
     assert len(drawn) == 1000 and torch.all((shares > 0.25) & (shares < 0.42))  # about a third each
     half = torch.bincount(y[epoch_order(y, 3, 0.5, torch.Generator().manual_seed(0))], minlength=3)
     assert half[0] > half[1] > half[2] > 10  # softened: still ordered, the rare class far above its 1%
+
+
+def test_predictions_file_keeps_other_methods_on_update_and_only_for_the_same_cells(tmp_path):
+    from trainer.report import write_predictions
+
+    ids = np.array([11, 12, 13])
+    a, b = np.random.rand(2, 3, 5), np.random.rand(1, 3, 2)
+    write_predictions({"a": a}, ids, tmp_path)
+    write_predictions({"b": b}, ids, tmp_path, update=True)
+    with np.load(tmp_path / "predictions.npz") as f:
+        assert sorted(f.files) == ["a", "b", "specimen_id"]
+        np.testing.assert_allclose(f["a"], a, atol=1e-6)
+        np.testing.assert_array_equal(f["specimen_id"], ids)
+    write_predictions({"b": b}, np.array([11, 12, 14]), tmp_path, update=True)  # other cells: old arrays dropped
+    with np.load(tmp_path / "predictions.npz") as f:
+        assert sorted(f.files) == ["b", "specimen_id"]
+
+
+def test_unlabelled_windows_teach_the_student_through_the_teachers_only():
+    from trainer.fit import batch_loss, fit_distilled
+
+    torch.manual_seed(0)
+    net = TripleInputCNN(150, 50_000.0, 3, channels=4, depth=2)
+    teacher = TripleInputCNN(150, 50_000.0, 3, channels=4, depth=2).eval()
+    x = torch.randn(8, 150) * 10 - 60
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-1)
+    cfg = TrainConfig(mixup=0.4)
+    no_labels = batch_loss(net, loss_fn, x, torch.full((8,), -1), cfg, torch.Generator().manual_seed(1), [teacher])
+    assert torch.isfinite(no_labels) and no_labels > 0  # the teachers' part alone
+    no_labels.backward()  # and it trains
+    assert net.classifier.weight.grad.abs().sum() > 0
+
+    rng = np.random.default_rng(0)
+    xs = (rng.normal(size=(24, 150)) * 10 - 60).astype(np.float32)
+    ys = np.arange(24) % 3
+    cfg = TrainConfig(channels=4, depth=2, max_epochs=2, val_fraction=0.0, members=2, distil=True, threads=1,
+                      distil_unlabelled=True)
+    student, _ = fit_distilled(xs, ys, 3, 50_000.0, cfg, seed=1, unlabelled=xs[:10] + 5)
+    assert all(np.isfinite(h[0]) for h in student.history)
+    with pytest.raises(ValueError, match="need teachers"):
+        from trainer.fit import fit_network
+        fit_network(xs, ys, 3, 50_000.0, cfg, seed=1, unlabelled=xs[:10])

@@ -83,7 +83,7 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
     from tqdm import tqdm
 
     from trainer.evaluate import default_methods, make_folds, run_method, score_method
-    from trainer.report import update_readme, write_report
+    from trainer.report import update_readme, write_predictions, write_report
 
     t0 = time.time()
     data = load(data_dir, fs_hz)
@@ -106,7 +106,7 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
                                        "--folds, --repeats and --seed")
         results["methods"] = old["methods"]
         results["meta_history"] = old.get("meta_history", []) + [old["meta"]]
-    fold_models = {}
+    fold_models, oof = {}, {}
     with tqdm(total=n_fits, desc="fits", unit="fit") as bar:
         for m in chosen:
             bar.set_postfix_str(m.name)
@@ -115,6 +115,7 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
                                               lambda: bar.update(members),
                                               Path(teacher_cache) if teacher_cache else None)
             results["methods"][m.name] = score_method(m, data, probs, bootstrap)
+            oof[m.name] = probs
             if m.kind == "cnn":
                 results["methods"][m.name]["config"] = m.cfg.to_dict()
             if teacher_probs is not None:  # the ensemble the shipped network was distilled from
@@ -123,6 +124,7 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
                                                "(M times its inference cost)")
                 results["methods"][teachers.name] = score_method(teachers, data, teacher_probs, bootstrap)
                 results["methods"][teachers.name]["config"] = teachers.cfg.to_dict()
+                oof[teachers.name] = teacher_probs
     results["meta"] = {
         "command": "python -m trainer " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py")
         else " ".join(sys.argv),
@@ -132,6 +134,7 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
         "window": data.spec.to_dict(), "folds": folds, "repeats": repeats, "seed": seed,
     }
     path = write_report(results, Path(out_dir))
+    write_predictions(oof, data.specimen_ids, Path(out_dir), update)
     click.echo(f"report: {path}")
     if readme and Path(readme).is_file():
         update_readme(results, Path(readme))
@@ -195,7 +198,7 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
     bar = tqdm(total=(members + int(cfg.distil and members > 1)) * cfg.max_epochs, desc=f"{name} epochs", unit="ep",
                disable=rank != 0)
     fits = fit_ensemble(data.windows[used], y[used], len(task.classes), data.spec.fs_hz, cfg, seed,
-                        progress=lambda *a: bar.update(1))
+                        progress=lambda *a: bar.update(1), unlabelled=data.windows[~used])
     bar.close()
     evaluation = evaluation_for(report_json, task_name)
     card = None

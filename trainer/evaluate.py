@@ -85,7 +85,9 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                 args = (data.windows[train], y_train[train], n_classes, data.spec.fs_hz, method.cfg, fit_seed, init)
                 if distil:
                     cached = load_teachers(teacher_cache, method, r, f, fit_seed)
-                    student, teachers = fit_distilled(*args, teachers=cached)
+                    # cells outside the task on the training side only: nothing of the test fold is seen
+                    unlabelled = data.windows[(folds[r] != f) & (y_train < 0)]
+                    student, teachers = fit_distilled(*args, teachers=cached, unlabelled=unlabelled)
                     if cached is None:
                         save_teachers(teacher_cache, method, r, f, fit_seed, teachers)
                     nets = [student.model]
@@ -100,8 +102,8 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     return probs, teacher_probs
 
 
-TEACHER_FIELDS_IGNORED = ("distil", "distil_weight", "distil_temperature", "student_channels", "student_depth",
-                          "threads")
+TEACHER_FIELDS_IGNORED = ("distil", "distil_weight", "distil_temperature", "distil_unlabelled", "student_channels",
+                          "student_depth", "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
 TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False}
 

@@ -45,6 +45,8 @@ class TrainConfig:
     # inference cost, which the daemon's latency budget needs)
     distil_weight: float = 0.7  # share of the loss taken by the teachers' soft targets
     distil_temperature: float = 2.0
+    distil_unlabelled: bool = False  # the student also learns the teachers' outputs on the APs of training-side
+    # cells outside the task (other Cre lines, no label): soft targets only, more of the AP space to imitate
     student_channels: int | None = None  # conv channels of the distilled student (None: as the teachers)
     student_depth: int | None = None  # conv layers per branch of the distilled student (None: as the teachers)
     threads: int = 2  # torch CPU threads
@@ -133,13 +135,15 @@ def build_network(n_samples: int, fs_hz: float, n_classes: int, cfg: TrainConfig
 
 
 def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg: TrainConfig, seed: int,
-                init: nn.Module | None = None, progress=None, teachers: list | None = None) -> FitResult:
+                init: nn.Module | None = None, progress=None, teachers: list | None = None,
+                unlabelled: np.ndarray | None = None) -> FitResult:
     """Train one TripleInputCNN on windows x (N, L) mV with labels y (N,) in [0, n_classes).
 
     init: a trained network whose feature layers (all but the output layer) start this one
     (transfer learning). progress: optional callable(epoch, train_loss, val_loss) per epoch.
     teachers: trained networks whose mean softened output on each (augmented) batch is a second
-    target (knowledge distillation, weighted by cfg.distil_weight).
+    target (knowledge distillation, weighted by cfg.distil_weight). unlabelled: (M, L) windows
+    mV trained on the teachers' outputs only (label -1, ignored by the label loss); needs teachers.
     """
     torch.set_num_threads(cfg.threads)
     seed_everything(seed)
@@ -150,9 +154,14 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     if init is not None:
         transfer_features(init, net)
     xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(y[tr]).long()
+    if unlabelled is not None and len(unlabelled):
+        if not teachers or cfg.sampling_power > 0:
+            raise ValueError("unlabelled windows need teachers and no class-balanced sampling")
+        xt = torch.cat([xt, torch.from_numpy(np.ascontiguousarray(unlabelled, dtype=np.float32))])
+        yt = torch.cat([yt, torch.full((len(unlabelled),), -1, dtype=torch.long)])
     xv, yv = torch.from_numpy(x[va]), torch.from_numpy(y[va]).long()
     weights = class_weights(y[tr], n_classes, cfg.balance_power) if cfg.balance else None
-    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing, ignore_index=-1)
     val_loss_fn = nn.CrossEntropyLoss(weight=weights)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
@@ -221,7 +230,12 @@ def batch_loss(net: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: T
         perm = torch.randperm(len(x), generator=gen)
         x = lam * x + (1 - lam) * x[perm]
     out = net(x)
-    hard = loss_fn(out, y) if cfg.mixup <= 0 else lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[perm])
+    if not (y >= 0).any():  # only unlabelled windows in this batch: the label loss would be 0/0
+        hard = out.sum() * 0.0
+    elif cfg.mixup <= 0:
+        hard = loss_fn(out, y)
+    else:
+        hard = lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[perm])
     if not teachers:
         return hard
     t = cfg.distil_temperature
@@ -253,14 +267,15 @@ def predict_proba(nets: list[nn.Module], x: np.ndarray) -> np.ndarray:
 
 
 def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
-                 progress=None) -> list[FitResult]:
+                 progress=None, unlabelled: np.ndarray | None = None) -> list[FitResult]:
     """cfg.members networks, member m seeded with seed * 1000 + m (and its own validation split).
 
     With cfg.distil (and members > 1) the members are teachers, and the result is the one student
-    network distilled from them (see fit_distilled).
+    network distilled from them (see fit_distilled; `unlabelled` windows are used when
+    cfg.distil_unlabelled).
     """
     if cfg.distil and cfg.members > 1:
-        return [fit_distilled(x, y, n_classes, fs_hz, cfg, seed, init, progress)[0]]
+        return [fit_distilled(x, y, n_classes, fs_hz, cfg, seed, init, progress, unlabelled=unlabelled)[0]]
     return fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)
 
 
@@ -272,15 +287,18 @@ def fit_members(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list 
 
 
 def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
-                  progress=None, teachers: list | None = None) -> tuple[FitResult, list]:
+                  progress=None, teachers: list | None = None,
+                  unlabelled: np.ndarray | None = None) -> tuple[FitResult, list]:
     """(student, teacher networks): cfg.members teachers as in fit_ensemble (or the trained
     `teachers` given, e.g. from a cache), then one student (seeded with seed * 1000 + members, with
     cfg.student_channels channels and cfg.student_depth layers if set) trained on the labels and the
-    teachers' softened outputs."""
+    teachers' softened outputs, with cfg.distil_unlabelled also on the teachers' outputs for the
+    unlabelled windows (M, L) mV."""
     if teachers is None:
         teachers = [fit.model for fit in fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)]
     student_cfg = replace(cfg, channels=cfg.student_channels or cfg.channels, depth=cfg.student_depth or cfg.depth)
     start = init[0] if init and (student_cfg.channels, student_cfg.depth) == (cfg.channels, cfg.depth) else None
     student = fit_network(x, y, n_classes, fs_hz, student_cfg, seed * 1000 + cfg.members, init=start,
-                          progress=progress, teachers=[t.eval() for t in teachers])
+                          progress=progress, teachers=[t.eval() for t in teachers],
+                          unlabelled=unlabelled if cfg.distil_unlabelled else None)
     return student, teachers

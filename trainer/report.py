@@ -31,6 +31,24 @@ def write_report(results: dict, out_dir: Path) -> Path:
     return path
 
 
+def write_predictions(probs: dict, specimen_ids: np.ndarray, out_dir: Path, update: bool = False) -> Path:
+    """Keep every method's out-of-fold probabilities in out_dir/predictions.npz, so that any figure
+    of the report can be recomputed: `specimen_id` (N,) and one (repeats, N, classes) array per
+    method (NaN rows: cells outside the method's task). update: keep the other methods' arrays
+    of an existing file made on the same cells."""
+    path = Path(out_dir) / "predictions.npz"
+    arrays = {}
+    if update and path.is_file():
+        with np.load(path) as old:
+            if np.array_equal(old["specimen_id"], specimen_ids):
+                arrays = {k: old[k] for k in old.files}
+    arrays.update({name: p.astype(np.float32) for name, p in probs.items()})
+    arrays["specimen_id"] = np.asarray(specimen_ids)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
 def render_markdown(results: dict, pngs: list[str]) -> str:
     meta = results["meta"]
     lines = [
