@@ -223,6 +223,8 @@ def test_predictions_file_keeps_other_methods_on_update_and_only_for_the_same_ce
 
 
 def test_unlabelled_windows_teach_the_student_through_the_teachers_only():
+    from dataclasses import replace
+
     from trainer.fit import batch_loss, fit_distilled
 
     torch.manual_seed(0)
@@ -241,8 +243,10 @@ def test_unlabelled_windows_teach_the_student_through_the_teachers_only():
     ys = np.arange(24) % 3
     cfg = TrainConfig(channels=4, depth=2, max_epochs=2, val_fraction=0.0, members=2, distil=True, threads=1,
                       distil_unlabelled=True)
-    student, _ = fit_distilled(xs, ys, 3, 50_000.0, cfg, seed=1, unlabelled=xs[:10] + 5)
-    assert all(np.isfinite(h[0]) for h in student.history)
+    student, teachers = fit_distilled(xs, ys, 3, 50_000.0, cfg, seed=1, unlabelled=xs[:10] + 5)
+    assert all(np.isfinite(h[0]) for h in student.history) and len(student.history) == 2
+    longer, _ = fit_distilled(xs, ys, 3, 50_000.0, replace(cfg, student_epochs=3), seed=1, teachers=teachers)
+    assert len(longer.history) == 3  # the student's own number of epochs
     with pytest.raises(ValueError, match="need teachers"):
         from trainer.fit import fit_network
         fit_network(xs, ys, 3, 50_000.0, cfg, seed=1, unlabelled=xs[:10])

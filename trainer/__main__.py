@@ -195,8 +195,8 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
     cfg = replace(make_config(epochs, channels, task_name), members=members)
     y = data.training_labels(task, cfg.related_lines)
     used = y >= 0
-    bar = tqdm(total=(members + int(cfg.distil and members > 1)) * cfg.max_epochs, desc=f"{name} epochs", unit="ep",
-               disable=rank != 0)
+    student_epochs = (cfg.student_epochs or cfg.max_epochs) if cfg.distil and members > 1 else 0
+    bar = tqdm(total=members * cfg.max_epochs + student_epochs, desc=f"{name} epochs", unit="ep", disable=rank != 0)
     fits = fit_ensemble(data.windows[used], y[used], len(task.classes), data.spec.fs_hz, cfg, seed,
                         progress=lambda *a: bar.update(1), unlabelled=data.windows[~used])
     bar.close()

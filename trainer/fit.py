@@ -49,6 +49,7 @@ class TrainConfig:
     # cells outside the task (other Cre lines, no label): soft targets only, more of the AP space to imitate
     student_channels: int | None = None  # conv channels of the distilled student (None: as the teachers)
     student_depth: int | None = None  # conv layers per branch of the distilled student (None: as the teachers)
+    student_epochs: int | None = None  # epochs of the distilled student (None: max_epochs, as the teachers)
     threads: int = 2  # torch CPU threads
 
     def to_dict(self) -> dict:
@@ -291,12 +292,13 @@ def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: lis
                   unlabelled: np.ndarray | None = None) -> tuple[FitResult, list]:
     """(student, teacher networks): cfg.members teachers as in fit_ensemble (or the trained
     `teachers` given, e.g. from a cache), then one student (seeded with seed * 1000 + members, with
-    cfg.student_channels channels and cfg.student_depth layers if set) trained on the labels and the
+    cfg.student_channels channels, cfg.student_depth layers and cfg.student_epochs if set) trained on the labels and the
     teachers' softened outputs, with cfg.distil_unlabelled also on the teachers' outputs for the
     unlabelled windows (M, L) mV."""
     if teachers is None:
         teachers = [fit.model for fit in fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)]
-    student_cfg = replace(cfg, channels=cfg.student_channels or cfg.channels, depth=cfg.student_depth or cfg.depth)
+    student_cfg = replace(cfg, channels=cfg.student_channels or cfg.channels, depth=cfg.student_depth or cfg.depth,
+                          max_epochs=cfg.student_epochs or cfg.max_epochs)
     start = init[0] if init and (student_cfg.channels, student_cfg.depth) == (cfg.channels, cfg.depth) else None
     student = fit_network(x, y, n_classes, fs_hz, student_cfg, seed * 1000 + cfg.members, init=start,
                           progress=progress, teachers=[t.eval() for t in teachers],
