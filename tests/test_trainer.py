@@ -250,3 +250,22 @@ def test_unlabelled_windows_teach_the_student_through_the_teachers_only():
     with pytest.raises(ValueError, match="need teachers"):
         from trainer.fit import fit_network
         fit_network(xs, ys, 3, 50_000.0, cfg, seed=1, unlabelled=xs[:10])
+
+
+def test_logit_adjustment_lowers_the_frequent_classes_by_their_log_frequency():
+    from trainer.fit import adjust_logits
+
+    torch.manual_seed(0)
+    net = TripleInputCNN(150, 50_000.0, 3, channels=4, depth=2).eval()
+    x = torch.randn(5, 150) * 10 - 60
+    y = np.array([0] * 80 + [1] * 16 + [2] * 4)
+    with torch.inference_mode():
+        before = net(x)
+    adjust_logits(net, y, 3, 0.0)
+    with torch.inference_mode():
+        assert torch.equal(net(x), before)  # strength 0: untouched
+    adjust_logits(net, np.concatenate([y, [-1, -1]]), 3, 0.5)  # unlabelled cells do not count
+    with torch.inference_mode():
+        after = net(x)
+    expected = -0.5 * np.log([0.8, 0.16, 0.04])
+    np.testing.assert_allclose((after - before).numpy(), np.tile(expected, (5, 1)), atol=1e-5)

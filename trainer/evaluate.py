@@ -103,7 +103,7 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
 
 
 TEACHER_FIELDS_IGNORED = ("distil", "distil_weight", "distil_temperature", "distil_unlabelled", "student_channels",
-                          "student_depth", "student_epochs", "threads")
+                          "student_depth", "student_epochs", "logit_adjust", "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
 TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False}
 

@@ -50,6 +50,9 @@ class TrainConfig:
     student_channels: int | None = None  # conv channels of the distilled student (None: as the teachers)
     student_depth: int | None = None  # conv layers per branch of the distilled student (None: as the teachers)
     student_epochs: int | None = None  # epochs of the distilled student (None: max_epochs, as the teachers)
+    logit_adjust: float = 0.0  # after training, the output bias of the final network(s) (not of teachers) is
+    # lowered by logit_adjust * log(training class frequency): decisions move towards the rarer classes,
+    # trading a little precision for recall where balanced accuracy counts every class alike
     threads: int = 2  # torch CPU threads
 
     def to_dict(self) -> dict:
@@ -277,7 +280,21 @@ def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list
     """
     if cfg.distil and cfg.members > 1:
         return [fit_distilled(x, y, n_classes, fs_hz, cfg, seed, init, progress, unlabelled=unlabelled)[0]]
-    return fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)
+    fits = fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)
+    for fit in fits:
+        adjust_logits(fit.model, y, n_classes, cfg.logit_adjust)
+    return fits
+
+
+def adjust_logits(net: TripleInputCNN, y: np.ndarray, n_classes: int, strength: float) -> None:
+    """Lower the output bias of class k by strength * log(frequency of k in the labels y (N,)):
+    post-hoc logit adjustment (Menon et al. 2021), in place; strength 0 leaves the network as it is."""
+    if not strength:
+        return
+    freq = np.bincount(y[y >= 0], minlength=n_classes) / max(int((y >= 0).sum()), 1)
+    shift = torch.tensor(strength * np.log(np.maximum(freq, 1e-6)), dtype=net.classifier.bias.dtype)
+    with torch.no_grad():
+        net.classifier.bias -= shift
 
 
 def fit_members(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
@@ -303,4 +320,5 @@ def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: lis
     student = fit_network(x, y, n_classes, fs_hz, student_cfg, seed * 1000 + cfg.members, init=start,
                           progress=progress, teachers=[t.eval() for t in teachers],
                           unlabelled=unlabelled if cfg.distil_unlabelled else None)
+    adjust_logits(student.model, y, n_classes, cfg.logit_adjust)
     return student, teachers
