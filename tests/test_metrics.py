@@ -29,3 +29,21 @@ def test_intervals_bracket_the_estimate():
     lo, hi = s["ci95"]["balanced_accuracy"]
     assert lo < s["balanced_accuracy"] < hi
     assert 0.7 < s["balanced_accuracy"] < 0.9
+
+
+def test_output_bias_sweep_moves_decisions_towards_the_rare_class():
+    from trainer.metrics import choose_across_repeats, sweep_output_bias
+
+    # two classes, 90 frequent and 10 rare cells; the rare ones sit just on the frequent side
+    y = np.array([0] * 90 + [1] * 10)
+    p1 = np.where(y == 1, 0.4, 0.1)
+    p1[:5] = 0.45  # five frequent cells look almost rare
+    probs = np.stack([np.stack([1 - p1, p1], axis=1)] * 2)
+    log_freq = np.log([0.9, 0.1])
+    scores = sweep_output_bias(probs, y, log_freq, [0.0, 0.2])
+    assert scores.shape == (2, 2, 2)
+    assert scores[0, 0, 0] == 0.5  # unshifted: every cell called frequent
+    # shifted by 0.2 * log(9) = 0.44 in log-odds: 0.4 (log-odds -0.41) crosses 0, 0.45 does too
+    assert scores[1, 0, 0] == (85 / 90 + 1.0) / 2
+    held = choose_across_repeats(scores)
+    np.testing.assert_allclose(held, scores[1])  # each repeat picks the shift the other prefers

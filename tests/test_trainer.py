@@ -269,3 +269,33 @@ def test_logit_adjustment_lowers_the_frequent_classes_by_their_log_frequency():
         after = net(x)
     expected = -0.5 * np.log([0.8, 0.16, 0.04])
     np.testing.assert_allclose((after - before).numpy(), np.tile(expected, (5, 1)), atol=1e-5)
+
+
+def test_bias_sweep_command_scores_saved_predictions_and_names_what_is_missing(tmp_path):
+    from helpers import write_spike_folder
+    from trainer.__main__ import main as trainer_main
+    from trainer.report import write_predictions
+
+    spikes = write_spike_folder(tmp_path / "spikes", n_per_model=4)
+    data = load_spike_set(spikes, WindowSpec())
+    y = data.labels(TASKS["genetic5"])
+    probs = np.full((1, len(y), 5), 0.05)
+    probs[0, np.arange(len(y)), np.maximum(y, 0)] = 0.8  # every cell right
+    report = tmp_path / "report"
+    write_predictions({"m": probs}, data.specimen_ids, report)
+    (report / "report.json").write_text(json.dumps({
+        "methods": {"m": {"task": "genetic5", "config": {"logit_adjust": 0.25}}, "other": {"task": "genetic5"}},
+        "meta": {"window": {"fs_hz": 50_000.0}}}))
+    run = CliRunner().invoke(trainer_main, ["bias-sweep", "--report-dir", str(report), "--method", "m",
+                                            "--data", str(spikes), "--shifts", "0,0.1"])
+    assert run.exit_code == 0, run.output
+    assert "already lowered by 0.25" in run.output and "+0.000 (total 0.250): 1.000 / 1.000" in run.output
+    run = CliRunner().invoke(trainer_main, ["bias-sweep", "--report-dir", str(report), "--method", "other",
+                                            "--data", str(spikes)])
+    assert run.exit_code != 0 and "has no other" in run.output
+
+
+def test_logit_adjustment_never_promotes_a_class_without_training_cells():
+    from trainer.fit import log_class_frequencies
+
+    np.testing.assert_allclose(log_class_frequencies(np.array([0, 0, 0, 2, -1]), 3), [np.log(0.75), 0, np.log(0.25)])

@@ -221,6 +221,15 @@ def describe_training(cfg: TrainConfig) -> str:
     stop = (f"early stopping on a {cfg.val_fraction:.0%} validation split (patience {cfg.patience})"
             if cfg.val_fraction > 0 else f"fixed {cfg.max_epochs} epochs on all training cells")
     extra = ", plus cells of related Cre lines in training (trainer/cre_related.csv)" if cfg.related_lines else ""
+    if cfg.mixup > 0:
+        extra += f", mixup (alpha {cfg.mixup:g})"
+    if cfg.distil and cfg.members > 1:
+        extra += (f"; student: {cfg.student_epochs or cfg.max_epochs} epochs, {cfg.distil_weight:.0%} of its loss "
+                  f"from the teachers (temperature {cfg.distil_temperature:g})")
+        if cfg.distil_unlabelled:
+            extra += ", also on the training side's cells outside the task (teachers' outputs only)"
+    if cfg.logit_adjust:
+        extra += f"; output bias lowered by {cfg.logit_adjust:g} x log(class frequency) after training"
     return f"{stop}, class weights (1/frequency)^{cfg.balance_power:g}{extra}"
 
 

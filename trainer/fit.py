@@ -291,10 +291,17 @@ def adjust_logits(net: TripleInputCNN, y: np.ndarray, n_classes: int, strength: 
     post-hoc logit adjustment (Menon et al. 2021), in place; strength 0 leaves the network as it is."""
     if not strength:
         return
-    freq = np.bincount(y[y >= 0], minlength=n_classes) / max(int((y >= 0).sum()), 1)
-    shift = torch.tensor(strength * np.log(np.maximum(freq, 1e-6)), dtype=net.classifier.bias.dtype)
+    shift = torch.tensor(strength * log_class_frequencies(y, n_classes), dtype=net.classifier.bias.dtype)
     with torch.no_grad():
         net.classifier.bias -= shift
+
+
+def log_class_frequencies(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """(K,) log of each class's share of the labelled cells in y (N,; -1 = unlabelled); 0 for a class
+    without cells, so that logit adjustment never promotes a class the network was not trained on."""
+    counts = np.bincount(y[y >= 0], minlength=n_classes)
+    with np.errstate(divide="ignore"):
+        return np.where(counts > 0, np.log(counts / max(counts.sum(), 1)), 0.0)
 
 
 def fit_members(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
@@ -308,10 +315,11 @@ def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: lis
                   progress=None, teachers: list | None = None,
                   unlabelled: np.ndarray | None = None) -> tuple[FitResult, list]:
     """(student, teacher networks): cfg.members teachers as in fit_ensemble (or the trained
-    `teachers` given, e.g. from a cache), then one student (seeded with seed * 1000 + members, with
-    cfg.student_channels channels, cfg.student_depth layers and cfg.student_epochs if set) trained on the labels and the
-    teachers' softened outputs, with cfg.distil_unlabelled also on the teachers' outputs for the
-    unlabelled windows (M, L) mV."""
+    `teachers` given, e.g. from a cache), then one student (seeded with seed * 1000 + members; with
+    cfg.student_channels channels, cfg.student_depth layers and cfg.student_epochs epochs if set)
+    trained on the labels and the teachers' softened outputs, with cfg.distil_unlabelled also on
+    the teachers' outputs for the unlabelled windows (M, L) mV; cfg.logit_adjust applies to the
+    student only."""
     if teachers is None:
         teachers = [fit.model for fit in fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)]
     student_cfg = replace(cfg, channels=cfg.student_channels or cfg.channels, depth=cfg.student_depth or cfg.depth,

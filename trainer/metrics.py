@@ -68,3 +68,32 @@ def score_repeats(y_true: np.ndarray, preds: np.ndarray, n_classes: int, classes
     rec = np.array(boots["recall"])
     out["ci95"]["recall"] = [[float(a), float(b)] for a, b in zip(np.nanpercentile(rec, 2.5, axis=0), np.nanpercentile(rec, 97.5, axis=0))]
     return out
+
+
+def sweep_output_bias(probs: np.ndarray, y: np.ndarray, log_freq: np.ndarray, shifts) -> np.ndarray:
+    """Balanced accuracy and macro-F1 if the decisions were argmax(log p - shift * log_freq).
+
+    probs (R, N, K): out-of-fold probabilities of R repeats; y (N,) true classes; log_freq (K,)
+    log class frequencies. Returns (len(shifts), R, 2): [balanced accuracy, macro-F1] per shift and
+    repeat, i.e. what a further logit adjustment of the outputs by `shift` would have scored.
+    """
+    k = probs.shape[2]
+    out = np.zeros((len(shifts), probs.shape[0], 2))
+    for i, shift in enumerate(shifts):
+        for r, p in enumerate(probs):
+            pred = (np.log(np.maximum(p, 1e-12)) - shift * log_freq).argmax(axis=1)
+            s = scores_from_confusion(confusion(y, pred, k))
+            out[i, r] = s["balanced_accuracy"], s["macro_f1"]
+    return out
+
+
+def choose_across_repeats(scores: np.ndarray) -> np.ndarray:
+    """(R, 2) scores of each repeat at the shift chosen on the other repeats (by the mean of balanced
+    accuracy and macro-F1 there): an estimate free of the selection. scores: (S, R, 2) as above."""
+    n_rep = scores.shape[1]
+    out = np.zeros((n_rep, 2))
+    for r in range(n_rep):
+        others = [o for o in range(n_rep) if o != r] or [r]
+        best = scores[:, others].mean(axis=(1, 2)).argmax()
+        out[r] = scores[best, r]
+    return out

@@ -63,7 +63,8 @@ def render_markdown(results: dict, pngs: list[str]) -> str:
         f"resampled to {meta['window']['fs_hz'] / 1000:g} kHz.",
         f"Protocol: stratified {meta['folds']}-fold cross-validation **by cell**, repeated {meta['repeats']} times "
         "(ablations: repeats as listed), every method on identical folds; early stopping on a validation split "
-        "drawn by cell inside each training fold. Figures: mean over repeats, [95% bootstrap interval over cells].",
+        "drawn by cell inside each training fold. Figures: mean over repeats, [95% bootstrap interval over cells]. "
+        "Out-of-fold probabilities per cell (methods run since this file was introduced): `predictions.npz`.",
         "",
         "**Sampling-rate confound.** Vip and Ndnf cells were almost all recorded at 50 kHz, most Pvalb and Sst "
         "at 200 kHz, and the original rate stays recognisable after resampling. Pooled figures can therefore "
