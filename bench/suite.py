@@ -380,6 +380,15 @@ def bench_scaling(quick: bool, tmp: Path) -> dict:
     return out
 
 
+def timed_model() -> dict:
+    """Name and weights checksum of the model every figure here was measured with (the shipped
+    genetic5): timings depend on its shape, and the checksum says which build that was."""
+    from rtclassify.modelfile import load_model
+
+    card = load_model("genetic5").card
+    return {"name": card["name"], "weights_sha256": card["weights_sha256"]}
+
+
 def max_sustained(rows: list[dict]) -> int:
     best = 0
     for r in rows:
@@ -391,7 +400,7 @@ def max_sustained(rows: list[dict]) -> int:
 
 def run_suite(quick: bool, data_dir: str | None, tmp: Path, progress=print) -> dict:
     result = {"machine": machine_info(), "versions": versions(), "quick": quick,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": timed_model()}
     progress("kernels")
     result["kernels"] = bench_kernels(quick)
     result["detector_msamples_per_s"] = result["kernels"]["detector_msamples_per_s"]
