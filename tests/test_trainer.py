@@ -120,6 +120,10 @@ def test_distilled_ensemble_exports_one_network(spikes_dir, tmp_path):
     card = export_model([fits[0].model], "tiny-distilled", TASKS["broad2"], data, y_sub, cfg, tmp_path / "d.pt",
                         source=str(spikes_dir))
     assert card["architecture"]["networks_in_file"] == 1 and "distilled" in card["architecture"]["type"]
+    assert "unlabelled_cells_distilled" not in card["training_data"]  # the option was off
+    from trainer.export import summarise_training_data
+    summary = summarise_training_data(data, y_sub, TASKS["broad2"], "x", distilled_unlabelled=True)
+    assert summary["unlabelled_cells_distilled"] == int((y_sub < 0).sum()) > 0
     loaded = load_model(str(tmp_path / "d.pt"))
     with torch.inference_mode():
         p_file = loaded.module(torch.from_numpy(data.windows[keep[:5]])).numpy()

@@ -15,16 +15,21 @@ from trainer.fit import TrainConfig
 from trainer.labels import Task
 
 
-def summarise_training_data(data: SpikeSet, y: np.ndarray, task: Task, source: str) -> dict:
-    """Counts of training cells per class and native rate."""
+def summarise_training_data(data: SpikeSet, y: np.ndarray, task: Task, source: str,
+                            distilled_unlabelled: bool = False) -> dict:
+    """Counts of training cells per class and native rate (and, when the student also imitated its
+    teachers on the cells outside the task, how many those were)."""
     used = y >= 0
     per_class = {c: int(np.sum(y == i)) for i, c in enumerate(task.classes)}
     per_rate = {}
     for rate in np.unique(data.fs_hz[used]):
         sel = used & (data.fs_hz == rate)
         per_rate[f"{rate:g}"] = {c: int(np.sum(y[sel] == i)) for i, c in enumerate(task.classes)}
-    return {"source": source, "n_cells": int(used.sum()), "per_class": per_class, "per_native_rate_hz": per_rate,
-            "labels": task.description}
+    out = {"source": source, "n_cells": int(used.sum()), "per_class": per_class, "per_native_rate_hz": per_rate,
+           "labels": task.description}
+    if distilled_unlabelled:
+        out["unlabelled_cells_distilled"] = int((~used).sum())  # teachers' outputs only, no label
+    return out
 
 
 def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarray, cfg: TrainConfig,
@@ -39,7 +44,8 @@ def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarra
         "input": "(N, n_samples) float32 membrane potential in mV at fs_hz; output (N, K) class probabilities",
         "normalisation": describe_normalisation(),
         "architecture": {"type": describe_export(nets, cfg), **cfg.to_dict(), "networks_in_file": len(nets)},
-        "training_data": summarise_training_data(data, y, task, source),
+        "training_data": summarise_training_data(data, y, task, source, distilled_unlabelled=
+                                                 cfg.distil and cfg.members > 1 and cfg.distil_unlabelled),
         "evaluation": evaluation or {},
         "seed": seed,
         "training_processes": processes,  # > 1: data-parallel under torchrun
