@@ -9,7 +9,8 @@ def render_markdown(r: dict) -> str:
         f"# Benchmark ({'quick' if r['quick'] else 'full'} run, {r['created']})", "",
         f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; {m['os']}; python {m['python']}, "
         f"torch {v['torch']}, numba {v['numba']}, libzmq {v['libzmq']}, liblsl {v['liblsl']}."
-        + (f" Model: {r['model']['name']} (weights sha256 {r['model']['weights_sha256'][:12]})." if "model" in r else ""),
+        + (f" Model: {r['inference']['model']} (weights sha256 {r['inference']['weights_sha256'][:12]})."
+           if "weights_sha256" in r["inference"] else ""),
         "",
         "| figure | value |", "|---|---|",
         f"| end to end over ZMQ, last window sample sent → label received (ms) | p50 {r['e2e_zmq_ms']['p50']}, "
