@@ -151,7 +151,7 @@ def fits_per_fold(method) -> int:
     """Networks (or boosted classifiers) trained per fold: members, plus the student when distilling."""
     if method.kind != "cnn":
         return 1
-    return method.cfg.members + int(method.cfg.distil and method.cfg.members > 1)
+    return method.cfg.members + int(method.cfg.distilled)
 
 
 def cpu_count():
@@ -247,7 +247,7 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
     cfg = replace(make_config(epochs, channels, task_name), members=members)
     y = data.training_labels(task, cfg.related_lines)
     used = y >= 0
-    student_epochs = (cfg.student_epochs or cfg.max_epochs) if cfg.distil and members > 1 else 0
+    student_epochs = cfg.student().max_epochs if cfg.distilled else 0
     bar = tqdm(total=members * cfg.max_epochs + student_epochs, desc=f"{name} epochs", unit="ep", disable=rank != 0)
     fits = fit_ensemble(data.windows[used], y[used], len(task.classes), data.spec.fs_hz, cfg, seed,
                         progress=lambda *a: bar.update(1), unlabelled=data.windows[~used])

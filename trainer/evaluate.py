@@ -70,7 +70,7 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     n_classes = len(task.classes)
     repeats = method.repeats or folds.shape[0]
     probs = np.full((repeats, len(y), n_classes), np.nan)
-    distil = method.kind == "cnn" and method.cfg.distil and method.cfg.members > 1
+    distil = method.kind == "cnn" and method.cfg.distilled
     teacher_probs = np.full_like(probs, np.nan) if distil else None
     features = method_features(method, data, metadata_dir)
     for r in range(repeats):
@@ -223,8 +223,8 @@ def describe_training(cfg: TrainConfig) -> str:
     extra = ", plus cells of related Cre lines in training (trainer/cre_related.csv)" if cfg.related_lines else ""
     if cfg.mixup > 0:
         extra += f", mixup (alpha {cfg.mixup:g})"
-    if cfg.distil and cfg.members > 1:
-        extra += (f"; student: {cfg.student_epochs or cfg.max_epochs} epochs, {cfg.distil_weight:.0%} of its loss "
+    if cfg.distilled:
+        extra += (f"; student: {cfg.student().max_epochs} epochs, {cfg.distil_weight:.0%} of its loss "
                   f"from the teachers (temperature {cfg.distil_temperature:g})")
         if cfg.distil_unlabelled:
             extra += ", also on the training side's cells outside the task (teachers' outputs only)"
@@ -234,8 +234,8 @@ def describe_training(cfg: TrainConfig) -> str:
 
 
 def describe_model(cfg: TrainConfig) -> str:
-    if cfg.members > 1 and cfg.distil:
-        channels, depth = cfg.student_channels or cfg.channels, cfg.student_depth or cfg.depth
+    if cfg.distilled:
+        channels, depth = cfg.student().channels, cfg.student().depth
         if (channels, depth) != (cfg.channels, cfg.depth):
             return (f"one {channels}-channel, {depth}-layer network distilled from an ensemble of {cfg.members} "
                     f"{cfg.channels}-channel, {cfg.depth}-layer ones")

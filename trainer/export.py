@@ -45,7 +45,7 @@ def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarra
         "normalisation": describe_normalisation(),
         "architecture": {"type": describe_export(nets, cfg), **cfg.to_dict(), "networks_in_file": len(nets)},
         "training_data": summarise_training_data(data, y, task, source, distilled_unlabelled=
-                                                 cfg.distil and cfg.members > 1 and cfg.distil_unlabelled),
+                                                 cfg.distilled and cfg.distil_unlabelled),
         "evaluation": evaluation or {},
         "seed": seed,
         "training_processes": processes,  # > 1: data-parallel under torchrun
@@ -63,6 +63,6 @@ def describe_export(nets: list, cfg: TrainConfig) -> str:
     if len(nets) > 1:
         return f"TripleInputCNN ensemble of {len(nets)} (fused)"
     folded = "folded for inference (rtclassify.fold)"
-    if cfg.distil and cfg.members > 1:
+    if cfg.distilled:
         return f"TripleInputCNN distilled from an ensemble of {cfg.members}, {folded}"
     return f"TripleInputCNN, {folded}"

@@ -55,6 +55,16 @@ class TrainConfig:
     # trading a little precision for recall where balanced accuracy counts every class alike
     threads: int = 2  # torch CPU threads
 
+    @property
+    def distilled(self) -> bool:
+        """The members are teachers of one student network, which alone is the model."""
+        return self.distil and self.members > 1
+
+    def student(self) -> "TrainConfig":
+        """The options the distilled student trains with: its own width, depth and epochs where set."""
+        return replace(self, channels=self.student_channels or self.channels, depth=self.student_depth or self.depth,
+                       max_epochs=self.student_epochs or self.max_epochs)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["branches"] = list(self.branches)
@@ -278,7 +288,7 @@ def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list
     network distilled from them (see fit_distilled; `unlabelled` windows are used when
     cfg.distil_unlabelled).
     """
-    if cfg.distil and cfg.members > 1:
+    if cfg.distilled:
         return [fit_distilled(x, y, n_classes, fs_hz, cfg, seed, init, progress, unlabelled=unlabelled)[0]]
     fits = fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)
     for fit in fits:
@@ -322,8 +332,7 @@ def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: lis
     student only."""
     if teachers is None:
         teachers = [fit.model for fit in fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)]
-    student_cfg = replace(cfg, channels=cfg.student_channels or cfg.channels, depth=cfg.student_depth or cfg.depth,
-                          max_epochs=cfg.student_epochs or cfg.max_epochs)
+    student_cfg = cfg.student()
     start = init[0] if init and (student_cfg.channels, student_cfg.depth) == (cfg.channels, cfg.depth) else None
     student = fit_network(x, y, n_classes, fs_hz, student_cfg, seed * 1000 + cfg.members, init=start,
                           progress=progress, teachers=[t.eval() for t in teachers],
