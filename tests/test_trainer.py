@@ -187,14 +187,20 @@ def test_distilled_evaluation_reuses_cached_teachers_and_narrows_the_student(tmp
     cfg = TrainConfig(channels=8, depth=2, max_epochs=2, val_fraction=0.0, members=2, distil=True, threads=1)
     cache = tmp_path / "teachers"
     first = run_method(Method("m", "broad2", "cnn", cfg), data, folds, 0, {}, None, lambda: None, cache)
-    assert len(list(cache.glob("*.pt"))) == 2  # one file per fold
+    assert len(list(cache.glob("*.pt"))) == 4  # one file per fold and member
     models = {}
     narrow = replace(cfg, student_channels=4)
     second = run_method(Method("m", "broad2", "cnn", narrow), data, folds, 0, models, None, lambda: None, cache)
-    assert len(list(cache.glob("*.pt"))) == 2  # the student option does not change the teachers' key
+    assert len(list(cache.glob("*.pt"))) == 4  # the student option does not change the teachers' key
     np.testing.assert_allclose(first[1], second[1], atol=1e-6)  # the same teachers, loaded
     student = models[("m", 0, 0)][0]
     assert student.time_branch[0].out_channels == 4
+    cached = {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    more = run_method(Method("m", "broad2", "cnn", replace(cfg, members=3)), data, folds, 0, {}, None, lambda: None,
+                      cache)
+    assert len(list(cache.glob("*.pt"))) == 6  # only the third member trained and added per fold
+    assert all(p.stat().st_mtime_ns == t for p, t in cached.items())  # the first two loaded, not retrained
+    assert not np.allclose(more[1], first[1], atol=1e-4)  # three teachers, not the two cached
 
 
 def test_epoch_order_shuffles_or_draws_class_balanced():

@@ -81,7 +81,8 @@ def load(data_dir, fs_hz):
 @click.option("--readme", default="README.md", show_default=True, help="README whose figures section is refreshed.")
 @click.option("--update", is_flag=True, help="Keep the other methods of an existing report.json; replace only these.")
 @click.option("--teacher-cache", default=None, type=click.Path(file_okay=False),
-              help="Keep the teachers of distilled methods here per fold; later runs reuse them.")
+              help="Keep the teachers of distilled methods here, one file per fold and member; later runs reuse them "
+                   "(a larger --ensemble trains only the members not yet there).")
 @window_options
 def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, ensemble, methods, bootstrap,
              readme, update, teacher_cache, fs_hz, seed, epochs, channels):

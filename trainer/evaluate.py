@@ -12,7 +12,7 @@ import numpy as np
 
 from trainer.baseline import compute_ap_features, fit_predict_gbm, read_allen_features
 from trainer.data import SpikeSet
-from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, predict_proba
+from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, fit_network, predict_proba
 from trainer.labels import get_task
 from trainer.metrics import score_repeats
 
@@ -84,12 +84,10 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                     raise RuntimeError(f"{method.name}: run {method.transfer_from} first (transfer source)")
                 args = (data.windows[train], y_train[train], n_classes, data.spec.fs_hz, method.cfg, fit_seed, init)
                 if distil:
-                    cached = load_teachers(teacher_cache, method, r, f, fit_seed)
+                    teachers = fit_cached_teachers(method, args, teacher_cache, r, f)
                     # cells outside the task on the training side only: nothing of the test fold is seen
                     unlabelled = data.windows[(folds[r] != f) & (y_train < 0)]
-                    student, teachers = fit_distilled(*args, teachers=cached, unlabelled=unlabelled)
-                    if cached is None:
-                        save_teachers(teacher_cache, method, r, f, fit_seed, teachers)
+                    student, _ = fit_distilled(*args, teachers=teachers, unlabelled=unlabelled)
                     nets = [student.model]
                     teacher_probs[r, test] = predict_proba(teachers, data.windows[test])
                 else:
@@ -102,42 +100,45 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     return probs, teacher_probs
 
 
-TEACHER_FIELDS_IGNORED = ("distil", "distil_weight", "distil_temperature", "distil_unlabelled", "student_channels",
-                          "student_depth", "student_epochs", "logit_adjust", "threads")
+TEACHER_FIELDS_IGNORED = ("members", "distil", "distil_weight", "distil_temperature", "distil_unlabelled",
+                          "student_channels", "student_depth", "student_epochs", "logit_adjust", "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
 TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False}
 
 
-def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int) -> str:
-    """Cache key of one fold's teachers: everything that shapes them (not the student's options)."""
+def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int, member: int) -> str:
+    """Cache key of one fold's teacher number `member`: everything that shapes it (not the student's
+    options, nor the ensemble's size: member m is the same network whether there are 5 or 8)."""
     import hashlib
     import json
 
     cfg = {k: v for k, v in method.cfg.to_dict().items()
            if k not in TEACHER_FIELDS_IGNORED and not (k in TEACHER_FIELDS_NEUTRAL and v == TEACHER_FIELDS_NEUTRAL[k])}
     blob = json.dumps({"task": method.task, "cfg": cfg, "transfer_from": method.transfer_from, "repeat": int(repeat),
-                       "fold": int(fold), "seed": int(fit_seed)}, sort_keys=True)
+                       "fold": int(fold), "seed": int(fit_seed), "member": int(member)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def load_teachers(cache: Path | None, method: Method, repeat: int, fold: int, fit_seed: int) -> list | None:
-    path = cache / f"{teacher_key(method, repeat, fold, fit_seed)}.pt" if cache else None
-    if path is None or not path.exists():
-        return None
+def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat: int, fold: int) -> list:
+    """The fold's method.cfg.members teacher networks, each loaded from the cache folder when there
+    (one file per member) or trained as fit_members would (seed fit_seed * 1000 + m) and then cached.
+    args: the fit_members arguments (x, y, n_classes, fs_hz, cfg, fit_seed, init)."""
     import torch
 
-    return [m.eval() for m in torch.load(path, weights_only=False)]
-
-
-def save_teachers(cache: Path | None, method: Method, repeat: int, fold: int, fit_seed: int, teachers: list) -> None:
-    if cache is None:
-        return
-    import torch
-
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f"{teacher_key(method, repeat, fold, fit_seed)}.tmp"
-    torch.save(teachers, tmp)
-    tmp.replace(tmp.with_suffix(".pt"))
+    x, y, n_classes, fs_hz, cfg, fit_seed, init = args
+    nets = []
+    for m in range(cfg.members):
+        path = cache / f"{teacher_key(method, repeat, fold, fit_seed, m)}.pt" if cache else None
+        if path is not None and path.exists():
+            nets.append(torch.load(path, weights_only=False).eval())
+            continue
+        net = fit_network(x, y, n_classes, fs_hz, cfg, fit_seed * 1000 + m, init=init[m] if init else None).model
+        if path is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            torch.save(net, path.with_suffix(".tmp"))  # then renamed: an interrupted run leaves no half file
+            path.with_suffix(".tmp").replace(path)
+        nets.append(net)
+    return nets
 
 
 def method_features(method: Method, data: SpikeSet, metadata_dir: Path | None) -> np.ndarray | None:
