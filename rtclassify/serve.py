@@ -23,9 +23,10 @@ LSL_POLL_PENDING_S = 0.0001  # ... and this often while a stimulus awaits its la
 
 def freeze_startup_objects() -> None:
     """Exempt everything allocated so far (torch, numba, scipy, the model: ~280 000 objects) from
-    Python's cyclic garbage collector. Why: a full collection over them took 134 ms here and a
-    middle-generation one 0.27 ms, stalls that would land in some labels' latency; the live loop's
-    own garbage is still collected, now in microseconds."""
+    Python's cyclic garbage collector. Why: a full collection over them takes ~100-130 ms here
+    (`rtclassify bench` measures it each run) and a middle-generation one ~0.3 ms, stalls that
+    would land in some labels' latency; the live loop's own garbage is still collected, now in
+    microseconds."""
     gc.collect()
     gc.freeze()
 
