@@ -257,6 +257,8 @@ def test_unlabelled_windows_teach_the_student_through_the_teachers_only():
     assert all(np.isfinite(h[0]) for h in student.history) and len(student.history) == 2
     longer, _ = fit_distilled(xs, ys, 3, 50_000.0, replace(cfg, student_epochs=3), seed=1, teachers=teachers)
     assert len(longer.history) == 3  # the student's own number of epochs
+    assert replace(cfg, mixup=0.2, student_mixup=1.0).student().mixup == 1.0  # the student's own mixing
+    assert replace(cfg, mixup=0.2).student().mixup == 0.2  # or the teachers'
     with pytest.raises(ValueError, match="need teachers"):
         from trainer.fit import fit_network
         fit_network(xs, ys, 3, 50_000.0, cfg, seed=1, unlabelled=xs[:10])

@@ -101,7 +101,8 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
 
 
 TEACHER_FIELDS_IGNORED = ("members", "distil", "distil_weight", "distil_temperature", "distil_unlabelled",
-                          "student_channels", "student_depth", "student_epochs", "logit_adjust", "threads")
+                          "student_channels", "student_depth", "student_epochs", "student_mixup", "logit_adjust",
+                          "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
 TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False}
 
@@ -225,7 +226,9 @@ def describe_training(cfg: TrainConfig) -> str:
     if cfg.mixup > 0:
         extra += f", mixup (alpha {cfg.mixup:g})"
     if cfg.distilled:
-        extra += (f"; student: {cfg.student().max_epochs} epochs, {cfg.distil_weight:.0%} of its loss "
+        student = cfg.student()
+        mixup = f", mixup (alpha {student.mixup:g})" if student.mixup != cfg.mixup else ""
+        extra += (f"; student: {student.max_epochs} epochs{mixup}, {cfg.distil_weight:.0%} of its loss "
                   f"from the teachers (temperature {cfg.distil_temperature:g})")
         if cfg.distil_unlabelled:
             extra += ", also on the training side's cells outside the task (teachers' outputs only)"

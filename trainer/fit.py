@@ -50,6 +50,8 @@ class TrainConfig:
     student_channels: int | None = None  # conv channels of the distilled student (None: as the teachers)
     student_depth: int | None = None  # conv layers per branch of the distilled student (None: as the teachers)
     student_epochs: int | None = None  # epochs of the distilled student (None: max_epochs, as the teachers)
+    student_mixup: float | None = None  # mixup alpha of the distilled student (None: mixup, as the teachers); the
+    # student mostly imitates its teachers, who answer on any mixture, so it may mix more than they did
     logit_adjust: float = 0.0  # after training, the output bias of the final network(s) (not of teachers) is
     # lowered by logit_adjust * log(training class frequency): decisions move towards the rarer classes,
     # trading a little precision for recall where balanced accuracy counts every class alike
@@ -61,9 +63,10 @@ class TrainConfig:
         return self.distil and self.members > 1
 
     def student(self) -> "TrainConfig":
-        """The options the distilled student trains with: its own width, depth and epochs where set."""
+        """The options the distilled student trains with: its own width, depth, epochs and mixup where set."""
         return replace(self, channels=self.student_channels or self.channels, depth=self.student_depth or self.depth,
-                       max_epochs=self.student_epochs or self.max_epochs)
+                       max_epochs=self.student_epochs or self.max_epochs,
+                       mixup=self.mixup if self.student_mixup is None else self.student_mixup)
 
     def to_dict(self) -> dict:
         d = asdict(self)
