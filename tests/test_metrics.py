@@ -47,3 +47,14 @@ def test_output_bias_sweep_moves_decisions_towards_the_rare_class():
     assert scores[1, 0, 0] == (85 / 90 + 1.0) / 2
     held = choose_across_repeats(scores)
     np.testing.assert_allclose(held, scores[1])  # each repeat picks the shift the other prefers
+
+
+def test_agreement_with_teachers_counts_decisions_after_the_students_shift():
+    from trainer.metrics import agreement_with_teachers
+
+    teachers = np.array([[[0.6, 0.4], [0.9, 0.1], [0.2, 0.8]]])
+    student = np.array([[[0.3, 0.7], [0.8, 0.2], [0.1, 0.9]]])  # first cell: rare class
+    log_freq = np.log([0.9, 0.1])
+    np.testing.assert_allclose(agreement_with_teachers(student, teachers, log_freq, 0.0), [2 / 3])
+    # shifted by 0.25 * log(9) = 0.55 in log-odds, the teachers' 0.4 (log-odds -0.41) turns rare too
+    np.testing.assert_allclose(agreement_with_teachers(student, teachers, log_freq, 0.25), [1.0])

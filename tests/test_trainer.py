@@ -3,6 +3,7 @@ import json
 from collections import Counter
 
 import numpy as np
+import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -294,7 +295,7 @@ def test_bias_sweep_command_scores_saved_predictions_and_names_what_is_missing(t
     probs = np.full((1, len(y), 5), 0.05)
     probs[0, np.arange(len(y)), np.maximum(y, 0)] = 0.8  # every cell right
     report = tmp_path / "report"
-    write_predictions({"m": probs}, data.specimen_ids, report)
+    write_predictions({"m": probs, "m_teachers": probs}, data.specimen_ids, report)
     (report / "report.json").write_text(json.dumps({
         "methods": {"m": {"task": "genetic5", "config": {"logit_adjust": 0.25}}, "other": {"task": "genetic5"}},
         "meta": {"window": {"fs_hz": 50_000.0}}}))
@@ -302,9 +303,25 @@ def test_bias_sweep_command_scores_saved_predictions_and_names_what_is_missing(t
                                             "--data", str(spikes), "--shifts", "0,0.1"])
     assert run.exit_code == 0, run.output
     assert "already lowered by 0.25" in run.output and "+0.000 (total 0.250): 1.000 / 1.000" in run.output
+    assert "decisions equal to its teachers' (given the same shift): 1.000" in run.output
     run = CliRunner().invoke(trainer_main, ["bias-sweep", "--report-dir", str(report), "--method", "other",
                                             "--data", str(spikes)])
     assert run.exit_code != 0 and "has no other" in run.output
+
+
+def test_evaluate_settings_override_one_option_of_a_shipped_configuration():
+    from trainer.__main__ import apply_settings
+
+    configs = {"genetic5": TrainConfig(mixup=0.2), "broad2": TrainConfig()}
+    out = apply_settings(configs, ["genetic5.student_channels=32", "genetic5.branches=[\"v\"]",
+                                   "genetic5.distil_unlabelled=true"])
+    assert out["genetic5"].student_channels == 32 and out["genetic5"].branches == ("v",)
+    assert out["genetic5"].distil_unlabelled is True and out["genetic5"].mixup == 0.2
+    assert out["broad2"] == configs["broad2"] and configs["genetic5"].student_channels is None  # copies
+    for bad, words in [("genetic5.student_channels", "TASK.OPTION=VALUE"), ("genetic9.depth=3", "unknown task"),
+                       ("genetic5.width=3", "unknown option 'width'")]:
+        with pytest.raises(click.BadParameter, match=words):
+            apply_settings(configs, [bad])
 
 
 def test_logit_adjustment_never_promotes_a_class_without_training_cells():

@@ -83,9 +83,13 @@ def load(data_dir, fs_hz):
 @click.option("--teacher-cache", default=None, type=click.Path(file_okay=False),
               help="Keep the teachers of distilled methods here, one file per fold and member; later runs reuse them "
                    "(a larger --ensemble trains only the members not yet there).")
+@click.option("--set", "settings", multiple=True, metavar="TASK.OPTION=VALUE",
+              help="Override one training option of a shipped task's configuration for this run, e.g. "
+                   "--set genetic5.student_channels=32 (repeatable; options: trainer/fit.py:TrainConfig; "
+                   "VALUE as JSON). For trying variants into a scratch --out.")
 @window_options
 def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, ensemble, methods, bootstrap,
-             readme, update, teacher_cache, fs_hz, seed, epochs, channels):
+             readme, update, teacher_cache, settings, fs_hz, seed, epochs, channels):
     """Cross-validate every method by cell and write the report (Markdown, JSON, PNGs)."""
     from tqdm import tqdm
 
@@ -95,6 +99,7 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
     t0 = time.time()
     data = load(data_dir, fs_hz)
     configs = {task: replace(make_config(epochs, channels, task), members=ensemble or n) for task, n in SHIPPED.items()}
+    configs = apply_settings(configs, settings)
     chosen = default_methods(make_config(epochs, channels), configs, ablation_repeats)
     if methods:
         wanted = methods.split(",")
@@ -148,6 +153,32 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
         click.echo(f"figures written into {readme}")
 
 
+def apply_settings(configs: dict, settings) -> dict:
+    """configs ({task: TrainConfig}) with each "TASK.OPTION=VALUE" of settings applied (VALUE as JSON,
+    else as text); a clear error names an unknown task or option or a malformed setting."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(next(iter(configs.values())))}
+    configs = dict(configs)
+    for item in settings:
+        target, sep, text = item.partition("=")
+        task, dot, option = target.partition(".")
+        if not (sep and dot):
+            raise click.BadParameter(f"{item!r}: write TASK.OPTION=VALUE, e.g. genetic5.student_channels=32",
+                                     param_hint="--set")
+        if task not in configs:
+            raise click.BadParameter(f"{item!r}: unknown task {task!r}; valid: {sorted(configs)}", param_hint="--set")
+        if option not in names:
+            raise click.BadParameter(f"{item!r}: unknown option {option!r}; see trainer/fit.py:TrainConfig",
+                                     param_hint="--set")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        configs[task] = replace(configs[task], **{option: tuple(value) if isinstance(value, list) else value})
+    return configs
+
+
 def fits_per_fold(method) -> int:
     """Networks (or boosted classifiers) trained per fold: members, plus the student when distilling."""
     if method.kind != "cnn":
@@ -188,16 +219,15 @@ def bias_sweep(report_dir, method, data_dir, shifts):
 
     from trainer.labels import get_task
     from trainer.fit import log_class_frequencies
-    from trainer.metrics import choose_across_repeats, sweep_output_bias
+    from trainer.metrics import agreement_with_teachers, choose_across_repeats, sweep_output_bias
 
     report = json.loads((Path(report_dir) / "report.json").read_text())
     if method not in report["methods"]:
         raise click.ClickException(f"{method} not in {report_dir}/report.json; there: {sorted(report['methods'])}")
-    with np.load(Path(report_dir) / "predictions.npz") as f:
-        if method not in f.files:
-            raise click.ClickException(f"{report_dir}/predictions.npz has no {method}: rerun "
-                                       f"`python -m trainer evaluate --update --methods {method}`")
-        probs, ids = f[method], f["specimen_id"]
+    probs, ids = probs_of(Path(report_dir), method), probs_of(Path(report_dir), "specimen_id")
+    if probs is None:
+        raise click.ClickException(f"{report_dir}/predictions.npz has no {method}: rerun "
+                                   f"`python -m trainer evaluate --update --methods {method}`")
     data = load(data_dir, report["meta"]["window"]["fs_hz"])
     if not np.array_equal(data.specimen_ids, ids):
         raise click.ClickException(f"{data_dir} holds other cells than {report_dir}/predictions.npz")
@@ -212,10 +242,27 @@ def bias_sweep(report_dir, method, data_dir, shifts):
     for v, s in zip(values, scores):
         per = ", ".join(f"{b:.3f}/{f1:.3f}" for b, f1 in s)
         click.echo(f"  {v:+.3f} (total {applied + v:.3f}): {s[:, 0].mean():.3f} / {s[:, 1].mean():.3f}  ({per})")
+    teachers = probs_of(Path(report_dir), method + "_teachers")
+    if teachers is not None:
+        agree = agreement_with_teachers(probs[:, cells], teachers[:, cells], log_freq, applied)
+        click.echo(f"decisions equal to its teachers' (given the same shift): "
+                   + ", ".join(f"{a:.3f}" for a in agree) + " per repeat")
     if scores.shape[1] > 1:
         held = choose_across_repeats(scores)
         click.echo(f"shift chosen on the other repeat(s), scored on each: {held[:, 0].mean():.3f} / "
                    f"{held[:, 1].mean():.3f}")
+
+
+def probs_of(report_dir: Path, name: str):
+    """One array of a report folder's predictions.npz (a method's (R, N, K) out-of-fold probabilities,
+    or "specimen_id"), None when it is not there."""
+    import numpy as np
+
+    path = report_dir / "predictions.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        return f[name] if name in f.files else None
 
 
 @main.command()

@@ -87,6 +87,14 @@ def sweep_output_bias(probs: np.ndarray, y: np.ndarray, log_freq: np.ndarray, sh
     return out
 
 
+def agreement_with_teachers(student: np.ndarray, teachers: np.ndarray, log_freq: np.ndarray,
+                            shift: float) -> np.ndarray:
+    """(R,) share of cells where a student's decision equals its teachers' once the teachers' outputs
+    get the student's output-bias shift (shift * log_freq). student, teachers: (R, N, K) probabilities."""
+    pred_t = (np.log(np.maximum(teachers, 1e-12)) - shift * log_freq).argmax(axis=2)
+    return (student.argmax(axis=2) == pred_t).mean(axis=1)
+
+
 def choose_across_repeats(scores: np.ndarray) -> np.ndarray:
     """(R, 2) scores of each repeat at the shift chosen on the other repeats (by the mean of balanced
     accuracy and macro-F1 there): an estimate free of the selection. scores: (S, R, 2) as above."""
