@@ -12,7 +12,7 @@ import numpy as np
 
 from trainer.baseline import compute_ap_features, fit_predict_gbm, read_allen_features
 from trainer.data import SpikeSet
-from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, fit_network, predict_proba
+from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, fit_member, predict_proba
 from trainer.labels import get_task
 from trainer.metrics import score_repeats
 
@@ -122,7 +122,7 @@ def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int, member: i
 
 def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat: int, fold: int) -> list:
     """The fold's method.cfg.members teacher networks, each loaded from the cache folder when there
-    (one file per member) or trained as fit_members would (seed fit_seed * 1000 + m) and then cached.
+    (one file per member) or trained by fit_member and then cached.
     args: the fit_members arguments (x, y, n_classes, fs_hz, cfg, fit_seed, init)."""
     import torch
 
@@ -133,7 +133,7 @@ def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat:
         if path is not None and path.exists():
             nets.append(torch.load(path, weights_only=False).eval())
             continue
-        net = fit_network(x, y, n_classes, fs_hz, cfg, fit_seed * 1000 + m, init=init[m] if init else None).model
+        net = fit_member(x, y, n_classes, fs_hz, cfg, fit_seed, m, init).model
         if path is not None:
             cache.mkdir(parents=True, exist_ok=True)
             torch.save(net, path.with_suffix(".tmp"))  # then renamed: an interrupted run leaves no half file

@@ -319,9 +319,16 @@ def log_class_frequencies(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 def fit_members(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
                 progress=None) -> list[FitResult]:
-    """cfg.members networks, member m seeded with seed * 1000 + m and started from init[m] if given."""
-    return [fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + m, init=init[m] if init else None,
-                        progress=progress) for m in range(cfg.members)]
+    """cfg.members networks, member m as fit_member makes it."""
+    return [fit_member(x, y, n_classes, fs_hz, cfg, seed, m, init, progress) for m in range(cfg.members)]
+
+
+def fit_member(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, member: int, init: list | None = None,
+               progress=None) -> FitResult:
+    """Member `member` of an ensemble: seeded with seed * 1000 + member (the same network whatever
+    the ensemble's size), started from init[member] if given."""
+    return fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + member, init=init[member] if init else None,
+                       progress=progress)
 
 
 def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
