@@ -220,11 +220,13 @@ def bias_sweep(report_dir, method, data_dir, shifts):
     from trainer.labels import get_task
     from trainer.fit import log_class_frequencies
     from trainer.metrics import agreement_with_teachers, choose_across_repeats, sweep_output_bias
+    from trainer.report import load_predictions
 
     report = json.loads((Path(report_dir) / "report.json").read_text())
     if method not in report["methods"]:
         raise click.ClickException(f"{method} not in {report_dir}/report.json; there: {sorted(report['methods'])}")
-    probs, ids = probs_of(Path(report_dir), method), probs_of(Path(report_dir), "specimen_id")
+    saved = load_predictions(Path(report_dir))
+    probs, ids = saved.get(method), saved.get("specimen_id")
     if probs is None:
         raise click.ClickException(f"{report_dir}/predictions.npz has no {method}: rerun "
                                    f"`python -m trainer evaluate --update --methods {method}`")
@@ -242,7 +244,7 @@ def bias_sweep(report_dir, method, data_dir, shifts):
     for v, s in zip(values, scores):
         per = ", ".join(f"{b:.3f}/{f1:.3f}" for b, f1 in s)
         click.echo(f"  {v:+.3f} (total {applied + v:.3f}): {s[:, 0].mean():.3f} / {s[:, 1].mean():.3f}  ({per})")
-    teachers = probs_of(Path(report_dir), method + "_teachers")
+    teachers = saved.get(method + "_teachers")
     if teachers is not None:
         agree = agreement_with_teachers(probs[:, cells], teachers[:, cells], log_freq, applied)
         click.echo(f"decisions equal to its teachers' (given the same shift): "
@@ -251,18 +253,6 @@ def bias_sweep(report_dir, method, data_dir, shifts):
         held = choose_across_repeats(scores)
         click.echo(f"shift chosen on the other repeat(s), scored on each: {held[:, 0].mean():.3f} / "
                    f"{held[:, 1].mean():.3f}")
-
-
-def probs_of(report_dir: Path, name: str):
-    """One array of a report folder's predictions.npz (a method's (R, N, K) out-of-fold probabilities,
-    or "specimen_id"), None when it is not there."""
-    import numpy as np
-
-    path = report_dir / "predictions.npz"
-    if not path.is_file():
-        return None
-    with np.load(path) as f:
-        return f[name] if name in f.files else None
 
 
 @main.command()

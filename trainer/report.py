@@ -37,16 +37,24 @@ def write_predictions(probs: dict, specimen_ids: np.ndarray, out_dir: Path, upda
     method (NaN rows: cells outside the method's task). update: keep the other methods' arrays
     of an existing file made on the same cells."""
     path = Path(out_dir) / "predictions.npz"
-    arrays = {}
-    if update and path.is_file():
-        with np.load(path) as old:
-            if np.array_equal(old["specimen_id"], specimen_ids):
-                arrays = {k: old[k] for k in old.files}
+    arrays = load_predictions(Path(out_dir)) if update else {}
+    if "specimen_id" in arrays and not np.array_equal(arrays["specimen_id"], specimen_ids):
+        arrays = {}  # made on other cells: nothing to keep
     arrays.update({name: p.astype(np.float32) for name, p in probs.items()})
     arrays["specimen_id"] = np.asarray(specimen_ids)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return path
+
+
+def load_predictions(report_dir: Path) -> dict:
+    """A report folder's predictions.npz as {name: array} (each method's (R, N, K) out-of-fold
+    probabilities, and "specimen_id"); empty when the file is not there."""
+    path = Path(report_dir) / "predictions.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as f:
+        return {name: f[name] for name in f.files}
 
 
 def render_markdown(results: dict, pngs: list[str]) -> str:
