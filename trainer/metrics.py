@@ -81,7 +81,7 @@ def sweep_output_bias(probs: np.ndarray, y: np.ndarray, log_freq: np.ndarray, sh
     out = np.zeros((len(shifts), probs.shape[0], 2))
     for i, shift in enumerate(shifts):
         for r, p in enumerate(probs):
-            pred = (np.log(np.maximum(p, 1e-12)) - shift * log_freq).argmax(axis=1)
+            pred = shifted_decisions(p, log_freq, shift)
             s = scores_from_confusion(confusion(y, pred, k))
             out[i, r] = s["balanced_accuracy"], s["macro_f1"]
     return out
@@ -91,8 +91,13 @@ def agreement_with_teachers(student: np.ndarray, teachers: np.ndarray, log_freq:
                             shift: float) -> np.ndarray:
     """(R,) share of cells where a student's decision equals its teachers' once the teachers' outputs
     get the student's output-bias shift (shift * log_freq). student, teachers: (R, N, K) probabilities."""
-    pred_t = (np.log(np.maximum(teachers, 1e-12)) - shift * log_freq).argmax(axis=2)
-    return (student.argmax(axis=2) == pred_t).mean(axis=1)
+    return (student.argmax(axis=2) == shifted_decisions(teachers, log_freq, shift)).mean(axis=1)
+
+
+def shifted_decisions(probs: np.ndarray, log_freq: np.ndarray, shift: float) -> np.ndarray:
+    """Classes argmax(log p - shift * log_freq) over the last axis of probs (..., K): the decisions
+    after a logit adjustment of strength `shift`; log_freq (K,) log class frequencies."""
+    return (np.log(np.maximum(probs, 1e-12)) - shift * log_freq).argmax(axis=-1)
 
 
 def choose_across_repeats(scores: np.ndarray) -> np.ndarray:
