@@ -328,3 +328,23 @@ def test_logit_adjustment_never_promotes_a_class_without_training_cells():
     from trainer.fit import log_class_frequencies
 
     np.testing.assert_allclose(log_class_frequencies(np.array([0, 0, 0, 2, -1]), 3), [np.log(0.75), 0, np.log(0.25)])
+
+
+def test_member_options_vary_the_members_and_keep_the_cache_of_unvaried_ones(tmp_path):
+    from helpers import write_spike_folder
+    from trainer.evaluate import Method, make_folds, run_method, teacher_key
+
+    base = TrainConfig(channels=8, depth=2, max_epochs=2, val_fraction=0.0, members=2, distil=True, threads=1)
+    varied = TrainConfig(**{**base.__dict__, "member_options": ({}, {"channels": 4})})
+    assert varied.member(0) == base and varied.member(1).channels == 4 and varied.member(3).channels == 4
+    assert TrainConfig.from_dict(json.loads(json.dumps(varied.to_dict()))) == varied  # as stored in a card
+    key = lambda cfg, m: teacher_key(Method("m", "broad2", "cnn", cfg), 0, 0, 0, m)  # noqa: E731
+    assert key(varied, 0) == key(base, 0)  # an unvaried member is the same cached network
+    assert key(varied, 1) != key(base, 1)
+    data = load_spike_set(write_spike_folder(tmp_path / "spikes", n_per_model=6), WindowSpec())
+    models = {}
+    run_method(Method("m", "broad2", "cnn", varied), data, make_folds(data, 2, 1, 0), 0, models, None,
+               lambda: None, tmp_path / "teachers")
+    widths = sorted(torch.load(p, weights_only=False).time_branch[0].out_channels
+                    for p in (tmp_path / "teachers").glob("*.pt"))
+    assert widths == [4, 4, 8, 8]  # per fold, one member as configured and one narrowed

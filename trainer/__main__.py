@@ -286,7 +286,7 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
     y = data.training_labels(task, cfg.related_lines)
     used = y >= 0
     student_epochs = cfg.student().max_epochs if cfg.distilled else 0
-    bar = tqdm(total=members * cfg.max_epochs + student_epochs, desc=f"{name} epochs", unit="ep", disable=rank != 0)
+    bar = tqdm(total=sum(cfg.member(m).max_epochs for m in range(members)) + student_epochs, desc=f"{name} epochs", unit="ep", disable=rank != 0)
     fits = fit_ensemble(data.windows[used], y[used], len(task.classes), data.spec.fs_hz, cfg, seed,
                         progress=lambda *a: bar.update(1), unlabelled=data.windows[~used])
     bar.close()

@@ -104,16 +104,17 @@ TEACHER_FIELDS_IGNORED = ("members", "distil", "distil_weight", "distil_temperat
                           "student_channels", "student_depth", "student_epochs", "student_mixup", "logit_adjust",
                           "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
-TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False}
+TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False, "member_options": ()}
 
 
 def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int, member: int) -> str:
-    """Cache key of one fold's teacher number `member`: everything that shapes it (not the student's
-    options, nor the ensemble's size: member m is the same network whether there are 5 or 8)."""
+    """Cache key of one fold's teacher number `member`: everything that shapes it, with the member's own
+    options (TrainConfig.member) — not the student's options, nor the ensemble's size: member m is the
+    same network whether there are 5 or 8, and whatever the other members' options."""
     import hashlib
     import json
 
-    cfg = {k: v for k, v in method.cfg.to_dict().items()
+    cfg = {k: v for k, v in method.cfg.member(member).to_dict().items()
            if k not in TEACHER_FIELDS_IGNORED and not (k in TEACHER_FIELDS_NEUTRAL and v == TEACHER_FIELDS_NEUTRAL[k])}
     blob = json.dumps({"task": method.task, "cfg": cfg, "transfer_from": method.transfer_from, "repeat": int(repeat),
                        "fold": int(fold), "seed": int(fit_seed), "member": int(member)}, sort_keys=True)

@@ -40,6 +40,8 @@ class TrainConfig:
     mixup: float = 0.0  # alpha of the Beta distribution of mixup (0: off)
     related_lines: bool = False  # also train on cells of related Cre lines (trainer/cre_related.csv; never scored)
     members: int = 1  # networks in the ensemble (different seeds and validation splits)
+    member_options: tuple = ()  # per-member overrides of these options, cycled over the members (member m
+    # takes member_options[m % len]), e.g. ({}, {"channels": 48}): teachers that differ by more than a seed
     distil: bool = False  # with members > 1: distil the ensemble into one student network of the same
     # shape, trained on the ensemble's softened outputs; the student alone is the model (1/members the
     # inference cost, which the daemon's latency budget needs)
@@ -68,6 +70,12 @@ class TrainConfig:
                        max_epochs=self.student_epochs or self.max_epochs,
                        mixup=self.mixup if self.student_mixup is None else self.student_mixup)
 
+    def member(self, m: int) -> "TrainConfig":
+        """The options ensemble member m trains with: this config with member_options[m % len] applied."""
+        if not self.member_options:
+            return self
+        return replace(self, member_options=(), **self.member_options[m % len(self.member_options)])
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["branches"] = list(self.branches)
@@ -78,6 +86,8 @@ class TrainConfig:
         d = dict(d)
         if "branches" in d:
             d["branches"] = tuple(d["branches"])
+        if "member_options" in d:
+            d["member_options"] = tuple(d["member_options"])
         return dataclass_from_dict(cls, d, "training options")
 
 
@@ -326,8 +336,9 @@ def fit_members(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list 
 def fit_member(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, member: int, init: list | None = None,
                progress=None) -> FitResult:
     """Member `member` of an ensemble: seeded with seed * 1000 + member (the same network whatever
-    the ensemble's size), started from init[member] if given."""
-    return fit_network(x, y, n_classes, fs_hz, cfg, seed * 1000 + member, init=init[member] if init else None,
+    the ensemble's size), with its own options (cfg.member), started from init[member] if given."""
+    return fit_network(x, y, n_classes, fs_hz, cfg.member(member), seed * 1000 + member,
+                       init=init[member] if init else None,
                        progress=progress)
 
 
