@@ -224,6 +224,11 @@ class FusedEnsemble(WindowNetwork):
     def __init__(self, members: List[TripleInputCNN]):
         super().__init__()
         ref = members[0]
+        shapes = [[tuple(p.shape) for p in m.parameters()] for m in members]
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError("ensemble members of different shapes (e.g. TrainConfig.member_options changing "
+                             "channels or depth) cannot be fused into one network: distil them into a student "
+                             "(TrainConfig.distil) or give them the same shape")
         self.n_members = len(members)
         self.copy_input_settings(ref)
         self.time_branch = fuse_branch([m.time_branch for m in members])

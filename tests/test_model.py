@@ -63,3 +63,11 @@ def test_fused_ensemble_equals_the_ensemble_of_its_members(branches, tmp_path):
     fused = torch.jit.script(FusedEnsemble(members).eval())
     torch.jit.save(fused, str(tmp_path / "f.pt"))
     assert torch.allclose(torch.jit.load(str(tmp_path / "f.pt"))(x), expected, atol=1e-6)
+
+
+def test_fused_ensemble_refuses_members_of_different_shapes():
+    from rtclassify.model import FusedEnsemble
+
+    members = [TripleInputCNN(150, 50_000, 5, channels=8), TripleInputCNN(150, 50_000, 5, channels=4)]
+    with pytest.raises(ValueError, match="different shapes.*distil"):
+        FusedEnsemble(members)

@@ -5,7 +5,7 @@ training and the test side. The folds are drawn once over all cells (stratified 
 dendrite type and sampling rate) and shared by every task and method; the early-stopping
 validation split is drawn inside each training fold.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +239,8 @@ def describe_training(cfg: TrainConfig) -> str:
 
 
 def describe_model(cfg: TrainConfig) -> str:
+    if cfg.member_options:
+        return describe_model(replace(cfg, member_options=())) + f" (members' own options: {list(cfg.member_options)})"
     if cfg.distilled:
         channels, depth = cfg.student().channels, cfg.student().depth
         if (channels, depth) != (cfg.channels, cfg.depth):
