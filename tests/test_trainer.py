@@ -348,3 +348,20 @@ def test_member_options_vary_the_members_and_keep_the_cache_of_unvaried_ones(tmp
     widths = sorted(torch.load(p, weights_only=False).time_branch[0].out_channels
                     for p in (tmp_path / "teachers").glob("*.pt"))
     assert widths == [4, 4, 8, 8]  # per fold, one member as configured and one narrowed
+
+
+def test_evaluate_method_reports_a_distilled_method_and_its_teachers(tmp_path):
+    from helpers import write_spike_folder
+    from trainer.evaluate import Method, evaluate_method, make_folds
+
+    data = load_spike_set(write_spike_folder(tmp_path / "spikes", n_per_model=6), WindowSpec())
+    cfg = TrainConfig(channels=4, depth=2, max_epochs=1, val_fraction=0.0, members=2, distil=True, threads=1,
+                      logit_adjust=0.25)
+    rows = evaluate_method(Method("m", "broad2", "cnn", cfg), data, make_folds(data, 2, 1, 0), 0, {}, None,
+                           lambda: None, None, n_boot=10)
+    assert list(rows) == ["m", "m_teachers"]
+    (student, p_student), (teachers, p_teachers) = rows["m"], rows["m_teachers"]
+    assert student["config"]["distil"] and not teachers["config"]["distil"]
+    assert teachers["config"]["logit_adjust"] == 0.0 and "distilled from" in teachers["description"]
+    assert p_student.shape == p_teachers.shape and not np.allclose(p_student, p_teachers)
+    assert 0.0 <= student["pooled"]["balanced_accuracy"] <= 1.0

@@ -93,7 +93,7 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
     """Cross-validate every method by cell and write the report (Markdown, JSON, PNGs)."""
     from tqdm import tqdm
 
-    from trainer.evaluate import default_methods, make_folds, run_method, score_method
+    from trainer.evaluate import default_methods, evaluate_method, make_folds
     from trainer.report import update_readme, write_predictions, write_report
 
     t0 = time.time()
@@ -123,26 +123,16 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
         for m in chosen:
             bar.set_postfix_str(m.name)
             members = fits_per_fold(m)
-            probs, teacher_probs = run_method(m, data, fold_ids, seed, fold_models, Path(metadata_dir),
-                                              lambda: bar.update(members),
-                                              Path(teacher_cache) if teacher_cache else None)
-            results["methods"][m.name] = score_method(m, data, probs, bootstrap)
-            oof[m.name] = probs
-            if m.kind == "cnn":
-                results["methods"][m.name]["config"] = m.cfg.to_dict()
-            if teacher_probs is not None:  # the ensemble the shipped network was distilled from
-                teachers = replace(m, name=m.name + "_teachers", cfg=replace(m.cfg, distil=False, logit_adjust=0.0),
-                                   description=f"the ensemble of {m.cfg.members} that {m.name} is distilled from "
-                                               "(M times its inference cost)")
-                results["methods"][teachers.name] = score_method(teachers, data, teacher_probs, bootstrap)
-                results["methods"][teachers.name]["config"] = teachers.cfg.to_dict()
-                oof[teachers.name] = teacher_probs
+            rows = evaluate_method(m, data, fold_ids, seed, fold_models, Path(metadata_dir), lambda: bar.update(members),
+                                   Path(teacher_cache) if teacher_cache else None, bootstrap)
+            for name, (scores, probs) in rows.items():
+                results["methods"][name], oof[name] = scores, probs
     results["meta"] = {
         "command": "python -m trainer " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py")
         else " ".join(sys.argv),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "elapsed_min": (time.time() - t0) / 60, "machine": f"{platform.machine()}, {cpu_count()} CPU threads",
-        "data": data_dir, "n_cells": int(len(data.specimen_ids)), "n_skipped": len(data.skipped),
+        "data": data_dir, "n_cells": len(data.specimen_ids), "n_skipped": len(data.skipped),
         "window": data.spec.to_dict(), "folds": folds, "repeats": repeats, "seed": seed,
     }
     path = write_report(results, Path(out_dir))
@@ -217,9 +207,13 @@ def bias_sweep(report_dir, method, data_dir, shifts):
     task's cells; training used each fold's own, nearly the same.)"""
     import numpy as np
 
-    from trainer.labels import get_task
     from trainer.fit import log_class_frequencies
-    from trainer.metrics import agreement_with_teachers, choose_across_repeats, sweep_output_bias
+    from trainer.labels import get_task
+    from trainer.metrics import (
+        agreement_with_teachers,
+        choose_across_repeats,
+        sweep_output_bias,
+    )
     from trainer.report import load_predictions
 
     report = json.loads((Path(report_dir) / "report.json").read_text())
@@ -247,7 +241,7 @@ def bias_sweep(report_dir, method, data_dir, shifts):
     teachers = saved.get(method + "_teachers")
     if teachers is not None:
         agree = agreement_with_teachers(probs[:, cells], teachers[:, cells], log_freq, applied)
-        click.echo(f"decisions equal to its teachers' (given the same shift): "
+        click.echo("decisions equal to its teachers' (given the same shift): "
                    + ", ".join(f"{a:.3f}" for a in agree) + " per repeat")
     if scores.shape[1] > 1:
         held = choose_across_repeats(scores)

@@ -12,7 +12,13 @@ import numpy as np
 
 from trainer.baseline import compute_ap_features, fit_predict_gbm, read_allen_features
 from trainer.data import SpikeSet
-from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, fit_member, predict_proba
+from trainer.fit import (
+    TrainConfig,
+    fit_distilled,
+    fit_ensemble,
+    fit_member,
+    predict_proba,
+)
 from trainer.labels import get_task
 from trainer.metrics import score_repeats
 
@@ -153,6 +159,28 @@ def method_features(method: Method, data: SpikeSet, metadata_dir: Path | None) -
     if method.kind != "cnn":
         raise ValueError(f"{method.name}: unknown kind {method.kind!r}; valid: cnn, gbm_ap, gbm_allen")
     return None
+
+
+def evaluate_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fold_models: dict,
+                    metadata_dir: Path | None, tick, teacher_cache: Path | None, n_boot: int) -> dict:
+    """The report rows of one method, {name: (scores, out-of-fold probabilities (R, N, K))}: the method
+    itself and, for a distilled CNN, its teacher ensemble ("<name>_teachers"). Arguments as run_method."""
+    probs, teacher_probs = run_method(method, data, folds, seed, fold_models, metadata_dir, tick, teacher_cache)
+    scored = [(method, probs)] + ([(teachers_of(method), teacher_probs)] if teacher_probs is not None else [])
+    rows = {}
+    for m, p in scored:
+        scores = score_method(m, data, p, n_boot)
+        if m.kind == "cnn":
+            scores["config"] = m.cfg.to_dict()
+        rows[m.name] = (scores, p)
+    return rows
+
+
+def teachers_of(method: Method) -> Method:
+    """The teacher ensemble a distilled method's network learns from, as a method of its own."""
+    return replace(method, name=method.name + "_teachers", cfg=replace(method.cfg, distil=False, logit_adjust=0.0),
+                   description=f"the ensemble of {method.cfg.members} that {method.name} is distilled from "
+                               "(M times its inference cost)")
 
 
 def score_method(method: Method, data: SpikeSet, probs: np.ndarray, n_boot: int) -> dict:
