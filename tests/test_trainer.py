@@ -365,3 +365,47 @@ def test_evaluate_method_reports_a_distilled_method_and_its_teachers(tmp_path):
     assert teachers["config"]["logit_adjust"] == 0.0 and "distilled from" in teachers["description"]
     assert p_student.shape == p_teachers.shape and not np.allclose(p_student, p_teachers)
     assert 0.0 <= student["pooled"]["balanced_accuracy"] <= 1.0
+
+
+def test_cached_member_probs_reproduce_the_teacher_ensemble_and_name_a_missing_teacher(tmp_path):
+    from helpers import write_spike_folder
+    from trainer.evaluate import Method, cached_member_probs, make_folds, run_method
+
+    data = load_spike_set(write_spike_folder(tmp_path / "spikes", n_per_model=6), WindowSpec())
+    folds = make_folds(data, 2, 1, 0)
+    cfg = TrainConfig(channels=4, depth=2, max_epochs=1, val_fraction=0.0, members=3, distil=True, threads=1)
+    method, cache = Method("m", "broad2", "cnn", cfg), tmp_path / "teachers"
+    _, teacher_probs = run_method(method, data, folds, 0, {}, None, lambda: None, cache)
+    members = cached_member_probs(method, data, folds, 0, cache, 3)
+    assert members.shape == (1, 3, len(data.windows), 2)
+    np.testing.assert_allclose(members.mean(axis=1), teacher_probs, atol=1e-6)  # NaN rows in the same places
+    with pytest.raises(FileNotFoundError, match="teacher 3 of repeat 0, fold 0 is not cached.*--ensemble 4"):
+        cached_member_probs(method, data, folds, 0, cache, 4)
+
+
+def test_member_subsets_are_scored_in_combination_order():
+    from trainer.metrics import score_member_subsets
+
+    y = np.array([0, 0, 1, 1])
+    right, wrong = np.eye(2)[y] * 0.8 + 0.1, np.eye(2)[1 - y] * 0.8 + 0.1
+    leaning = np.tile([0.6, 0.4], (4, 1))  # class 0 everywhere, weakly
+    scores = score_member_subsets(np.stack([right, right, leaning, wrong]), y, 2)
+    assert scores.shape == (6, 2)
+    assert tuple(scores[0]) == (1.0, 1.0)  # members 0 and 1: both right
+    # (0,1) (0,2) (0,3) (1,2) (1,3) (2,3): right + wrong ties -> class 0 (half right); leaning + wrong: all wrong
+    np.testing.assert_allclose(scores[:, 0], [1.0, 1.0, 0.5, 1.0, 0.5, 0.0])
+
+
+def test_teacher_spread_command_names_the_missing_teacher_and_a_bad_size(tmp_path):
+    from helpers import write_spike_folder
+    from trainer.__main__ import main as trainer_main
+
+    spikes = write_spike_folder(tmp_path / "spikes", n_per_model=6)
+    base = ["teacher-spread", "--data", str(spikes), "--teacher-cache", str(tmp_path / "empty"), "--folds", "2",
+            "--repeats", "1"]
+    run = CliRunner().invoke(trainer_main, base)
+    assert run.exit_code != 0 and "teacher 0 of repeat 0, fold 0 is not cached" in run.output
+    run = CliRunner().invoke(trainer_main, base + ["--size", "9"])
+    assert run.exit_code != 0 and "--size 9 must be between 1 and --members 8" in run.output
+    run = CliRunner().invoke(trainer_main, base + ["--method", "ablation_v"])
+    assert run.exit_code != 0 and "has no teachers" in run.output

@@ -249,6 +249,62 @@ def bias_sweep(report_dir, method, data_dir, shifts):
                    f"{held[:, 1].mean():.3f}")
 
 
+@main.command("teacher-spread")
+@click.option("--teacher-cache", required=True, type=click.Path(file_okay=False),
+              help="The teacher cache of earlier `evaluate --teacher-cache` runs.")
+@click.option("--members", default=8, show_default=True, help="Cached teachers per fold to read.")
+@click.option("--size", default=5, show_default=True, help="Ensemble size whose spread is measured.")
+@click.option("--method", default="cnn_genetic5", show_default=True)
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True)
+@click.option("--folds", default=5, show_default=True)
+@click.option("--repeats", default=2, show_default=True)
+@click.option("--set", "settings", multiple=True, metavar="TASK.OPTION=VALUE",
+              help="The --set options of the evaluate run whose teachers to read.")
+@click.option("--seed", default=0, show_default=True)
+def teacher_spread(teacher_cache, members, size, method, data_dir, folds, repeats, settings, seed):
+    """How much a teacher ensemble's score is the luck of its seeds: every cached teacher's out-of-fold
+    predictions (inference only, seconds), then the scores of every ensemble of SIZE of the MEMBERS,
+    per repeat. Judge a variant's ensemble against this spread, not against one draw."""
+    import numpy as np
+
+    from trainer.evaluate import cached_member_probs, default_methods, make_folds
+    from trainer.labels import get_task
+    from trainer.metrics import confusion, score_member_subsets, scores_from_confusion
+
+    if not 1 <= size <= members:
+        raise click.BadParameter(f"--size {size} must be between 1 and --members {members}", param_hint="--size")
+    data = load(data_dir, 50_000.0)
+    configs = apply_settings({task: replace(make_config(None, None, task), members=n) for task, n in SHIPPED.items()},
+                             settings)
+    chosen = {m.name: m for m in default_methods(make_config(None, None), configs) if m.kind == "cnn" and m.cfg.distilled}
+    if method not in chosen:
+        raise click.BadParameter(f"{method!r} has no teachers; distilled methods: {sorted(chosen)}", param_hint="--method")
+    m = chosen[method]
+    try:
+        probs = cached_member_probs(m, data, make_folds(data, folds, repeats, seed), seed, Path(teacher_cache), members)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    y = data.labels(get_task(m.task))
+    cells = y >= 0
+    click.echo(f"{method} teachers: balanced accuracy / macro-F1, unshifted")
+    for r, p in enumerate(probs[:, :, cells]):
+        single = np.array([[s["balanced_accuracy"], s["macro_f1"]] for s in
+                           (scores_from_confusion(confusion(y[cells], q.argmax(axis=1), p.shape[2])) for q in p)])
+        subsets = score_member_subsets(p, y[cells], size)
+        line = (f"  repeat {r}: single networks {single[:, 0].mean():.3f} / {single[:, 1].mean():.3f} "
+                f"(s.d. {single[:, 0].std():.3f} / {single[:, 1].std():.3f}); ")
+        if len(subsets) == 1:
+            line += f"the ensemble of all {size}: {subsets[0, 0]:.3f} / {subsets[0, 1]:.3f}"
+        else:
+            below = (subsets.mean(axis=1) < subsets[0].mean()).mean()
+            line += (f"{len(subsets)} ensembles of {size}: {subsets[:, 0].mean():.3f} / {subsets[:, 1].mean():.3f} "
+                     f"(s.d. {subsets[:, 0].std():.3f} / {subsets[:, 1].std():.3f}, range "
+                     f"{subsets[:, 0].min():.3f}-{subsets[:, 0].max():.3f} / {subsets[:, 1].min():.3f}-"
+                     f"{subsets[:, 1].max():.3f}); members 0-{size - 1}: {subsets[0, 0]:.3f} / {subsets[0, 1]:.3f}, "
+                     f"above {below:.0%} of the ensembles")
+        click.echo(line)
+
+
 @main.command()
 @click.option("--task", required=True, type=click.Choice(["genetic5", "broad2", "exc_pvalb_sst"]))
 @click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True)

@@ -149,6 +149,29 @@ def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat:
     return nets
 
 
+def cached_member_probs(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, cache: Path,
+                        members: int) -> np.ndarray:
+    """(R, members, N, K) out-of-fold probabilities of each cached teacher of a distilled method on its
+    test fold (NaN rows: cells outside the task), read from the cache run_method fills; inference only.
+    A missing file raises FileNotFoundError naming it and the command that trains it."""
+    import torch
+
+    y = data.labels(get_task(method.task))
+    out = np.full((folds.shape[0], members, len(y), len(get_task(method.task).classes)), np.nan)
+    for r in range(folds.shape[0]):
+        for f in np.unique(folds[r]):
+            test = (folds[r] == f) & (y >= 0)
+            for m in range(members):
+                path = cache / f"{teacher_key(method, r, int(f), int(seed + 100 * r + f), m)}.pt"
+                if not path.is_file():
+                    raise FileNotFoundError(
+                        f"{path}: teacher {m} of repeat {r}, fold {f} is not cached; train it with `python -m "
+                        f"trainer evaluate --methods {method.name} --ensemble {members} --repeats {folds.shape[0]} "
+                        f"--teacher-cache {cache}` (and the same --set options)")
+                out[r, m, test] = predict_proba([torch.load(path, weights_only=False)], data.windows[test])
+    return out
+
+
 def method_features(method: Method, data: SpikeSet, metadata_dir: Path | None) -> np.ndarray | None:
     if method.kind == "gbm_ap":
         return compute_ap_features(data.windows, data.spec.fs_hz, data.spec.n_before)

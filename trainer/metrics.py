@@ -110,3 +110,17 @@ def choose_across_repeats(scores: np.ndarray) -> np.ndarray:
         best = scores[:, others].mean(axis=(1, 2)).argmax()
         out[r] = scores[best, r]
     return out
+
+
+def score_member_subsets(member_probs: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
+    """Balanced accuracy and macro-F1 of every ensemble of `size` of the members (mean probabilities):
+    how much an ensemble's score owes to which seeds it drew. member_probs (M, N, K), y (N,).
+    Returns (C(M, size), 2), subsets in itertools.combinations order (the first: members 0..size-1)."""
+    from itertools import combinations
+
+    k = member_probs.shape[2]
+    out = []
+    for subset in combinations(range(member_probs.shape[0]), size):
+        s = scores_from_confusion(confusion(y, member_probs[list(subset)].mean(axis=0).argmax(axis=1), k))
+        out.append((s["balanced_accuracy"], s["macro_f1"]))
+    return np.array(out)
