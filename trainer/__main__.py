@@ -209,11 +209,7 @@ def bias_sweep(report_dir, method, data_dir, shifts):
 
     from trainer.fit import log_class_frequencies
     from trainer.labels import get_task
-    from trainer.metrics import (
-        agreement_with_teachers,
-        choose_across_repeats,
-        sweep_output_bias,
-    )
+    from trainer.metrics import agreement_with_teachers, choose_across_repeats, sweep_output_bias
     from trainer.report import load_predictions
 
     report = json.loads((Path(report_dir) / "report.json").read_text())
@@ -265,11 +261,9 @@ def teacher_spread(teacher_cache, members, size, method, data_dir, folds, repeat
     """How much a teacher ensemble's score is the luck of its seeds: every cached teacher's out-of-fold
     predictions (inference only, seconds), then the scores of every ensemble of SIZE of the MEMBERS,
     per repeat. Judge a variant's ensemble against this spread, not against one draw."""
-    import numpy as np
-
     from trainer.evaluate import cached_member_probs, default_methods, make_folds
     from trainer.labels import get_task
-    from trainer.metrics import confusion, score_member_subsets, scores_from_confusion
+    from trainer.metrics import score_member_subsets
 
     if not 1 <= size <= members:
         raise click.BadParameter(f"--size {size} must be between 1 and --members {members}", param_hint="--size")
@@ -288,8 +282,7 @@ def teacher_spread(teacher_cache, members, size, method, data_dir, folds, repeat
     cells = y >= 0
     click.echo(f"{method} teachers: balanced accuracy / macro-F1, unshifted")
     for r, p in enumerate(probs[:, :, cells]):
-        single = np.array([[s["balanced_accuracy"], s["macro_f1"]] for s in
-                           (scores_from_confusion(confusion(y[cells], q.argmax(axis=1), p.shape[2])) for q in p)])
+        single = score_member_subsets(p, y[cells], 1)
         subsets = score_member_subsets(p, y[cells], size)
         line = (f"  repeat {r}: single networks {single[:, 0].mean():.3f} / {single[:, 1].mean():.3f} "
                 f"(s.d. {single[:, 0].std():.3f} / {single[:, 1].std():.3f}); ")
@@ -336,7 +329,8 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
     y = data.training_labels(task, cfg.related_lines)
     used = y >= 0
     student_epochs = cfg.student().max_epochs if cfg.distilled else 0
-    bar = tqdm(total=sum(cfg.member(m).max_epochs for m in range(members)) + student_epochs, desc=f"{name} epochs", unit="ep", disable=rank != 0)
+    epochs_total = sum(cfg.member(m).max_epochs for m in range(members)) + student_epochs
+    bar = tqdm(total=epochs_total, desc=f"{name} epochs", unit="ep", disable=rank != 0)
     fits = fit_ensemble(data.windows[used], y[used], len(task.classes), data.spec.fs_hz, cfg, seed,
                         progress=lambda *a: bar.update(1), unlabelled=data.windows[~used])
     bar.close()

@@ -12,13 +12,7 @@ import numpy as np
 
 from trainer.baseline import compute_ap_features, fit_predict_gbm, read_allen_features
 from trainer.data import SpikeSet
-from trainer.fit import (
-    TrainConfig,
-    fit_distilled,
-    fit_ensemble,
-    fit_member,
-    predict_proba,
-)
+from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, fit_member, predict_proba
 from trainer.labels import get_task
 from trainer.metrics import score_repeats
 
@@ -83,7 +77,7 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
             train = (folds[r] != f) & (y_train >= 0)
-            fit_seed = int(seed + 100 * r + f)
+            fit_seed = fold_seed(seed, r, f)
             if method.kind == "cnn":
                 init = fold_models.get((method.transfer_from, r, f)) if method.transfer_from else None
                 if method.transfer_from and init is None:
@@ -111,6 +105,11 @@ TEACHER_FIELDS_IGNORED = ("members", "distil", "distil_weight", "distil_temperat
                           "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
 TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False, "member_options": ()}
+
+
+def fold_seed(seed: int, repeat: int, fold: int) -> int:
+    """The seed of the networks trained for one fold of one repeat."""
+    return int(seed + 100 * repeat + fold)
 
 
 def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int, member: int) -> str:
@@ -162,7 +161,7 @@ def cached_member_probs(method: Method, data: SpikeSet, folds: np.ndarray, seed:
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
             for m in range(members):
-                path = cache / f"{teacher_key(method, r, int(f), int(seed + 100 * r + f), m)}.pt"
+                path = cache / f"{teacher_key(method, r, int(f), fold_seed(seed, r, f), m)}.pt"
                 if not path.is_file():
                     raise FileNotFoundError(
                         f"{path}: teacher {m} of repeat {r}, fold {f} is not cached; train it with `python -m "
