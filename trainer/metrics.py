@@ -70,6 +70,13 @@ def score_repeats(y_true: np.ndarray, preds: np.ndarray, n_classes: int, classes
     return out
 
 
+def balanced_accuracy_and_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> tuple:
+    """(balanced accuracy, macro-F1) of decisions y_pred (N,) against y_true (N,): the two figures that
+    count every class alike."""
+    s = scores_from_confusion(confusion(y_true, y_pred, n_classes))
+    return s["balanced_accuracy"], s["macro_f1"]
+
+
 def sweep_output_bias(probs: np.ndarray, y: np.ndarray, log_freq: np.ndarray, shifts) -> np.ndarray:
     """Balanced accuracy and macro-F1 if the decisions were argmax(log p - shift * log_freq).
 
@@ -81,9 +88,7 @@ def sweep_output_bias(probs: np.ndarray, y: np.ndarray, log_freq: np.ndarray, sh
     out = np.zeros((len(shifts), probs.shape[0], 2))
     for i, shift in enumerate(shifts):
         for r, p in enumerate(probs):
-            pred = shifted_decisions(p, log_freq, shift)
-            s = scores_from_confusion(confusion(y, pred, k))
-            out[i, r] = s["balanced_accuracy"], s["macro_f1"]
+            out[i, r] = balanced_accuracy_and_macro_f1(y, shifted_decisions(p, log_freq, shift), k)
     return out
 
 
@@ -121,6 +126,5 @@ def score_member_subsets(member_probs: np.ndarray, y: np.ndarray, size: int) -> 
     k = member_probs.shape[2]
     out = []
     for subset in combinations(range(member_probs.shape[0]), size):
-        s = scores_from_confusion(confusion(y, member_probs[list(subset)].mean(axis=0).argmax(axis=1), k))
-        out.append((s["balanced_accuracy"], s["macro_f1"]))
+        out.append(balanced_accuracy_and_macro_f1(y, member_probs[list(subset)].mean(axis=0).argmax(axis=1), k))
     return np.array(out)
