@@ -93,14 +93,12 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
     """Cross-validate every method by cell and write the report (Markdown, JSON, PNGs)."""
     from tqdm import tqdm
 
-    from trainer.evaluate import default_methods, evaluate_method, make_folds
+    from trainer.evaluate import evaluate_method, make_folds
     from trainer.report import update_readme, write_predictions, write_report
 
     t0 = time.time()
     data = load(data_dir, fs_hz)
-    configs = {task: replace(make_config(epochs, channels, task), members=ensemble or n) for task, n in SHIPPED.items()}
-    configs = apply_settings(configs, settings)
-    chosen = default_methods(make_config(epochs, channels), configs, ablation_repeats)
+    chosen = configured_methods(epochs, channels, ensemble, settings, ablation_repeats)
     if methods:
         wanted = methods.split(",")
         unknown = set(wanted) - {m.name for m in chosen}
@@ -141,6 +139,15 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
     if readme and Path(readme).is_file():
         update_readme(results, Path(readme))
         click.echo(f"figures written into {readme}")
+
+
+def configured_methods(epochs, channels, ensemble, settings, ablation_repeats: int = 1) -> list:
+    """The report's methods with the shipped tasks' configurations, --ensemble members where given,
+    and each --set override applied (as `evaluate` runs them, and `teacher-spread` reads their cache)."""
+    from trainer.evaluate import default_methods
+
+    configs = {task: replace(make_config(epochs, channels, task), members=ensemble or n) for task, n in SHIPPED.items()}
+    return default_methods(make_config(epochs, channels), apply_settings(configs, settings), ablation_repeats)
 
 
 def apply_settings(configs: dict, settings) -> dict:
@@ -261,16 +268,14 @@ def teacher_spread(teacher_cache, members, size, method, data_dir, folds, repeat
     """How much a teacher ensemble's score is the luck of its seeds: every cached teacher's out-of-fold
     predictions (inference only, seconds), then the scores of every ensemble of SIZE of the MEMBERS,
     per repeat. Judge a variant's ensemble against this spread, not against one draw."""
-    from trainer.evaluate import cached_member_probs, default_methods, make_folds
+    from trainer.evaluate import cached_member_probs, make_folds
     from trainer.labels import get_task
     from trainer.metrics import score_member_subsets
 
     if not 1 <= size <= members:
         raise click.BadParameter(f"--size {size} must be between 1 and --members {members}", param_hint="--size")
     data = load(data_dir, 50_000.0)
-    configs = apply_settings({task: replace(make_config(None, None, task), members=n) for task, n in SHIPPED.items()},
-                             settings)
-    chosen = {m.name: m for m in default_methods(make_config(None, None), configs) if m.kind == "cnn" and m.cfg.distilled}
+    chosen = {m.name: m for m in configured_methods(None, None, None, settings) if m.kind == "cnn" and m.cfg.distilled}
     if method not in chosen:
         raise click.BadParameter(f"{method!r} has no teachers; distilled methods: {sorted(chosen)}", param_hint="--method")
     m = chosen[method]

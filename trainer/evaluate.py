@@ -126,6 +126,11 @@ def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int, member: i
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def teacher_path(cache: Path, method: Method, repeat: int, fold: int, fit_seed: int, member: int) -> Path:
+    """The cache file of one fold's teacher number `member` (see teacher_key)."""
+    return cache / f"{teacher_key(method, repeat, fold, fit_seed, member)}.pt"
+
+
 def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat: int, fold: int) -> list:
     """The fold's method.cfg.members teacher networks, each loaded from the cache folder when there
     (one file per member) or trained by fit_member and then cached.
@@ -135,7 +140,7 @@ def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat:
     x, y, n_classes, fs_hz, cfg, fit_seed, init = args
     nets = []
     for m in range(cfg.members):
-        path = cache / f"{teacher_key(method, repeat, fold, fit_seed, m)}.pt" if cache else None
+        path = teacher_path(cache, method, repeat, fold, fit_seed, m) if cache else None
         if path is not None and path.exists():
             nets.append(torch.load(path, weights_only=False).eval())
             continue
@@ -161,7 +166,7 @@ def cached_member_probs(method: Method, data: SpikeSet, folds: np.ndarray, seed:
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
             for m in range(members):
-                path = cache / f"{teacher_key(method, r, int(f), fold_seed(seed, r, f), m)}.pt"
+                path = teacher_path(cache, method, r, int(f), fold_seed(seed, r, f), m)
                 if not path.is_file():
                     raise FileNotFoundError(
                         f"{path}: teacher {m} of repeat {r}, fold {f} is not cached; train it with `python -m "
