@@ -104,6 +104,8 @@ class TripleInputCNN(WindowNetwork):
             raise ValueError(f"branches={list(branches)}: need 'v' or 'dvdt' for the time branch")
         if n_classes < 2:
             raise ValueError(f"n_classes={n_classes}: need at least 2")
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"kernel={kernel}: must be odd (the padding keeps the window's length)")
         n_freq = n_samples // 2 + 1
         n_pools = depth // 2
         if n_freq >> n_pools < 1 or n_samples < 8:

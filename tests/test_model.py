@@ -31,6 +31,16 @@ def test_constructor_checks_shapes_and_names():
         TripleInputCNN(150, 50_000, 5, branches=("v", "wavelet"))
     with pytest.raises(ValueError, match="n_classes"):
         TripleInputCNN(150, 50_000, 1)
+    with pytest.raises(ValueError, match="kernel=4: must be odd"):
+        TripleInputCNN(150, 50_000, 5, kernel=4)
+
+
+@pytest.mark.parametrize("kernel", [3, 7])
+def test_kernel_size_sets_every_convolution_and_keeps_the_output_shape(kernel):
+    net = TripleInputCNN(150, 50_000, 5, channels=4, kernel=kernel).eval()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert convs and {c.kernel_size[0] for c in convs} == {kernel}
+    assert net(torch.randn(2, 150) * 20 - 50).shape == (2, 5)
 
 
 def test_forward_refuses_a_wrong_length():

@@ -13,7 +13,7 @@ from rtclassify.modelfile import hash_weights, load_model
 from rtclassify.windows import WindowSpec
 from trainer.data import load_spike_set
 from trainer.export import export_model
-from trainer.fit import TrainConfig, fit_ensemble, predict_proba, split_validation, transfer_features
+from trainer.fit import TrainConfig, build_network, fit_ensemble, predict_proba, split_validation, transfer_features
 from trainer.labels import TASKS, assign_labels, get_task
 
 
@@ -341,6 +341,8 @@ def test_member_options_vary_the_members_and_keep_the_cache_of_unvaried_ones(tmp
     key = lambda cfg, m: teacher_key(Method("m", "broad2", "cnn", cfg), 0, 0, 0, m)  # noqa: E731
     assert key(varied, 0) == key(base, 0)  # an unvaried member is the same cached network
     assert key(varied, 1) != key(base, 1)
+    assert key(TrainConfig(**{**base.__dict__, "kernel": 7}), 0) != key(base, 0)
+    assert build_network(150, 50_000, 2, TrainConfig(channels=4, kernel=7)).time_branch[0].kernel_size == (7,)
     data = load_spike_set(write_spike_folder(tmp_path / "spikes", n_per_model=6), WindowSpec())
     models = {}
     run_method(Method("m", "broad2", "cnn", varied), data, make_folds(data, 2, 1, 0), 0, models, None,

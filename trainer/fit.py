@@ -17,6 +17,7 @@ class TrainConfig:
     branches: tuple = DEFAULT_BRANCHES  # inputs of the CNN (see rtclassify.model.BRANCH_INPUTS)
     channels: int = 32  # conv channels per branch
     depth: int = 6  # conv + ReLU + batch-norm layers per branch (the published model uses 6)
+    kernel: int = 5  # convolution kernel size, samples (odd: the padding keeps the length)
     hidden: int = 64  # dense layer width
     dropout: float = 0.3  # dropout before the output layer
     lr: float = 2e-3  # Adam peak learning rate (cosine-annealed)
@@ -158,7 +159,7 @@ def smooth_randomly(x: torch.Tensor, probability: float, gen: torch.Generator) -
 
 def build_network(n_samples: int, fs_hz: float, n_classes: int, cfg: TrainConfig) -> TripleInputCNN:
     return TripleInputCNN(n_samples, fs_hz, n_classes, branches=cfg.branches, channels=cfg.channels,
-                          depth=cfg.depth, hidden=cfg.hidden, dropout=cfg.dropout)
+                          depth=cfg.depth, kernel=cfg.kernel, hidden=cfg.hidden, dropout=cfg.dropout)
 
 
 def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg: TrainConfig, seed: int,
