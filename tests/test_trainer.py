@@ -13,7 +13,8 @@ from rtclassify.modelfile import hash_weights, load_model
 from rtclassify.windows import WindowSpec
 from trainer.data import load_spike_set
 from trainer.export import export_model
-from trainer.fit import TrainConfig, build_network, fit_ensemble, predict_proba, split_validation, transfer_features
+from trainer.fit import (TrainConfig, augment, build_network, fit_ensemble, predict_proba, split_validation,
+                         transfer_features)
 from trainer.labels import TASKS, assign_labels, get_task
 
 
@@ -411,3 +412,18 @@ def test_teacher_spread_command_names_the_missing_teacher_and_a_bad_size(tmp_pat
     assert run.exit_code != 0 and "--size 9 must be between 1 and --members 8" in run.output
     run = CliRunner().invoke(trainer_main, base + ["--method", "ablation_v"])
     assert run.exit_code != 0 and "has no teachers" in run.output
+
+
+def test_fractional_delay_moves_a_smooth_window_by_a_fraction_of_a_sample():
+    from trainer.fit import delay_fractionally
+
+    t = torch.arange(150, dtype=torch.float64)
+    ap = lambda s: -65 + 90 * torch.exp(-((s - 50) / 4) ** 2) + 0.04 * s  # noqa: E731  (mV; peak at sample 50)
+    delay = torch.tensor([[0.5], [-0.3], [0.0]], dtype=torch.float64)
+    moved = delay_fractionally(ap(t).repeat(3, 1), delay)
+    for row, d in zip(moved, delay[:, 0]):  # the ends follow the delayed line, the interior is exact
+        torch.testing.assert_close(row[5:145], ap(t - d)[5:145], atol=1e-9, rtol=0)
+    cfg = TrainConfig(aug_subsample=0.5, aug_shift=0, aug_gain=0, aug_offset_mv=0, aug_noise_mv=0)
+    x = ap(t).float().repeat(4, 1)
+    out = augment(x, cfg, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and not torch.allclose(out, x)

@@ -104,7 +104,8 @@ TEACHER_FIELDS_IGNORED = ("members", "distil", "distil_weight", "distil_temperat
                           "student_channels", "student_depth", "student_epochs", "student_mixup", "logit_adjust",
                           "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
-TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False, "member_options": (), "kernel": 5}
+TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False, "member_options": (), "kernel": 5,
+                          "aug_subsample": 0.0}
 
 
 def fold_seed(seed: int, repeat: int, fold: int) -> int:

@@ -33,6 +33,8 @@ class TrainConfig:
     sampling_power: float = 0.0  # > 0: each epoch draws its windows (with replacement) with probability
     # (inverse class frequency) ** power instead of shuffling them once each (class-balanced sampling)
     aug_shift: int = 1  # max |shift| in samples (jitter of the peak position)
+    aug_subsample: float = 0.0  # max |shift| of a per-window band-limited sub-sample delay, samples: a peak
+    # recorded at 50 kHz lies up to half a sample off the window's centre, one recorded at 200 kHz almost on it
     aug_gain: float = 0.03  # relative s.d. of an amplitude gain
     aug_offset_mv: float = 2.0  # s.d. of a baseline offset, mV
     aug_noise_mv: float = 0.3  # s.d. of white noise, mV
@@ -135,9 +137,24 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
     offset = cfg.aug_offset_mv * torch.randn(b, 1, generator=gen)
     noise = cfg.aug_noise_mv * torch.randn(x.shape, generator=gen)
     x = x * gain + offset + noise
+    if cfg.aug_subsample > 0:
+        x = delay_fractionally(x, cfg.aug_subsample * (2 * torch.rand(b, 1, generator=gen) - 1))
     if cfg.aug_smooth > 0:
         x = smooth_randomly(x, cfg.aug_smooth, gen)
     return x
+
+
+def delay_fractionally(x: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
+    """(B, L) windows delayed by delay (B, 1) samples (any real value), band-limited. The spectral
+    phase ramp treats a window as periodic, so the straight line through its end samples is taken
+    out first, the rest delayed by its spectrum's phase ramp, and the line put back delayed as well."""
+    n = x.shape[1]
+    t = torch.arange(n, dtype=x.dtype)
+    slope = (x[:, -1:] - x[:, :1]) / (n - 1)  # mV per sample
+    rest = x - (x[:, :1] + slope * t)
+    freqs = torch.fft.rfftfreq(n, dtype=x.dtype)  # cycles per sample
+    delayed = torch.fft.irfft(torch.fft.rfft(rest, dim=1) * torch.exp(-2j * torch.pi * freqs * delay), n=n, dim=1)
+    return delayed + x[:, :1] + slope * (t - delay)
 
 
 def smooth_randomly(x: torch.Tensor, probability: float, gen: torch.Generator) -> torch.Tensor:
