@@ -427,3 +427,75 @@ def test_fractional_delay_moves_a_smooth_window_by_a_fraction_of_a_sample():
     x = ap(t).float().repeat(4, 1)
     out = augment(x, cfg, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and not torch.allclose(out, x)
+
+
+def test_auxiliary_spiny_output_learns_from_cells_outside_the_task_and_is_dropped_after_training():
+    from dataclasses import replace
+
+    from trainer.fit import batch_loss, fit_network, with_auxiliary_cells
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(24, 150)) * 10 - 60).astype(np.float32)
+    y, aux = np.arange(24) % 3, (np.arange(24) % 3 > 0).astype(int)
+    extra, extra_aux = x[:6] + 3, np.array([0, 1, -1, 1, -1, 0])
+    cfg = TrainConfig(channels=4, depth=2, max_epochs=2, val_fraction=0.0, threads=1, aux_broad=0.5)
+    tx, ty, ta = with_auxiliary_cells(x, y, aux, extra, extra_aux, cfg)
+    assert len(tx) == 28 and list(ty[24:]) == [-1] * 4 and list(ta[24:]) == [0, 1, 1, 0]  # unknown type: left out
+    np.testing.assert_array_equal(tx[24:], extra[[0, 1, 3, 5]])
+    assert with_auxiliary_cells(x, y, aux, extra, extra_aux, replace(cfg, aux_broad=0.0))[2] is None
+
+    torch.manual_seed(0)
+    net = TripleInputCNN(150, 50_000.0, 3 + 2, channels=4, depth=2)
+    xb, loss_fn = torch.from_numpy(x[:8]), torch.nn.CrossEntropyLoss(ignore_index=-1)
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    only_aux = batch_loss(net, loss_fn, xb, torch.full((8,), -1), cfg, gen(), aux=torch.from_numpy(aux[:8]))
+    assert torch.isfinite(only_aux) and only_aux > 0  # cells outside the task train the extra outputs alone
+    both = batch_loss(net, loss_fn, xb, torch.from_numpy(y[:8]), replace(cfg, mixup=0.4), gen(),
+                      aux=torch.from_numpy(aux[:8]))
+    assert torch.isfinite(both)
+
+    def outputs(fit):
+        with torch.inference_mode():
+            return fit.model(torch.from_numpy(x)).numpy()
+
+    plain = fit_network(x, y, 3, 50_000.0, replace(cfg, aux_broad=0.0), seed=2)
+    ignored = fit_network(x, y, 3, 50_000.0, replace(cfg, aux_broad=0.0), seed=2, aux=aux)
+    np.testing.assert_array_equal(outputs(plain), outputs(ignored))  # weight 0: the labels change nothing
+    taught = fit_network(*with_auxiliary_cells(x, y, aux, extra, extra_aux, cfg)[:2], 3, 50_000.0, cfg, seed=2,
+                         aux=ta)
+    assert taught.model.classifier.out_features == 3  # the auxiliary outputs are gone
+    assert all(np.isfinite(h[0]) for h in taught.history)
+    assert not np.allclose(outputs(taught), outputs(plain), atol=1e-3)
+    early = fit_network(tx, ty, 3, 50_000.0, replace(cfg, val_fraction=0.3), seed=2, aux=ta)
+    assert np.isfinite(early.history[0][1])  # validation on labelled cells only
+    train, val = split_validation(ty, 0.3, np.random.default_rng(0))
+    assert set(range(24, 28)) <= set(train) and all(ty[val] >= 0)
+
+
+def test_evaluation_with_the_auxiliary_output_caches_its_own_teachers(tmp_path):
+    from dataclasses import replace
+
+    from helpers import write_spike_folder
+    from trainer.evaluate import Method, make_folds, run_method, teacher_key
+
+    folder = write_spike_folder(tmp_path / "spikes", n_per_model=8)
+    table = (folder / "cells.csv").read_text().splitlines()
+    # two cells of a Cre line outside exc_pvalb_sst: spiny/aspiny labels only
+    table[1:3] = [row.replace("Rorb-IRES2-Cre", "Gad2-IRES-Cre").replace("spiny", "aspiny") for row in table[1:3]]
+    (folder / "cells.csv").write_text("\n".join(table) + "\n")
+    data = load_spike_set(folder, WindowSpec())
+    folds = make_folds(data, 2, 1, 0)
+    cfg = TrainConfig(channels=4, depth=2, max_epochs=2, val_fraction=0.0, members=2, distil=True, threads=1,
+                      distil_unlabelled=True)
+    key = lambda c: teacher_key(Method("m", "exc_pvalb_sst", "cnn", c), 0, 0, 0, 0)  # noqa: E731
+    assert key(replace(cfg, aux_broad=0.0)) == key(cfg) != key(replace(cfg, aux_broad=0.3))
+    plain = run_method(Method("m", "exc_pvalb_sst", "cnn", cfg), data, folds, 0, {}, None, lambda: None,
+                       tmp_path / "cache")
+    models = {}
+    aux = run_method(Method("m", "exc_pvalb_sst", "cnn", replace(cfg, aux_broad=0.3)), data, folds, 0, models,
+                     None, lambda: None, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 8  # 2 folds x 2 members, for each option
+    scored = data.labels(get_task("exc_pvalb_sst")) >= 0
+    assert np.isnan(aux[1][0, ~scored]).all() and np.isfinite(aux[1][0, scored]).all()
+    assert not np.allclose(aux[1][0, scored], plain[1][0, scored], atol=1e-4)
+    assert models[("m", 0, 0)][0].classifier.out_features == 3

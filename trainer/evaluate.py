@@ -12,7 +12,7 @@ import numpy as np
 
 from trainer.baseline import compute_ap_features, fit_predict_gbm, read_allen_features
 from trainer.data import SpikeSet
-from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, fit_member, predict_proba
+from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, fit_member, predict_proba, with_auxiliary_cells
 from trainer.labels import get_task
 from trainer.metrics import score_repeats
 
@@ -73,6 +73,8 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     distil = method.kind == "cnn" and method.cfg.distilled
     teacher_probs = np.full_like(probs, np.nan) if distil else None
     features = method_features(method, data, metadata_dir)
+    # spiny/aspiny labels of every cell, for the auxiliary output of the CNN members (TrainConfig.aux_broad)
+    broad = data.labels(get_task("broad2")) if method.kind == "cnn" and method.cfg.aux_broad > 0 else None
     for r in range(repeats):
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
@@ -83,15 +85,18 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                 if method.transfer_from and init is None:
                     raise RuntimeError(f"{method.name}: run {method.transfer_from} first (transfer source)")
                 args = (data.windows[train], y_train[train], n_classes, data.spec.fs_hz, method.cfg, fit_seed, init)
+                # cells outside the task on the training side only: nothing of the test fold is seen
+                outside = (folds[r] != f) & (y_train < 0)
+                aux = {} if broad is None else {"aux": broad[train], "unlabelled_aux": broad[outside]}
                 if distil:
-                    teachers = fit_cached_teachers(method, args, teacher_cache, r, f)
-                    # cells outside the task on the training side only: nothing of the test fold is seen
-                    unlabelled = data.windows[(folds[r] != f) & (y_train < 0)]
-                    student, _ = fit_distilled(*args, teachers=teachers, unlabelled=unlabelled)
+                    members = with_auxiliary_cells(*args[:2], aux.get("aux"), data.windows[outside],
+                                                   aux.get("unlabelled_aux"), method.cfg)
+                    teachers = fit_cached_teachers(method, members[:2] + args[2:], teacher_cache, r, f, members[2])
+                    student, _ = fit_distilled(*args, teachers=teachers, unlabelled=data.windows[outside])
                     nets = [student.model]
                     teacher_probs[r, test] = predict_proba(teachers, data.windows[test])
                 else:
-                    nets = [fit.model for fit in fit_ensemble(*args)]
+                    nets = [fit.model for fit in fit_ensemble(*args, unlabelled=data.windows[outside], **aux)]
                 fold_models[(method.name, r, f)] = nets
                 probs[r, test] = predict_proba(nets, data.windows[test])
             else:
@@ -105,7 +110,7 @@ TEACHER_FIELDS_IGNORED = ("members", "distil", "distil_weight", "distil_temperat
                           "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
 TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False, "member_options": (), "kernel": 5,
-                          "aug_subsample": 0.0}
+                          "aug_subsample": 0.0, "aux_broad": 0.0}
 
 
 def fold_seed(seed: int, repeat: int, fold: int) -> int:
@@ -132,10 +137,12 @@ def teacher_path(cache: Path, method: Method, repeat: int, fold: int, fit_seed: 
     return cache / f"{teacher_key(method, repeat, fold, fit_seed, member)}.pt"
 
 
-def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat: int, fold: int) -> list:
+def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat: int, fold: int,
+                        aux: np.ndarray | None = None) -> list:
     """The fold's method.cfg.members teacher networks, each loaded from the cache folder when there
     (one file per member) or trained by fit_member and then cached.
-    args: the fit_members arguments (x, y, n_classes, fs_hz, cfg, fit_seed, init)."""
+    args: the fit_members arguments (x, y, n_classes, fs_hz, cfg, fit_seed, init); aux: spiny/aspiny
+    labels of x (TrainConfig.aux_broad; x then also holds cells outside the task, y = -1)."""
     import torch
 
     x, y, n_classes, fs_hz, cfg, fit_seed, init = args
@@ -145,7 +152,7 @@ def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat:
         if path is not None and path.exists():
             nets.append(torch.load(path, weights_only=False).eval())
             continue
-        net = fit_member(x, y, n_classes, fs_hz, cfg, fit_seed, m, init).model
+        net = fit_member(x, y, n_classes, fs_hz, cfg, fit_seed, m, init, aux=aux).model
         if path is not None:
             cache.mkdir(parents=True, exist_ok=True)
             torch.save(net, path.with_suffix(".tmp"))  # then renamed: an interrupted run leaves no half file

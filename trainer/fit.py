@@ -57,6 +57,10 @@ class TrainConfig:
     student_epochs: int | None = None  # epochs of the distilled student (None: max_epochs, as the teachers)
     student_mixup: float | None = None  # mixup alpha of the distilled student (None: mixup, as the teachers); the
     # student mostly imitates its teachers, who answer on any mixture, so it may mix more than they did
+    aux_broad: float = 0.0  # > 0: the networks trained with spiny/aspiny labels (aux_labels) get two extra outputs
+    # for the cell's dendrite type, this weight of their loss, learnt on every training-side cell that has one,
+    # including cells outside the task (other Cre lines); the extra outputs are dropped after training. Only
+    # teachers (and members of a plain ensemble) get these labels; a distilled student learns from the teachers
     logit_adjust: float = 0.0  # after training, the output bias of the final network(s) (not of teachers) is
     # lowered by logit_adjust * log(training class frequency): decisions move towards the rarer classes,
     # trading a little precision for recall where balanced accuracy counts every class alike
@@ -108,9 +112,10 @@ def seed_everything(seed: int) -> None:
 
 
 def split_validation(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split of cell indices into (train, validation); every class keeps >= 1 training cell."""
-    train, val = [], []
-    for c in np.unique(y):
+    """Stratified split of cell indices into (train, validation); every class keeps >= 1 training cell.
+    Cells without a label (y = -1: auxiliary labels only) all train: they cannot judge early stopping."""
+    train, val = list(np.flatnonzero(y < 0)), []
+    for c in np.unique(y[y >= 0]):
         idx = rng.permutation(np.flatnonzero(y == c))
         n_val = int(round(fraction * len(idx))) if len(idx) > 2 else 0
         val.extend(idx[:n_val])
@@ -179,9 +184,12 @@ def build_network(n_samples: int, fs_hz: float, n_classes: int, cfg: TrainConfig
                           depth=cfg.depth, kernel=cfg.kernel, hidden=cfg.hidden, dropout=cfg.dropout)
 
 
+AUX_CLASSES = 2  # the auxiliary output's classes: spiny, aspiny (the order of broad2's Exc, Inh)
+
+
 def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg: TrainConfig, seed: int,
                 init: nn.Module | None = None, progress=None, teachers: list | None = None,
-                unlabelled: np.ndarray | None = None) -> FitResult:
+                unlabelled: np.ndarray | None = None, aux: np.ndarray | None = None) -> FitResult:
     """Train one TripleInputCNN on windows x (N, L) mV with labels y (N,) in [0, n_classes).
 
     init: a trained network whose feature layers (all but the output layer) start this one
@@ -189,13 +197,17 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     teachers: trained networks whose mean softened output on each (augmented) batch is a second
     target (knowledge distillation, weighted by cfg.distil_weight). unlabelled: (M, L) windows
     mV trained on the teachers' outputs only (label -1, ignored by the label loss); needs teachers.
+    aux: (N,) spiny (0) / aspiny (1) / unknown (-1) label of each window, learnt by AUX_CLASSES extra
+    outputs when cfg.aux_broad > 0 (windows with y = -1 then train that output alone); the returned
+    network has n_classes outputs.
     """
     torch.set_num_threads(cfg.threads)
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     tr, va = split_validation(y, cfg.val_fraction, rng)
-    net = build_network(x.shape[1], fs_hz, n_classes, cfg)
+    use_aux = aux is not None and cfg.aux_broad > 0
+    net = build_network(x.shape[1], fs_hz, n_classes + AUX_CLASSES * use_aux, cfg)
     if init is not None:
         transfer_features(init, net)
     xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(y[tr]).long()
@@ -204,8 +216,12 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
             raise ValueError("unlabelled windows need teachers and no class-balanced sampling")
         xt = torch.cat([xt, torch.from_numpy(np.ascontiguousarray(unlabelled, dtype=np.float32))])
         yt = torch.cat([yt, torch.full((len(unlabelled),), -1, dtype=torch.long)])
+    at = None
+    if use_aux:
+        at = torch.full_like(yt, -1)
+        at[:len(tr)] = torch.from_numpy(np.asarray(aux)[tr]).long()
     xv, yv = torch.from_numpy(x[va]), torch.from_numpy(y[va]).long()
-    weights = class_weights(y[tr], n_classes, cfg.balance_power) if cfg.balance else None
+    weights = class_weights(y[tr][y[tr] >= 0], n_classes, cfg.balance_power) if cfg.balance else None
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing, ignore_index=-1)
     val_loss_fn = nn.CrossEntropyLoss(weight=weights)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -218,7 +234,8 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
         order = epoch_order(yt, n_classes, cfg.sampling_power, gen)  # the same order on every rank (same seed)
         total = 0.0
         for idx in batch_indices(order, cfg.batch_size, rank, size):
-            loss = batch_loss(model, loss_fn, augment(xt[idx], cfg, gen), yt[idx], cfg, gen, teachers)
+            loss = batch_loss(model, loss_fn, augment(xt[idx], cfg, gen), yt[idx], cfg, gen, teachers,
+                              aux=None if at is None else at[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -229,7 +246,7 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
             if progress:
                 progress(epoch, total / len(xt), float("nan"))
             continue
-        val = evaluate_loss(net, xv, yv, val_loss_fn)
+        val = evaluate_loss(net, xv, yv, val_loss_fn, n_classes)
         history.append((total / len(xt), val))
         if progress:
             progress(epoch, total / len(xt), val)
@@ -240,6 +257,8 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
             break
     if best_state is not None:
         net.load_state_dict(best_state)
+    if use_aux:
+        keep_outputs(net, n_classes)
     return FitResult(model=net.eval(), epochs=len(history), best_epoch=best_epoch, history=history)
 
 
@@ -267,20 +286,22 @@ def batch_indices(order: torch.Tensor, batch_size: int, rank: int = 0, size: int
 
 
 def batch_loss(net: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-               gen: torch.Generator, teachers: list | None = None) -> torch.Tensor:
+               gen: torch.Generator, teachers: list | None = None, aux: torch.Tensor | None = None) -> torch.Tensor:
     """Loss of one (B, L) batch: cross-entropy on the labels (on the batch mixed with a shuffled
-    copy of itself when cfg.mixup > 0), blended with the teachers' soft targets when given."""
+    copy of itself when cfg.mixup > 0), plus cfg.aux_broad times that of the AUX_CLASSES last outputs
+    on the spiny/aspiny labels aux (B,) when given, blended with the teachers' soft targets when given.
+    Labels -1 are ignored."""
+    lam, perm = 1.0, None
     if cfg.mixup > 0:
         lam = float(torch.distributions.Beta(cfg.mixup, cfg.mixup).sample())
         perm = torch.randperm(len(x), generator=gen)
         x = lam * x + (1 - lam) * x[perm]
     out = net(x)
-    if not (y >= 0).any():  # only unlabelled windows in this batch: the label loss would be 0/0
-        hard = out.sum() * 0.0
-    elif cfg.mixup <= 0:
-        hard = loss_fn(out, y)
-    else:
-        hard = lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y[perm])
+    if aux is not None:
+        out, aux_out = out[:, :-AUX_CLASSES], out[:, -AUX_CLASSES:]
+    hard = mixed_loss(loss_fn, out, y, lam, perm)
+    if aux is not None:
+        hard = hard + cfg.aux_broad * mixed_loss(AUX_LOSS, aux_out, aux, lam, perm)
     if not teachers:
         return hard
     t = cfg.distil_temperature
@@ -290,10 +311,35 @@ def batch_loss(net: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: T
     return (1 - cfg.distil_weight) * hard + cfg.distil_weight * kl
 
 
-def evaluate_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
+AUX_LOSS = nn.CrossEntropyLoss(ignore_index=-1)
+
+
+def mixed_loss(loss_fn, out: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor | None) -> torch.Tensor:
+    """loss_fn on outputs (B, K) of a batch mixed with weight lam with its permutation perm (None: not
+    mixed), each part 0 (with a gradient) when it has no labelled window instead of 0/0."""
+    def labelled(target: torch.Tensor) -> torch.Tensor:
+        return loss_fn(out, target) if bool((target >= 0).any()) else out.sum() * 0.0
+
+    if perm is None:
+        return labelled(y)
+    return lam * labelled(y) + (1 - lam) * labelled(y[perm])
+
+
+def evaluate_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, n_classes: int) -> float:
+    """loss_fn on the first n_classes outputs (any auxiliary ones after them are not judged)."""
     net.eval()
     with torch.inference_mode():
-        return float(loss_fn(net(x), y))
+        return float(loss_fn(net(x)[:, :n_classes], y))
+
+
+def keep_outputs(net: TripleInputCNN, n: int) -> None:
+    """Drop all but the first n outputs of the network's output layer, in place."""
+    layer = net.classifier
+    kept = nn.Linear(layer.in_features, n)
+    with torch.no_grad():
+        kept.weight.copy_(layer.weight[:n])
+        kept.bias.copy_(layer.bias[:n])
+    net.classifier = kept
 
 
 def transfer_features(source: nn.Module, target: nn.Module) -> None:
@@ -312,19 +358,38 @@ def predict_proba(nets: list[nn.Module], x: np.ndarray) -> np.ndarray:
 
 
 def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
-                 progress=None, unlabelled: np.ndarray | None = None) -> list[FitResult]:
+                 progress=None, unlabelled: np.ndarray | None = None, aux: np.ndarray | None = None,
+                 unlabelled_aux: np.ndarray | None = None) -> list[FitResult]:
     """cfg.members networks, member m seeded with seed * 1000 + m (and its own validation split).
 
     With cfg.distil (and members > 1) the members are teachers, and the result is the one student
     network distilled from them (see fit_distilled; `unlabelled` windows are used when
-    cfg.distil_unlabelled).
+    cfg.distil_unlabelled). aux, unlabelled_aux: spiny/aspiny labels of x and of `unlabelled`,
+    learnt by the members when cfg.aux_broad > 0 (see with_auxiliary_cells).
     """
     if cfg.distilled:
-        return [fit_distilled(x, y, n_classes, fs_hz, cfg, seed, init, progress, unlabelled=unlabelled)[0]]
-    fits = fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)
+        return [fit_distilled(x, y, n_classes, fs_hz, cfg, seed, init, progress, unlabelled=unlabelled, aux=aux,
+                              unlabelled_aux=unlabelled_aux)[0]]
+    tx, ty, taux = with_auxiliary_cells(x, y, aux, unlabelled, unlabelled_aux, cfg)
+    fits = fit_members(tx, ty, n_classes, fs_hz, cfg, seed, init, progress, aux=taux)
     for fit in fits:
         adjust_logits(fit.model, y, n_classes, cfg.logit_adjust)
     return fits
+
+
+def with_auxiliary_cells(x: np.ndarray, y: np.ndarray, aux: np.ndarray | None, extra: np.ndarray | None,
+                         extra_aux: np.ndarray | None, cfg: TrainConfig) -> tuple:
+    """(windows, labels, aux labels) the members of an ensemble train on: the labelled windows x (N, L)
+    mV with labels y (N,) and, when cfg.aux_broad > 0, their spiny/aspiny labels aux (N,) plus the
+    `extra` windows (M, L) (cells outside the task) that have a spiny/aspiny label in extra_aux (M,),
+    with label -1; otherwise (x, y, None)."""
+    if cfg.aux_broad <= 0 or aux is None:
+        return x, y, None
+    if extra is None or extra_aux is None:
+        return x, y, aux
+    keep = extra_aux >= 0
+    return (np.concatenate([x, extra[keep]]), np.concatenate([y, np.full(int(keep.sum()), -1, dtype=y.dtype)]),
+            np.concatenate([aux, extra_aux[keep]]))
 
 
 def adjust_logits(net: TripleInputCNN, y: np.ndarray, n_classes: int, strength: float) -> None:
@@ -346,31 +411,34 @@ def log_class_frequencies(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def fit_members(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
-                progress=None) -> list[FitResult]:
+                progress=None, aux: np.ndarray | None = None) -> list[FitResult]:
     """cfg.members networks, member m as fit_member makes it."""
-    return [fit_member(x, y, n_classes, fs_hz, cfg, seed, m, init, progress) for m in range(cfg.members)]
+    return [fit_member(x, y, n_classes, fs_hz, cfg, seed, m, init, progress, aux) for m in range(cfg.members)]
 
 
 def fit_member(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, member: int, init: list | None = None,
-               progress=None) -> FitResult:
+               progress=None, aux: np.ndarray | None = None) -> FitResult:
     """Member `member` of an ensemble: seeded with seed * 1000 + member (the same network whatever
-    the ensemble's size), with its own options (cfg.member), started from init[member] if given."""
+    the ensemble's size), with its own options (cfg.member), started from init[member] if given;
+    aux: spiny/aspiny labels of x (see fit_network)."""
     return fit_network(x, y, n_classes, fs_hz, cfg.member(member), seed * 1000 + member,
                        init=init[member] if init else None,
-                       progress=progress)
+                       progress=progress, aux=aux)
 
 
 def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list | None = None,
                   progress=None, teachers: list | None = None,
-                  unlabelled: np.ndarray | None = None) -> tuple[FitResult, list]:
+                  unlabelled: np.ndarray | None = None, aux: np.ndarray | None = None,
+                  unlabelled_aux: np.ndarray | None = None) -> tuple[FitResult, list]:
     """(student, teacher networks): cfg.members teachers as in fit_ensemble (or the trained
     `teachers` given, e.g. from a cache), then one student (seeded with seed * 1000 + members; with
     cfg.student_channels channels, cfg.student_depth layers and cfg.student_epochs epochs if set)
     trained on the labels and the teachers' softened outputs, with cfg.distil_unlabelled also on
     the teachers' outputs for the unlabelled windows (M, L) mV; cfg.logit_adjust applies to the
-    student only."""
+    student only. aux, unlabelled_aux: spiny/aspiny labels for the teachers (cfg.aux_broad)."""
     if teachers is None:
-        teachers = [fit.model for fit in fit_members(x, y, n_classes, fs_hz, cfg, seed, init, progress)]
+        tx, ty, taux = with_auxiliary_cells(x, y, aux, unlabelled, unlabelled_aux, cfg)
+        teachers = [fit.model for fit in fit_members(tx, ty, n_classes, fs_hz, cfg, seed, init, progress, aux=taux)]
     student_cfg = cfg.student()
     start = init[0] if init and (student_cfg.channels, student_cfg.depth) == (cfg.channels, cfg.depth) else None
     student = fit_network(x, y, n_classes, fs_hz, student_cfg, seed * 1000 + cfg.members, init=start,
