@@ -438,28 +438,29 @@ def test_auxiliary_spiny_output_learns_from_cells_outside_the_task_and_is_droppe
     x = (rng.normal(size=(24, 150)) * 10 - 60).astype(np.float32)
     y, aux = np.arange(24) % 3, (np.arange(24) % 3 > 0).astype(int)
     extra, extra_aux = x[:6] + 3, np.array([0, 1, -1, 1, -1, 0])
-    cfg = TrainConfig(channels=4, depth=2, max_epochs=2, val_fraction=0.0, threads=1, aux_broad=0.5)
+    cfg = TrainConfig(channels=4, depth=2, max_epochs=2, val_fraction=0.0, threads=1, aux_weight=0.5)
     tx, ty, ta = with_auxiliary_cells(x, y, aux, extra, extra_aux, cfg)
     assert len(tx) == 28 and list(ty[24:]) == [-1] * 4 and list(ta[24:]) == [0, 1, 1, 0]  # unknown type: left out
     np.testing.assert_array_equal(tx[24:], extra[[0, 1, 3, 5]])
-    assert with_auxiliary_cells(x, y, aux, extra, extra_aux, replace(cfg, aux_broad=0.0))[2] is None
+    assert with_auxiliary_cells(x, y, aux, extra, extra_aux, replace(cfg, aux_weight=0.0))[2] is None
 
     torch.manual_seed(0)
     net = TripleInputCNN(150, 50_000.0, 3 + 2, channels=4, depth=2)
     xb, loss_fn = torch.from_numpy(x[:8]), torch.nn.CrossEntropyLoss(ignore_index=-1)
     gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
-    only_aux = batch_loss(net, loss_fn, xb, torch.full((8,), -1), cfg, gen(), aux=torch.from_numpy(aux[:8]))
+    only_aux = batch_loss(net, loss_fn, xb, torch.full((8,), -1), cfg, gen(), aux=torch.from_numpy(aux[:8]),
+                          aux_outputs=2)
     assert torch.isfinite(only_aux) and only_aux > 0  # cells outside the task train the extra outputs alone
     both = batch_loss(net, loss_fn, xb, torch.from_numpy(y[:8]), replace(cfg, mixup=0.4), gen(),
-                      aux=torch.from_numpy(aux[:8]))
+                      aux=torch.from_numpy(aux[:8]), aux_outputs=2)
     assert torch.isfinite(both)
 
     def outputs(fit):
         with torch.inference_mode():
             return fit.model(torch.from_numpy(x)).numpy()
 
-    plain = fit_network(x, y, 3, 50_000.0, replace(cfg, aux_broad=0.0), seed=2)
-    ignored = fit_network(x, y, 3, 50_000.0, replace(cfg, aux_broad=0.0), seed=2, aux=aux)
+    plain = fit_network(x, y, 3, 50_000.0, replace(cfg, aux_weight=0.0), seed=2)
+    ignored = fit_network(x, y, 3, 50_000.0, replace(cfg, aux_weight=0.0), seed=2, aux=aux)
     np.testing.assert_array_equal(outputs(plain), outputs(ignored))  # weight 0: the labels change nothing
     taught = fit_network(*with_auxiliary_cells(x, y, aux, extra, extra_aux, cfg)[:2], 3, 50_000.0, cfg, seed=2,
                          aux=ta)
@@ -478,7 +479,7 @@ def test_evaluation_with_the_auxiliary_output_caches_its_own_teachers(tmp_path):
     from helpers import write_spike_folder
     from trainer.evaluate import Method, make_folds, run_method, teacher_key
 
-    folder = write_spike_folder(tmp_path / "spikes", n_per_model=8)
+    folder = write_spike_folder(tmp_path / "spikes", n_per_model=12)
     table = (folder / "cells.csv").read_text().splitlines()
     # two cells of a Cre line outside exc_pvalb_sst: spiny/aspiny labels only
     table[1:3] = [row.replace("Rorb-IRES2-Cre", "Gad2-IRES-Cre").replace("spiny", "aspiny") for row in table[1:3]]
@@ -488,14 +489,33 @@ def test_evaluation_with_the_auxiliary_output_caches_its_own_teachers(tmp_path):
     cfg = TrainConfig(channels=4, depth=2, max_epochs=2, val_fraction=0.0, members=2, distil=True, threads=1,
                       distil_unlabelled=True)
     key = lambda c: teacher_key(Method("m", "exc_pvalb_sst", "cnn", c), 0, 0, 0, 0)  # noqa: E731
-    assert key(replace(cfg, aux_broad=0.0)) == key(cfg) != key(replace(cfg, aux_broad=0.3))
+    assert key(replace(cfg, aux_weight=0.0)) == key(cfg) != key(replace(cfg, aux_weight=0.3))
     plain = run_method(Method("m", "exc_pvalb_sst", "cnn", cfg), data, folds, 0, {}, None, lambda: None,
                        tmp_path / "cache")
     models = {}
-    aux = run_method(Method("m", "exc_pvalb_sst", "cnn", replace(cfg, aux_broad=0.3)), data, folds, 0, models,
+    aux = run_method(Method("m", "exc_pvalb_sst", "cnn", replace(cfg, aux_weight=0.3)), data, folds, 0, models,
                      None, lambda: None, tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 8  # 2 folds x 2 members, for each option
     scored = data.labels(get_task("exc_pvalb_sst")) >= 0
     assert np.isnan(aux[1][0, ~scored]).all() and np.isfinite(aux[1][0, scored]).all()
     assert not np.allclose(aux[1][0, scored], plain[1][0, scored], atol=1e-4)
     assert models[("m", 0, 0)][0].classifier.out_features == 3
+    lines = run_method(Method("m", "exc_pvalb_sst", "cnn", replace(cfg, aux_weight=0.3, aux_target="line")), data,
+                       folds, 0, {}, None, lambda: None, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 12 and np.isfinite(lines[1][0, scored]).all()
+
+
+def test_auxiliary_labels_are_dendrite_types_or_the_cre_lines_of_the_training_side(monkeypatch):
+    import trainer.labels
+    from trainer.labels import auxiliary_labels
+
+    lines = ["A", "A", "B", "A", "B", "C", ""]
+    dendrites = ["spiny", "aspiny", "sparsely spiny", "spiny", "", "aspiny", "aspiny"]
+    everyone = np.ones(7, dtype=bool)
+    assert list(auxiliary_labels(lines, dendrites, "dendrite", everyone)) == [0, 1, -1, 0, -1, 1, 1]
+    monkeypatch.setattr(trainer.labels, "AUX_MIN_CELLS", 2)
+    assert list(auxiliary_labels(lines, dendrites, "line", everyone)) == [0, 0, 1, 0, 1, -1, -1]
+    train = np.array([True, True, True, True, False, True, True])  # B has one training-side cell only
+    assert list(auxiliary_labels(lines, dendrites, "line", train)) == [0, 0, -1, 0, -1, -1, -1]
+    with pytest.raises(ValueError, match="valid targets"):
+        auxiliary_labels(lines, dendrites, "layer", everyone)

@@ -337,9 +337,9 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
     epochs_total = sum(cfg.member(m).max_epochs for m in range(members)) + student_epochs
     bar = tqdm(total=epochs_total, desc=f"{name} epochs", unit="ep", disable=rank != 0)
     aux = {}
-    if cfg.aux_broad > 0:  # spiny/aspiny labels for the members' auxiliary output
-        broad = data.labels(get_task("broad2"))
-        aux = {"aux": broad[used], "unlabelled_aux": broad[~used]}
+    if cfg.aux_weight > 0:  # labels of the members' auxiliary output
+        labels = data.auxiliary_labels(cfg.aux_target)
+        aux = {"aux": labels[used], "unlabelled_aux": labels[~used]}
     fits = fit_ensemble(data.windows[used], y[used], len(task.classes), data.spec.fs_hz, cfg, seed,
                         progress=lambda *a: bar.update(1), unlabelled=data.windows[~used], **aux)
     bar.close()

@@ -6,7 +6,7 @@ import numpy as np
 
 from rtclassify.cells import CellError, load_cell_window, read_cells_table
 from rtclassify.windows import WindowSpec
-from trainer.labels import RELATED_FILE, Task, assign_labels, read_mapping
+from trainer.labels import RELATED_FILE, Task, assign_labels, auxiliary_labels, read_mapping
 
 
 @dataclass
@@ -36,6 +36,12 @@ class SpikeSet:
         names = assign_labels(self.line_names, self.dendrite_types, task, read_mapping(RELATED_FILE))
         related = np.array([task.classes.index(n) if n is not None else -1 for n in names])
         return np.where(y >= 0, y, related)
+
+    def auxiliary_labels(self, target: str, train: np.ndarray | None = None) -> np.ndarray:
+        """(N,) class index of each cell's auxiliary label (TrainConfig.aux_target; -1: none), its
+        classes drawn from the cells where the (N,) bool mask `train` is set (default: all)."""
+        return auxiliary_labels(self.line_names, self.dendrite_types, target,
+                                np.ones(len(self.line_names), dtype=bool) if train is None else train)
 
 
 def load_spike_set(folder: Path, spec: WindowSpec) -> SpikeSet:

@@ -73,8 +73,7 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     distil = method.kind == "cnn" and method.cfg.distilled
     teacher_probs = np.full_like(probs, np.nan) if distil else None
     features = method_features(method, data, metadata_dir)
-    # spiny/aspiny labels of every cell, for the auxiliary output of the CNN members (TrainConfig.aux_broad)
-    broad = data.labels(get_task("broad2")) if method.kind == "cnn" and method.cfg.aux_broad > 0 else None
+    with_aux = method.kind == "cnn" and method.cfg.aux_weight > 0  # the members' auxiliary output
     for r in range(repeats):
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
@@ -87,7 +86,10 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                 args = (data.windows[train], y_train[train], n_classes, data.spec.fs_hz, method.cfg, fit_seed, init)
                 # cells outside the task on the training side only: nothing of the test fold is seen
                 outside = (folds[r] != f) & (y_train < 0)
-                aux = {} if broad is None else {"aux": broad[train], "unlabelled_aux": broad[outside]}
+                aux = {}
+                if with_aux:  # its classes from the training side only
+                    labels = data.auxiliary_labels(method.cfg.aux_target, folds[r] != f)
+                    aux = {"aux": labels[train], "unlabelled_aux": labels[outside]}
                 if distil:
                     members = with_auxiliary_cells(*args[:2], aux.get("aux"), data.windows[outside],
                                                    aux.get("unlabelled_aux"), method.cfg)
@@ -110,7 +112,7 @@ TEACHER_FIELDS_IGNORED = ("members", "distil", "distil_weight", "distil_temperat
                           "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
 TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False, "member_options": (), "kernel": 5,
-                          "aug_subsample": 0.0, "aux_broad": 0.0}
+                          "aug_subsample": 0.0, "aux_weight": 0.0, "aux_target": "dendrite"}
 
 
 def fold_seed(seed: int, repeat: int, fold: int) -> int:
@@ -141,8 +143,8 @@ def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat:
                         aux: np.ndarray | None = None) -> list:
     """The fold's method.cfg.members teacher networks, each loaded from the cache folder when there
     (one file per member) or trained by fit_member and then cached.
-    args: the fit_members arguments (x, y, n_classes, fs_hz, cfg, fit_seed, init); aux: spiny/aspiny
-    labels of x (TrainConfig.aux_broad; x then also holds cells outside the task, y = -1)."""
+    args: the fit_members arguments (x, y, n_classes, fs_hz, cfg, fit_seed, init); aux: auxiliary
+    labels of x (TrainConfig.aux_weight; x then also holds cells outside the task, y = -1)."""
     import torch
 
     x, y, n_classes, fs_hz, cfg, fit_seed, init = args

@@ -57,10 +57,12 @@ class TrainConfig:
     student_epochs: int | None = None  # epochs of the distilled student (None: max_epochs, as the teachers)
     student_mixup: float | None = None  # mixup alpha of the distilled student (None: mixup, as the teachers); the
     # student mostly imitates its teachers, who answer on any mixture, so it may mix more than they did
-    aux_broad: float = 0.0  # > 0: the networks trained with spiny/aspiny labels (aux_labels) get two extra outputs
-    # for the cell's dendrite type, this weight of their loss, learnt on every training-side cell that has one,
-    # including cells outside the task (other Cre lines); the extra outputs are dropped after training. Only
-    # teachers (and members of a plain ensemble) get these labels; a distilled student learns from the teachers
+    aux_weight: float = 0.0  # > 0: networks trained with auxiliary labels (see aux_target) get extra outputs for
+    # them, this weight of their loss, learnt on every training-side cell that has one, including cells outside
+    # the task (other Cre lines); the extra outputs are dropped after training. Only ensemble members (teachers)
+    # get these labels; a distilled student learns from its teachers
+    aux_target: str = "dendrite"  # the auxiliary labels: "dendrite" (spiny / aspiny) or "line" (the Cre line,
+    # lines with >= 10 training-side cells; trainer.labels.auxiliary_labels)
     logit_adjust: float = 0.0  # after training, the output bias of the final network(s) (not of teachers) is
     # lowered by logit_adjust * log(training class frequency): decisions move towards the rarer classes,
     # trading a little precision for recall where balanced accuracy counts every class alike
@@ -184,9 +186,6 @@ def build_network(n_samples: int, fs_hz: float, n_classes: int, cfg: TrainConfig
                           depth=cfg.depth, kernel=cfg.kernel, hidden=cfg.hidden, dropout=cfg.dropout)
 
 
-AUX_CLASSES = 2  # the auxiliary output's classes: spiny, aspiny (the order of broad2's Exc, Inh)
-
-
 def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg: TrainConfig, seed: int,
                 init: nn.Module | None = None, progress=None, teachers: list | None = None,
                 unlabelled: np.ndarray | None = None, aux: np.ndarray | None = None) -> FitResult:
@@ -197,8 +196,8 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     teachers: trained networks whose mean softened output on each (augmented) batch is a second
     target (knowledge distillation, weighted by cfg.distil_weight). unlabelled: (M, L) windows
     mV trained on the teachers' outputs only (label -1, ignored by the label loss); needs teachers.
-    aux: (N,) spiny (0) / aspiny (1) / unknown (-1) label of each window, learnt by AUX_CLASSES extra
-    outputs when cfg.aux_broad > 0 (windows with y = -1 then train that output alone); the returned
+    aux: (N,) auxiliary label of each window (class index, -1: none), learnt by count_aux_classes(aux)
+    extra outputs when cfg.aux_weight > 0 (windows with y = -1 then train those alone); the returned
     network has n_classes outputs.
     """
     torch.set_num_threads(cfg.threads)
@@ -206,8 +205,8 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     tr, va = split_validation(y, cfg.val_fraction, rng)
-    use_aux = aux is not None and cfg.aux_broad > 0
-    net = build_network(x.shape[1], fs_hz, n_classes + AUX_CLASSES * use_aux, cfg)
+    n_aux = count_aux_classes(aux) if aux is not None and cfg.aux_weight > 0 else 0
+    net = build_network(x.shape[1], fs_hz, n_classes + n_aux, cfg)
     if init is not None:
         transfer_features(init, net)
     xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(y[tr]).long()
@@ -217,7 +216,7 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
         xt = torch.cat([xt, torch.from_numpy(np.ascontiguousarray(unlabelled, dtype=np.float32))])
         yt = torch.cat([yt, torch.full((len(unlabelled),), -1, dtype=torch.long)])
     at = None
-    if use_aux:
+    if n_aux:
         at = torch.full_like(yt, -1)
         at[:len(tr)] = torch.from_numpy(np.asarray(aux)[tr]).long()
     xv, yv = torch.from_numpy(x[va]), torch.from_numpy(y[va]).long()
@@ -235,7 +234,7 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
         total = 0.0
         for idx in batch_indices(order, cfg.batch_size, rank, size):
             loss = batch_loss(model, loss_fn, augment(xt[idx], cfg, gen), yt[idx], cfg, gen, teachers,
-                              aux=None if at is None else at[idx])
+                              aux=None if at is None else at[idx], aux_outputs=n_aux)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -257,7 +256,7 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
             break
     if best_state is not None:
         net.load_state_dict(best_state)
-    if use_aux:
+    if n_aux:
         keep_outputs(net, n_classes)
     return FitResult(model=net.eval(), epochs=len(history), best_epoch=best_epoch, history=history)
 
@@ -286,10 +285,11 @@ def batch_indices(order: torch.Tensor, batch_size: int, rank: int = 0, size: int
 
 
 def batch_loss(net: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-               gen: torch.Generator, teachers: list | None = None, aux: torch.Tensor | None = None) -> torch.Tensor:
+               gen: torch.Generator, teachers: list | None = None, aux: torch.Tensor | None = None,
+               aux_outputs: int = 0) -> torch.Tensor:
     """Loss of one (B, L) batch: cross-entropy on the labels (on the batch mixed with a shuffled
-    copy of itself when cfg.mixup > 0), plus cfg.aux_broad times that of the AUX_CLASSES last outputs
-    on the spiny/aspiny labels aux (B,) when given, blended with the teachers' soft targets when given.
+    copy of itself when cfg.mixup > 0), plus cfg.aux_weight times that of the aux_outputs last outputs
+    on the auxiliary labels aux (B,) when given, blended with the teachers' soft targets when given.
     Labels -1 are ignored."""
     lam, perm = 1.0, None
     if cfg.mixup > 0:
@@ -298,10 +298,10 @@ def batch_loss(net: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: T
         x = lam * x + (1 - lam) * x[perm]
     out = net(x)
     if aux is not None:
-        out, aux_out = out[:, :-AUX_CLASSES], out[:, -AUX_CLASSES:]
+        out, aux_out = out[:, :-aux_outputs], out[:, -aux_outputs:]
     hard = mixed_loss(loss_fn, out, y, lam, perm)
     if aux is not None:
-        hard = hard + cfg.aux_broad * mixed_loss(AUX_LOSS, aux_out, aux, lam, perm)
+        hard = hard + cfg.aux_weight * mixed_loss(AUX_LOSS, aux_out, aux, lam, perm)
     if not teachers:
         return hard
     t = cfg.distil_temperature
@@ -312,6 +312,11 @@ def batch_loss(net: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: T
 
 
 AUX_LOSS = nn.CrossEntropyLoss(ignore_index=-1)
+
+
+def count_aux_classes(aux: np.ndarray) -> int:
+    """Outputs needed for auxiliary labels aux (N,; class index, -1 none): the highest index + 1, at least 2."""
+    return max(int(np.max(aux, initial=-1)) + 1, 2)
 
 
 def mixed_loss(loss_fn, out: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor | None) -> torch.Tensor:
@@ -364,8 +369,8 @@ def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list
 
     With cfg.distil (and members > 1) the members are teachers, and the result is the one student
     network distilled from them (see fit_distilled; `unlabelled` windows are used when
-    cfg.distil_unlabelled). aux, unlabelled_aux: spiny/aspiny labels of x and of `unlabelled`,
-    learnt by the members when cfg.aux_broad > 0 (see with_auxiliary_cells).
+    cfg.distil_unlabelled). aux, unlabelled_aux: auxiliary labels of x and of `unlabelled`,
+    learnt by the members when cfg.aux_weight > 0 (see with_auxiliary_cells).
     """
     if cfg.distilled:
         return [fit_distilled(x, y, n_classes, fs_hz, cfg, seed, init, progress, unlabelled=unlabelled, aux=aux,
@@ -380,10 +385,10 @@ def fit_ensemble(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: list
 def with_auxiliary_cells(x: np.ndarray, y: np.ndarray, aux: np.ndarray | None, extra: np.ndarray | None,
                          extra_aux: np.ndarray | None, cfg: TrainConfig) -> tuple:
     """(windows, labels, aux labels) the members of an ensemble train on: the labelled windows x (N, L)
-    mV with labels y (N,) and, when cfg.aux_broad > 0, their spiny/aspiny labels aux (N,) plus the
-    `extra` windows (M, L) (cells outside the task) that have a spiny/aspiny label in extra_aux (M,),
+    mV with labels y (N,) and, when cfg.aux_weight > 0, their auxiliary labels aux (N,) plus the
+    `extra` windows (M, L) (cells outside the task) that have an auxiliary label in extra_aux (M,),
     with label -1; otherwise (x, y, None)."""
-    if cfg.aux_broad <= 0 or aux is None:
+    if cfg.aux_weight <= 0 or aux is None:
         return x, y, None
     if extra is None or extra_aux is None:
         return x, y, aux
@@ -420,7 +425,7 @@ def fit_member(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, member: int,
                progress=None, aux: np.ndarray | None = None) -> FitResult:
     """Member `member` of an ensemble: seeded with seed * 1000 + member (the same network whatever
     the ensemble's size), with its own options (cfg.member), started from init[member] if given;
-    aux: spiny/aspiny labels of x (see fit_network)."""
+    aux: auxiliary labels of x (see fit_network)."""
     return fit_network(x, y, n_classes, fs_hz, cfg.member(member), seed * 1000 + member,
                        init=init[member] if init else None,
                        progress=progress, aux=aux)
@@ -435,7 +440,7 @@ def fit_distilled(x, y, n_classes, fs_hz, cfg: TrainConfig, seed: int, init: lis
     cfg.student_channels channels, cfg.student_depth layers and cfg.student_epochs epochs if set)
     trained on the labels and the teachers' softened outputs, with cfg.distil_unlabelled also on
     the teachers' outputs for the unlabelled windows (M, L) mV; cfg.logit_adjust applies to the
-    student only. aux, unlabelled_aux: spiny/aspiny labels for the teachers (cfg.aux_broad)."""
+    student only. aux, unlabelled_aux: auxiliary labels for the teachers (cfg.aux_weight)."""
     if teachers is None:
         tx, ty, taux = with_auxiliary_cells(x, y, aux, unlabelled, unlabelled_aux, cfg)
         teachers = [fit.model for fit in fit_members(tx, ty, n_classes, fs_hz, cfg, seed, init, progress, aux=taux)]

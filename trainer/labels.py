@@ -3,6 +3,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 MAPPING_FILE = Path(__file__).parent / "cre_classes.csv"
 RELATED_FILE = Path(__file__).parent / "cre_related.csv"  # extra training cells only, never scored
 # broad2: spiny = excitatory, aspiny = inhibitory. Sparsely spiny cells are left out: the Allen
@@ -63,3 +65,23 @@ def assign_labels(line_names, dendrite_types, task: Task, mapping=None) -> list[
             lab = genetic_class(line, dendrite, mapping)
         labels.append(lab if lab in task.classes else None)
     return labels
+
+
+AUX_TARGETS = ("dendrite", "line")
+AUX_MIN_CELLS = 10  # a Cre line is a class of the "line" labels when it has this many training-side cells
+
+
+def auxiliary_labels(line_names, dendrite_types, target: str, train: np.ndarray) -> np.ndarray:
+    """(N,) auxiliary label of each cell as a class index (-1: none) for TrainConfig.aux_target:
+    "dendrite": spiny 0, aspiny 1 (sparsely spiny: none); "line": the Cre line (the full line_name),
+    classes being the lines with >= AUX_MIN_CELLS cells where the (N,) bool mask `train` is set, in
+    alphabetical order, so that no test cell shapes them."""
+    lines, dendrites = np.asarray(line_names, dtype=str), np.asarray(dendrite_types, dtype=str)
+    if target == "dendrite":
+        return np.select([dendrites == "spiny", dendrites == "aspiny"], [0, 1], -1)
+    if target == "line":
+        names, counts = np.unique(lines[train], return_counts=True)
+        classes = sorted(n for n, c in zip(names, counts) if c >= AUX_MIN_CELLS and n)
+        index = {n: i for i, n in enumerate(classes)}
+        return np.array([index.get(n, -1) for n in lines], dtype=int)
+    raise ValueError(f"aux_target={target!r}: valid targets are {list(AUX_TARGETS)}")
