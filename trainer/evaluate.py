@@ -291,6 +291,10 @@ def describe_training(cfg: TrainConfig) -> str:
     extra = ", plus cells of related Cre lines in training (trainer/cre_related.csv)" if cfg.related_lines else ""
     if cfg.mixup > 0:
         extra += f", mixup (alpha {cfg.mixup:g})"
+    if cfg.aux_weight > 0:
+        what = {"dendrite": "spiny/aspiny", "line": "Cre-line"}.get(cfg.aux_target, cfg.aux_target)
+        extra += (f", an auxiliary {what} output ({cfg.aux_weight:g} of the loss) learnt on every training-side cell "
+                  "incl. other Cre lines and dropped after training")
     if cfg.distilled:
         student = cfg.student()
         mixup = f", mixup (alpha {student.mixup:g})" if student.mixup != cfg.mixup else ""
