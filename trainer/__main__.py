@@ -19,10 +19,12 @@ SHIPPED = {"genetic5": 5, "broad2": 3}  # task -> teacher networks the shipped n
 # Both shipped models are single networks distilled from their ensemble: one network per window keeps
 # inference inside the daemon's latency budget (an ensemble of M costs M times as much).
 # genetic5's student also imitates the teachers on other Cre lines' cells, and its output bias is
-# adjusted for the class frequencies (docs/models.md has the variants on identical folds).
+# adjusted for the class frequencies; its teachers also learn every training cell's Cre line, other lines'
+# cells included, on extra outputs dropped after training (docs/models.md has the variants on identical folds).
 TASK_OPTIONS = {
     "genetic5": {"val_fraction": 0.0, "balance_power": 0.5, "distil": True, "student_channels": 16, "mixup": 0.2,
-                 "distil_weight": 0.9, "distil_unlabelled": True, "logit_adjust": 0.25},
+                 "distil_weight": 0.9, "distil_unlabelled": True, "logit_adjust": 0.25, "aux_weight": 1.0,
+                 "aux_target": "line"},
     "broad2": {"distil": True},
 }
 
@@ -310,16 +312,19 @@ def teacher_spread(teacher_cache, members, size, method, data_dir, folds, repeat
 @click.option("--members", default=1, show_default=True, help="Networks in the ensemble.")
 @click.option("--name", default=None, help="Model name in its card (default: the task).")
 @click.option("--report", "report_json", default=None, help="report.json whose figures go into the card.")
+@click.option("--threads", default=None, type=int,
+              help="torch CPU threads (default: TrainConfig's; 1 when another training shares a 2-core machine).")
 @window_options
-def train(task, data_dir, out_path, members, name, report_json, fs_hz, seed, epochs, channels):
+def train(task, data_dir, out_path, members, name, report_json, threads, fs_hz, seed, epochs, channels):
     """Train on every labelled cell of DATA and export a model file."""
     card = train_and_export(task, data_dir, out_path, members, name or task, report_json, fs_hz, seed, epochs,
-                            channels)
+                            channels, threads)
     if card:  # rank 0 (the only process without torchrun) writes the file
         click.echo(f"{out_path}: {card['name']} {card['classes']} sha256 {card['weights_sha256'][:12]}")
 
 
-def train_and_export(task_name, data_dir, out_path, members, name, report_json, fs_hz, seed, epochs, channels):
+def train_and_export(task_name, data_dir, out_path, members, name, report_json, fs_hz, seed, epochs, channels,
+                     threads=None):
     from tqdm import tqdm
 
     from trainer import distributed
@@ -331,6 +336,8 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
     task = get_task(task_name)
     data = load(data_dir, fs_hz)
     cfg = replace(make_config(epochs, channels, task_name), members=members)
+    if threads:
+        cfg = replace(cfg, threads=threads)
     y = data.training_labels(task, cfg.related_lines)
     used = y >= 0
     student_epochs = cfg.student().max_epochs if cfg.distilled else 0
