@@ -23,7 +23,7 @@ SHIPPED = {"genetic5": 5, "broad2": 3}  # task -> teacher networks the shipped n
 # cells included, on extra outputs dropped after training (docs/models.md has the variants on identical folds).
 TASK_OPTIONS = {
     "genetic5": {"val_fraction": 0.0, "balance_power": 0.5, "distil": True, "student_channels": 16, "mixup": 0.2,
-                 "distil_weight": 0.9, "distil_unlabelled": True, "logit_adjust": 0.25, "aux_weight": 1.0,
+                 "distil_weight": 0.9, "distil_unlabelled": True, "logit_adjust": 0.125, "aux_weight": 1.0,
                  "aux_target": "line"},
     "broad2": {"distil": True},
 }
