@@ -91,9 +91,9 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                     labels = data.auxiliary_labels(method.cfg.aux_target, folds[r] != f)
                     aux = {"aux": labels[train], "unlabelled_aux": labels[outside]}
                 if distil:
-                    members = with_auxiliary_cells(*args[:2], aux.get("aux"), data.windows[outside],
-                                                   aux.get("unlabelled_aux"), method.cfg)
-                    teachers = fit_cached_teachers(method, members[:2] + args[2:], teacher_cache, r, f, members[2])
+                    x, y_fit, aux_fit = with_auxiliary_cells(*args[:2], aux.get("aux"), data.windows[outside],
+                                                             aux.get("unlabelled_aux"), method.cfg)
+                    teachers = fit_cached_teachers(method, (x, y_fit) + args[2:], teacher_cache, r, f, aux_fit)
                     student, _ = fit_distilled(*args, teachers=teachers, unlabelled=data.windows[outside])
                     nets = [student.model]
                     teacher_probs[r, test] = predict_proba(teachers, data.windows[test])
