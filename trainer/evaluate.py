@@ -293,7 +293,7 @@ def describe_training(cfg: TrainConfig) -> str:
         extra += f", mixup (alpha {cfg.mixup:g})"
     if cfg.aux_weight > 0:
         what = {"dendrite": "spiny/aspiny", "line": "Cre-line"}.get(cfg.aux_target, cfg.aux_target)
-        extra += (f", an auxiliary {what} output ({cfg.aux_weight:g} of the loss) learnt on every training-side cell "
+        extra += (f", an auxiliary {what} output (loss weight {cfg.aux_weight:g} beside the classes' 1) learnt on every training-side cell "
                   "incl. other Cre lines and dropped after training")
     if cfg.distilled:
         student = cfg.student()
