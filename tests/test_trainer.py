@@ -519,3 +519,20 @@ def test_auxiliary_labels_are_dendrite_types_or_the_cre_lines_of_the_training_si
     assert list(auxiliary_labels(lines, dendrites, "line", train)) == [0, 0, -1, 0, -1, -1, -1]
     with pytest.raises(ValueError, match="valid targets"):
         auxiliary_labels(lines, dendrites, "layer", everyone)
+
+
+def test_line_layer_labels_pool_a_lines_rare_layers_and_fall_back_to_the_line_without_layers(monkeypatch):
+    import trainer.labels
+    from trainer.labels import auxiliary_labels
+
+    monkeypatch.setattr(trainer.labels, "AUX_MIN_CELLS", 2)
+    lines = ["A", "A", "A", "A", "A", "B", "B", "C", ""]
+    layers = ["5", "5", "4", "2/3", "", "5", "4", "5", "5"]
+    everyone = np.ones(9, dtype=bool)
+    # classes, alphabetical: A|5, A|other (layers 4, 2/3 and unknown: one cell each), B|other
+    assert list(auxiliary_labels(lines, [""] * 9, "line_layer", everyone, layers)) == [0, 0, 1, 1, 1, 2, 2, -1, -1]
+    train = np.array([True, False] + [True] * 7)  # A|5 has one training-side cell: it joins A|other
+    assert list(auxiliary_labels(lines, [""] * 9, "line_layer", train, layers)) == [0, 0, 0, 0, 0, 1, 1, -1, -1]
+    # no layer column: every line is "<line>|other", i.e. the "line" labels
+    assert (list(auxiliary_labels(lines, [""] * 9, "line_layer", everyone))
+            == list(auxiliary_labels(lines, [""] * 9, "line", everyone)))

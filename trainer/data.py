@@ -20,6 +20,7 @@ class SpikeSet:
     dendrite_types: np.ndarray  # (N,) str
     spec: WindowSpec
     skipped: dict  # specimen_id -> reason
+    layers: np.ndarray | None = None  # (N,) str cortical layer ("" unknown); None: no layer column
 
     def labels(self, task: Task) -> np.ndarray:
         """(N,) class index into task.classes, -1 where the cell is not part of the task."""
@@ -41,7 +42,8 @@ class SpikeSet:
         """(N,) class index of each cell's auxiliary label (TrainConfig.aux_target; -1: none), its
         classes drawn from the cells where the (N,) bool mask `train` is set (default: all)."""
         return auxiliary_labels(self.line_names, self.dendrite_types, target,
-                                np.ones(len(self.line_names), dtype=bool) if train is None else train)
+                                np.ones(len(self.line_names), dtype=bool) if train is None else train,
+                                self.layers)
 
 
 def load_spike_set(folder: Path, spec: WindowSpec) -> SpikeSet:
@@ -69,4 +71,5 @@ def load_spike_set(folder: Path, spec: WindowSpec) -> SpikeSet:
         dendrite_types=np.array([r.columns["dendrite_type"] or "" for r in keep]),
         spec=spec,
         skipped=skipped,
+        layers=np.array([r.columns.get("layer") or "" for r in keep]),
     )

@@ -292,7 +292,7 @@ def describe_training(cfg: TrainConfig) -> str:
     if cfg.mixup > 0:
         extra += f", mixup (alpha {cfg.mixup:g})"
     if cfg.aux_weight > 0:
-        what = {"dendrite": "spiny/aspiny", "line": "Cre-line"}.get(cfg.aux_target, cfg.aux_target)
+        what = {"dendrite": "spiny/aspiny", "line": "Cre-line", "line_layer": "Cre-line-and-layer"}.get(cfg.aux_target, cfg.aux_target)
         extra += (f", an auxiliary {what} output (loss weight {cfg.aux_weight:g} beside the classes' 1) learnt on every training-side cell "
                   "incl. other Cre lines and dropped after training")
     if cfg.distilled:

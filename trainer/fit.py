@@ -61,8 +61,8 @@ class TrainConfig:
     # them, this weight of their loss, learnt on every training-side cell that has one, including cells outside
     # the task (other Cre lines); the extra outputs are dropped after training. Only ensemble members (teachers)
     # get these labels; a distilled student learns from its teachers
-    aux_target: str = "dendrite"  # the auxiliary labels: "dendrite" (spiny / aspiny) or "line" (the Cre line,
-    # lines with >= 10 training-side cells; trainer.labels.auxiliary_labels)
+    aux_target: str = "dendrite"  # the auxiliary labels: "dendrite" (spiny / aspiny), "line" (the Cre line,
+    # lines with >= 10 training-side cells) or "line_layer" (line and layer; trainer.labels.auxiliary_labels)
     logit_adjust: float = 0.0  # after training, the output bias of the final network(s) (not of teachers) is
     # lowered by logit_adjust * log(training class frequency): decisions move towards the rarer classes,
     # trading a little precision for recall where balanced accuracy counts every class alike

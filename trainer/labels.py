@@ -67,21 +67,35 @@ def assign_labels(line_names, dendrite_types, task: Task, mapping=None) -> list[
     return labels
 
 
-AUX_TARGETS = ("dendrite", "line")
-AUX_MIN_CELLS = 10  # a Cre line is a class of the "line" labels when it has this many training-side cells
+AUX_TARGETS = ("dendrite", "line", "line_layer")
+AUX_MIN_CELLS = 10  # a Cre line (or line and layer) is a class of the auxiliary labels when it has this many training-side cells
 
 
-def auxiliary_labels(line_names, dendrite_types, target: str, train: np.ndarray) -> np.ndarray:
+def auxiliary_labels(line_names, dendrite_types, target: str, train: np.ndarray, layers=None) -> np.ndarray:
     """(N,) auxiliary label of each cell as a class index (-1: none) for TrainConfig.aux_target:
-    "dendrite": spiny 0, aspiny 1 (sparsely spiny: none); "line": the Cre line (the full line_name),
-    classes being the lines with >= AUX_MIN_CELLS cells where the (N,) bool mask `train` is set, in
-    alphabetical order, so that no test cell shapes them."""
+    "dendrite": spiny 0, aspiny 1 (sparsely spiny: none); "line": the Cre line (the full line_name);
+    "line_layer": the Cre line and cortical layer (layers, (N,) str; None or "" = unknown), a line's
+    cells in its rarer layers pooled as "<line>|other". For the last two the classes are the groups
+    with >= AUX_MIN_CELLS cells where the (N,) bool mask `train` is set, in alphabetical order, so
+    that no test cell shapes them."""
     lines, dendrites = np.asarray(line_names, dtype=str), np.asarray(dendrite_types, dtype=str)
+    train = np.asarray(train, dtype=bool)
     if target == "dendrite":
         return np.select([dendrites == "spiny", dendrites == "aspiny"], [0, 1], -1)
     if target == "line":
-        names, counts = np.unique(lines[train], return_counts=True)
-        classes = sorted(n for n, c in zip(names, counts) if c >= AUX_MIN_CELLS and n)
-        index = {n: i for i, n in enumerate(classes)}
-        return np.array([index.get(n, -1) for n in lines], dtype=int)
+        return index_common(lines, lines != "", train)
+    if target == "line_layer":
+        layer = np.full(len(lines), "") if layers is None else np.asarray(layers, dtype=str)
+        detailed = np.char.add(np.char.add(lines, "|"), layer)
+        common = index_common(detailed, (lines != "") & (layer != ""), train) >= 0
+        groups = np.where(common, detailed, np.char.add(lines, "|other"))
+        return index_common(groups, lines != "", train)
     raise ValueError(f"aux_target={target!r}: valid targets are {list(AUX_TARGETS)}")
+
+
+def index_common(groups: np.ndarray, valid: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """(N,) index of each cell's group among the valid groups (sorted) that have >= AUX_MIN_CELLS
+    cells where train is set; -1 for the others."""
+    names, counts = np.unique(groups[valid & train], return_counts=True)
+    index = {n: i for i, n in enumerate(sorted(n for n, c in zip(names, counts) if c >= AUX_MIN_CELLS))}
+    return np.array([index.get(g, -1) if ok else -1 for g, ok in zip(groups, valid)], dtype=int)
