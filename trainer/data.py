@@ -20,7 +20,7 @@ class SpikeSet:
     dendrite_types: np.ndarray  # (N,) str
     spec: WindowSpec
     skipped: dict  # specimen_id -> reason
-    layers: np.ndarray | None = None  # (N,) str cortical layer ("" unknown); None: no layer column
+    layers: np.ndarray | None = None  # (N,) str cortical layer ("" unknown or no layer column); None: not read
 
     def labels(self, task: Task) -> np.ndarray:
         """(N,) class index into task.classes, -1 where the cell is not part of the task."""

@@ -97,5 +97,5 @@ def index_common(groups: np.ndarray, valid: np.ndarray, train: np.ndarray) -> np
     """(N,) index of each cell's group among the valid groups (sorted) that have >= AUX_MIN_CELLS
     cells where train is set; -1 for the others."""
     names, counts = np.unique(groups[valid & train], return_counts=True)
-    index = {n: i for i, n in enumerate(sorted(n for n, c in zip(names, counts) if c >= AUX_MIN_CELLS))}
+    index = {n: i for i, n in enumerate(names[counts >= AUX_MIN_CELLS])}  # np.unique's names are sorted
     return np.array([index.get(g, -1) if ok else -1 for g, ok in zip(groups, valid)], dtype=int)
