@@ -13,7 +13,7 @@ import numpy as np
 from trainer.baseline import compute_ap_features, fit_predict_gbm, read_allen_features
 from trainer.data import SpikeSet
 from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, fit_member, predict_proba, with_auxiliary_cells
-from trainer.labels import get_task
+from trainer.labels import AUX_TARGETS, get_task
 from trainer.metrics import score_repeats
 
 RATE_STRATA = {  # stratum name -> (native rate in Hz, classes scored)
@@ -292,9 +292,9 @@ def describe_training(cfg: TrainConfig) -> str:
     if cfg.mixup > 0:
         extra += f", mixup (alpha {cfg.mixup:g})"
     if cfg.aux_weight > 0:
-        what = {"dendrite": "spiny/aspiny", "line": "Cre-line", "line_layer": "Cre-line-and-layer"}.get(cfg.aux_target, cfg.aux_target)
-        extra += (f", an auxiliary {what} output (loss weight {cfg.aux_weight:g} beside the classes' 1) learnt on every training-side cell "
-                  "incl. other Cre lines and dropped after training")
+        what = AUX_TARGETS.get(cfg.aux_target, cfg.aux_target)
+        extra += (f", an auxiliary {what} output (loss weight {cfg.aux_weight:g} beside the classes' 1) learnt on "
+                  "every training-side cell incl. other Cre lines and dropped after training")
     if cfg.distilled:
         student = cfg.student()
         mixup = f", mixup (alpha {student.mixup:g})" if student.mixup != cfg.mixup else ""

@@ -67,8 +67,9 @@ def assign_labels(line_names, dendrite_types, task: Task, mapping=None) -> list[
     return labels
 
 
-AUX_TARGETS = ("dendrite", "line", "line_layer")
-AUX_MIN_CELLS = 10  # a Cre line (or line and layer) is a class of the auxiliary labels when it has this many training-side cells
+# TrainConfig.aux_target -> what the report calls its labels
+AUX_TARGETS = {"dendrite": "spiny/aspiny", "line": "Cre-line", "line_layer": "Cre-line-and-layer"}
+AUX_MIN_CELLS = 10  # a Cre line (or line and layer) is an auxiliary class with this many training-side cells
 
 
 def auxiliary_labels(line_names, dendrite_types, target: str, train: np.ndarray, layers=None) -> np.ndarray:
