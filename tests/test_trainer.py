@@ -536,3 +536,19 @@ def test_line_layer_labels_pool_a_lines_rare_layers_and_fall_back_to_the_line_wi
     # no layer column: every line is "<line>|other", i.e. the "line" labels
     assert (list(auxiliary_labels(lines, [""] * 9, "line_layer", everyone))
             == list(auxiliary_labels(lines, [""] * 9, "line", everyone)))
+
+
+def test_learning_curve_subsample_keeps_a_stratified_share_of_the_training_side_only():
+    from trainer.evaluate import subsample_training_side
+
+    y = np.array([0] * 40 + [1] * 20 + [2] * 8 + [-1] * 32)
+    side = np.arange(len(y)) % 5 != 0  # fold 0 is the test fold
+    train, outside = side & (y >= 0), side & (y < 0)
+    kept_train, kept_outside = subsample_training_side(train, outside, y, 0.75, seed=3)
+    assert not (kept_train & ~train).any() and not (kept_outside & ~outside).any()  # never a test cell
+    for c in range(3):
+        assert kept_train[y == c].sum() == round(0.75 * train[y == c].sum())
+    assert kept_outside.sum() == round(0.75 * outside.sum())
+    again = subsample_training_side(train, outside, y, 0.75, seed=3)
+    assert (again[0] == kept_train).all() and (again[1] == kept_outside).all()
+    assert not (subsample_training_side(train, outside, y, 0.75, seed=4)[0] == kept_train).all()

@@ -12,7 +12,8 @@ import numpy as np
 
 from trainer.baseline import compute_ap_features, fit_predict_gbm, read_allen_features
 from trainer.data import SpikeSet
-from trainer.fit import TrainConfig, fit_distilled, fit_ensemble, fit_member, predict_proba, with_auxiliary_cells
+from trainer.fit import (TrainConfig, fit_distilled, fit_ensemble, fit_member, predict_proba, split_validation,
+                         with_auxiliary_cells)
 from trainer.labels import AUX_TARGETS, get_task
 from trainer.metrics import score_repeats
 
@@ -78,17 +79,19 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
             train = (folds[r] != f) & (y_train >= 0)
+            # cells outside the task on the training side only: nothing of the test fold is seen
+            outside = (folds[r] != f) & (y_train < 0)
             fit_seed = fold_seed(seed, r, f)
+            if method.cfg.train_fraction < 1:
+                train, outside = subsample_training_side(train, outside, y_train, method.cfg.train_fraction, fit_seed)
             if method.kind == "cnn":
                 init = fold_models.get((method.transfer_from, r, f)) if method.transfer_from else None
                 if method.transfer_from and init is None:
                     raise RuntimeError(f"{method.name}: run {method.transfer_from} first (transfer source)")
                 args = (data.windows[train], y_train[train], n_classes, data.spec.fs_hz, method.cfg, fit_seed, init)
-                # cells outside the task on the training side only: nothing of the test fold is seen
-                outside = (folds[r] != f) & (y_train < 0)
                 aux = {}
                 if with_aux:  # its classes from the training side only
-                    labels = data.auxiliary_labels(method.cfg.aux_target, folds[r] != f)
+                    labels = data.auxiliary_labels(method.cfg.aux_target, train | outside)
                     aux = {"aux": labels[train], "unlabelled_aux": labels[outside]}
                 if distil:
                     x, y_fit, aux_fit = with_auxiliary_cells(*args[:2], aux.get("aux"), data.windows[outside],
@@ -107,12 +110,29 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     return probs, teacher_probs
 
 
+def subsample_training_side(train: np.ndarray, outside: np.ndarray, y: np.ndarray, fraction: float,
+                            seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """For a learning curve: the masks (N,) of a fold's labelled training cells (train) and of its
+    training-side cells outside the task (outside), each cut to `fraction` of its cells, the labelled
+    ones stratified by class y (N,); the test fold is untouched, so sizes compare on identical cells."""
+    rng = np.random.default_rng(seed + 7919)  # not the networks' own stream of this seed
+    kept = []
+    for mask, labels in ((train, y), (outside, np.zeros(len(y), dtype=int))):
+        idx = np.flatnonzero(mask)
+        keep, _ = split_validation(labels[idx], 1.0 - fraction, rng)
+        out = np.zeros_like(mask)
+        out[idx[keep]] = True
+        kept.append(out)
+    return kept[0], kept[1]
+
+
 TEACHER_FIELDS_IGNORED = ("members", "distil", "distil_weight", "distil_temperature", "distil_unlabelled",
                           "student_channels", "student_depth", "student_epochs", "student_mixup", "logit_adjust",
                           "threads")
 # options added after caches existed: left out of the key at their neutral value, so older caches stay valid
 TEACHER_FIELDS_NEUTRAL = {"sampling_power": 0.0, "related_lines": False, "member_options": (), "kernel": 5,
-                          "aug_subsample": 0.0, "aux_weight": 0.0, "aux_target": "dendrite"}
+                          "aug_subsample": 0.0, "aux_weight": 0.0, "aux_target": "dendrite",
+                          "train_fraction": 1.0}
 
 
 def fold_seed(seed: int, repeat: int, fold: int) -> int:

@@ -67,6 +67,8 @@ class TrainConfig:
     # lowered by logit_adjust * log(training class frequency): decisions move towards the rarer classes,
     # trading a little precision for recall where balanced accuracy counts every class alike
     threads: int = 2  # torch CPU threads
+    train_fraction: float = 1.0  # evaluation only (learning curve): share of each fold's training-side cells
+    # used, labelled ones stratified by class, cells outside the task alike (trainer.evaluate.subsample_training_side)
 
     @property
     def distilled(self) -> bool:
