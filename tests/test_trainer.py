@@ -552,3 +552,45 @@ def test_learning_curve_subsample_keeps_a_stratified_share_of_the_training_side_
     again = subsample_training_side(train, outside, y, 0.75, seed=3)
     assert (again[0] == kept_train).all() and (again[1] == kept_outside).all()
     assert not (subsample_training_side(train, outside, y, 0.75, seed=4)[0] == kept_train).all()
+
+
+def test_log_curve_fit_recovers_a_line_in_log_cells():
+    from trainer.metrics import fit_log_curve
+
+    n = np.array([100, 200, 400])
+    slope, at = fit_log_curve(n, 0.6 + 0.05 * np.log2(n / 100), 800)
+    assert slope == pytest.approx(0.05) and at == pytest.approx(0.75)
+
+
+def test_learning_curve_command_scores_each_size_and_refuses_other_folds(tmp_path):
+    from helpers import write_spike_folder
+    from trainer.__main__ import main as trainer_main
+    from trainer.report import write_predictions
+
+    spikes = write_spike_folder(tmp_path / "spikes", n_per_model=4)
+    data = load_spike_set(spikes, WindowSpec())
+    y = data.labels(TASKS["genetic5"])
+    cells = np.flatnonzero(y >= 0)
+    dirs = []
+    for fraction, n_wrong, seed in ((0.5, 2, 0), (1.0, 0, 0), (1.0, 0, 1)):
+        probs = np.full((1, len(y), 5), 0.05)
+        right = np.maximum(y, 0).copy()
+        right[cells[:n_wrong]] = (right[cells[:n_wrong]] + 1) % 5  # the smaller size misclassifies two cells
+        probs[0, np.arange(len(y)), right] = 0.8
+        report = tmp_path / f"r{fraction}_{seed}"
+        write_predictions({"m": probs}, data.specimen_ids, report)
+        (report / "report.json").write_text(json.dumps({
+            "methods": {"m": {"task": "genetic5", "config": {"train_fraction": fraction}}},
+            "meta": {"window": {"fs_hz": 50_000.0}, "folds": 5, "repeats": 1, "seed": seed}}))
+        dirs.append(str(report))
+    plot = tmp_path / "curve.png"
+    args = ["learning-curve", "--method", "m", "--data", str(spikes), "--plot", str(plot)]
+    run = CliRunner().invoke(trainer_main, args + ["--report-dir", dirs[1], "--report-dir", dirs[0]])
+    assert run.exit_code == 0, run.output
+    n = len(cells)
+    lines = run.output.splitlines()
+    assert f"{0.4 * n:6.0f} cells ( 40% of the task's)" in lines[1] and "1.000 / 1.000" not in lines[1]
+    assert f"{0.8 * n:6.0f} cells ( 80% of the task's): 1.000 / 1.000" in lines[2]
+    assert "per doubling" in lines[3] and plot.stat().st_size > 0
+    run = CliRunner().invoke(trainer_main, args + ["--report-dir", dirs[0], "--report-dir", dirs[2]])
+    assert run.exit_code != 0 and "identical test folds" in run.output

@@ -214,26 +214,12 @@ def bias_sweep(report_dir, method, data_dir, shifts):
     how balanced accuracy and macro-F1 trade against each other, per repeat, and the shift chosen on
     one repeat scored on the other. Needs no training. (The class frequencies are those of all the
     task's cells; training used each fold's own, nearly the same.)"""
-    import numpy as np
-
     from trainer.fit import log_class_frequencies
-    from trainer.labels import get_task
     from trainer.metrics import agreement_with_teachers, choose_across_repeats, sweep_output_bias
-    from trainer.report import load_predictions
 
-    report = json.loads((Path(report_dir) / "report.json").read_text())
-    if method not in report["methods"]:
-        raise click.ClickException(f"{method} not in {report_dir}/report.json; there: {sorted(report['methods'])}")
-    saved = load_predictions(Path(report_dir))
-    probs, ids = saved.get(method), saved.get("specimen_id")
-    if probs is None:
-        raise click.ClickException(f"{report_dir}/predictions.npz has no {method}: rerun "
-                                   f"`python -m trainer evaluate --update --methods {method}`")
-    data = load(data_dir, report["meta"]["window"]["fs_hz"])
-    if not np.array_equal(data.specimen_ids, ids):
-        raise click.ClickException(f"{data_dir} holds other cells than {report_dir}/predictions.npz")
-    y = data.labels(get_task(report["methods"][method]["task"]))
+    report, saved, y = read_predictions(report_dir, method, data_dir)
     cells = y >= 0
+    probs = saved[method]
     log_freq = log_class_frequencies(y[cells], probs.shape[2])
     applied = report["methods"][method].get("config", {}).get("logit_adjust", 0.0)
     values = [float(v) for v in shifts.split(",")]
@@ -252,6 +238,84 @@ def bias_sweep(report_dir, method, data_dir, shifts):
         held = choose_across_repeats(scores)
         click.echo(f"shift chosen on the other repeat(s), scored on each: {held[:, 0].mean():.3f} / "
                    f"{held[:, 1].mean():.3f}")
+
+
+def read_predictions(report_dir, method: str, data_dir) -> tuple[dict, dict, "np.ndarray"]:
+    """A report folder's report.json, its saved out-of-fold predictions ({name: (R, N, K)}, which hold
+    `method`) and the true classes y (N,; -1 outside the task) of the same cells, read from data_dir;
+    a clear error when the method, its predictions or the cells do not match."""
+    import numpy as np
+
+    from trainer.labels import get_task
+    from trainer.report import load_predictions
+
+    report = json.loads((Path(report_dir) / "report.json").read_text())
+    if method not in report["methods"]:
+        raise click.ClickException(f"{method} not in {report_dir}/report.json; there: {sorted(report['methods'])}")
+    saved = load_predictions(Path(report_dir))
+    if saved.get(method) is None:
+        raise click.ClickException(f"{report_dir}/predictions.npz has no {method}: rerun "
+                                   f"`python -m trainer evaluate --update --methods {method}`")
+    data = load(data_dir, report["meta"]["window"]["fs_hz"])
+    if not np.array_equal(data.specimen_ids, saved.get("specimen_id")):
+        raise click.ClickException(f"{data_dir} holds other cells than {report_dir}/predictions.npz")
+    return report, saved, data.labels(get_task(report["methods"][method]["task"]))
+
+
+@main.command("learning-curve")
+@click.option("--report-dir", "report_dirs", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="Report folder of one training size (`evaluate --set TASK.train_fraction=F --out DIR`; the "
+                   "full size: the report itself), all on the same folds; repeat the option for each size.")
+@click.option("--method", default="cnn_genetic5", show_default=True)
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, help="allen-ctdb-spikes folder (labels).")
+@click.option("--targets", default="0.85,0.83", show_default=True,
+              help="Balanced accuracy and macro-F1 drawn as reference lines ('' for none).")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Write the curve as this PNG.")
+def learning_curve(report_dirs, method, data_dir, targets, plot):
+    """How a method's out-of-fold balanced accuracy and macro-F1 grow with its training cells (and its
+    teachers', if distilled), and where a line in log(cells) puts a network trained on all the task's
+    cells, as the shipped model is: an extrapolation, not a measurement. Needs no training."""
+    import numpy as np
+
+    from trainer.metrics import fit_log_curve, sweep_output_bias
+    from trainer.report import plot_learning_curve
+
+    points, folds_seen = {}, set()
+    for d in report_dirs:
+        report, saved, y = read_predictions(d, method, data_dir)
+        meta, cells = report["meta"], y >= 0
+        folds_seen.add((meta["folds"], meta["repeats"], meta["seed"]))
+        share = report["methods"][method]["config"].get("train_fraction", 1.0) * (meta["folds"] - 1) / meta["folds"]
+        for name in (method, method + "_teachers"):
+            if saved.get(name) is not None:  # scores as saved: no further output shift
+                k = saved[name].shape[2]
+                points.setdefault(name, []).append((share * cells.sum(),
+                                                    sweep_output_bias(saved[name][:, cells], y[cells], np.zeros(k), [0.0])[0]))
+    if len(folds_seen) > 1:
+        raise click.ClickException(f"the report folders were made on other folds (folds, repeats, seed): {sorted(folds_seen)}; "
+                                   "a learning curve needs identical test folds")
+    n_all = float(cells.sum())
+    curves = {}
+    for name, rows in points.items():
+        rows.sort(key=lambda row: row[0])
+        n, scores = np.array([row[0] for row in rows]), np.stack([row[1] for row in rows])  # (P,), (P, R, 2)
+        curves[name] = (n, scores)
+        click.echo(f"{name}: balanced accuracy / macro-F1 by labelled training cells per fold (mean; per repeat)")
+        for size, s in zip(n, scores):
+            per = ", ".join(f"{b:.3f}/{f1:.3f}" for b, f1 in s)
+            click.echo(f"  {size:6.0f} cells ({size / n_all:4.0%} of the task's): {s[:, 0].mean():.3f} / "
+                       f"{s[:, 1].mean():.3f}  ({per})")
+        if len(n) < 2:
+            continue
+        fits = [fit_log_curve(np.repeat(n, s.shape[1]), s.reshape(-1), n_all)
+                for s in (scores[:, :, 0], scores[:, :, 1])]
+        per_repeat = [[fit_log_curve(n, scores[:, r, j], n_all)[1] for j in (0, 1)] for r in range(scores.shape[1])]
+        click.echo(f"  line in log2(cells): {fits[0][0]:+.3f} / {fits[1][0]:+.3f} per doubling; at all "
+                   f"{n_all:.0f} cells (extrapolated): {fits[0][1]:.3f} / {fits[1][1]:.3f} (per repeat: "
+                   + ", ".join(f"{b:.3f}/{f1:.3f}" for b, f1 in per_repeat) + ")")
+    if plot:
+        lines = tuple(float(v) for v in targets.split(",")) if targets else ()
+        click.echo(f"plot: {plot_learning_curve(curves, n_all, lines, Path(plot))}")
 
 
 @main.command("teacher-spread")

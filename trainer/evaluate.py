@@ -309,6 +309,8 @@ def describe_training(cfg: TrainConfig) -> str:
     stop = (f"early stopping on a {cfg.val_fraction:.0%} validation split (patience {cfg.patience})"
             if cfg.val_fraction > 0 else f"fixed {cfg.max_epochs} epochs on all training cells")
     extra = ", plus cells of related Cre lines in training (trainer/cre_related.csv)" if cfg.related_lines else ""
+    if cfg.train_fraction < 1:
+        extra += f", on {cfg.train_fraction:.0%} of each fold's training-side cells (learning curve)"
     if cfg.mixup > 0:
         extra += f", mixup (alpha {cfg.mixup:g})"
     if cfg.aux_weight > 0:

@@ -128,3 +128,11 @@ def score_member_subsets(member_probs: np.ndarray, y: np.ndarray, size: int) -> 
     for subset in combinations(range(member_probs.shape[0]), size):
         out.append(balanced_accuracy_and_macro_f1(y, member_probs[list(subset)].mean(axis=0).argmax(axis=1), k))
     return np.array(out)
+
+
+def fit_log_curve(n: np.ndarray, values: np.ndarray, at: float) -> tuple[float, float]:
+    """Least-squares line values = a + b * log2(n) through scores (M,) measured with n (M,) training
+    cells: (b, the score gained per doubling of the cells; the line's value at `at` cells). At n beyond
+    the measured ones this is an extrapolation: learning curves flatten, so it tends to overshoot."""
+    b, a = np.polyfit(np.log2(np.asarray(n, dtype=float)), np.asarray(values, dtype=float), 1)
+    return float(b), float(a + b * np.log2(at))

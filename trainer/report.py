@@ -212,3 +212,45 @@ def update_readme(results: dict, readme: Path) -> None:
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     Path(readme).write_text(head + start + "\n" + headline_markdown(results) + "\n" + end + tail)
+
+
+def plot_learning_curve(curves: dict, n_all: float, targets: tuple, path: Path) -> Path:
+    """Balanced accuracy and macro-F1 against training cells (log scale) with the fitted line of
+    trainer.metrics.fit_log_curve carried on to n_all cells (dashed: extrapolated).
+
+    curves: {name: (n (P,), scores (P, R, 2))} — P training sizes, R repeats, [balanced accuracy,
+    macro-F1]; targets: (balanced accuracy, macro-F1) drawn as grey lines, or () for none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainer.metrics import fit_log_curve
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), dpi=120, sharey=True)
+    for j, (ax, what) in enumerate(zip(axes, ("balanced accuracy", "macro-F1"))):
+        for i, (name, (n, scores)) in enumerate(curves.items()):
+            color = plt.cm.tab10(i)
+            for r in range(scores.shape[1]):
+                ax.plot(n, scores[:, r, j], "o", ms=3, color=color, alpha=0.5)
+            ax.plot(n, scores[:, :, j].mean(axis=1), "-", color=color, label=name)
+            grid = np.geomspace(min(n), n_all, 20)
+            b, end = fit_log_curve(np.repeat(n, scores.shape[1]), scores[:, :, j].ravel(), n_all)
+            ax.plot(grid, end + b * np.log2(grid / n_all), "--", color=color, lw=0.8)
+        if targets:
+            ax.axhline(targets[j], color="grey", ls=":", lw=0.8)
+            ax.text(min(n), targets[j], f"target {targets[j]:g}", va="bottom", fontsize=7, color="grey")
+        ax.axvline(n_all, color="black", lw=0.6)
+        ax.set_xscale("log")
+        sizes = sorted({round(v) for c in curves.values() for v in c[0]} | {round(n_all)})
+        ax.set_xticks(sizes, [f"{v}" + ("\n(all)" if v == round(n_all) else "") for v in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled training cells")
+        ax.set_title(what, fontsize=9)
+    axes[0].set_ylabel("out-of-fold score (by cell)")
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("learning curve on identical test folds; dashed: log-linear fit, extrapolated", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
