@@ -594,3 +594,12 @@ def test_learning_curve_command_scores_each_size_and_refuses_other_folds(tmp_pat
     assert "per doubling" in lines[3] and plot.stat().st_size > 0
     run = CliRunner().invoke(trainer_main, args + ["--report-dir", dirs[0], "--report-dir", dirs[2]])
     assert run.exit_code != 0 and "identical test folds" in run.output
+
+
+def test_teachers_of_another_fold_count_never_share_a_cache_file():
+    from trainer.evaluate import Method, teacher_key
+
+    method = Method("m", "genetic5", "cnn", TrainConfig())
+    # fold 0 of 10 trains on other cells than fold 0 of 5: loading one for the other would leak test cells
+    assert teacher_key(method, 0, 0, 0, 0, n_folds=10) != teacher_key(method, 0, 0, 0, 0)
+    assert teacher_key(method, 0, 0, 0, 0, n_folds=5) == teacher_key(method, 0, 0, 0, 0)

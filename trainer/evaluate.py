@@ -96,7 +96,8 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                 if distil:
                     x, y_fit, aux_fit = with_auxiliary_cells(*args[:2], aux.get("aux"), data.windows[outside],
                                                              aux.get("unlabelled_aux"), method.cfg)
-                    teachers = fit_cached_teachers(method, (x, y_fit) + args[2:], teacher_cache, r, f, aux_fit)
+                    teachers = fit_cached_teachers(method, (x, y_fit) + args[2:], teacher_cache, r, f, aux_fit,
+                                                   n_folds=int(folds.max()) + 1)
                     student, _ = fit_distilled(*args, teachers=teachers, unlabelled=data.windows[outside])
                     nets = [student.model]
                     teacher_probs[r, test] = predict_proba(teachers, data.windows[test])
@@ -140,37 +141,42 @@ def fold_seed(seed: int, repeat: int, fold: int) -> int:
     return int(seed + 100 * repeat + fold)
 
 
-def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int, member: int) -> str:
+def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int, member: int, n_folds: int = 5) -> str:
     """Cache key of one fold's teacher number `member`: everything that shapes it, with the member's own
     options (TrainConfig.member) — not the student's options, nor the ensemble's size: member m is the
-    same network whether there are 5 or 8, and whatever the other members' options."""
+    same network whether there are 5 or 8, and whatever the other members' options. The fold is the
+    fold-th of n_folds (make_folds); the data folder is not in the key: one cache per dataset."""
     import hashlib
     import json
 
     cfg = {k: v for k, v in method.cfg.member(member).to_dict().items()
            if k not in TEACHER_FIELDS_IGNORED and not (k in TEACHER_FIELDS_NEUTRAL and v == TEACHER_FIELDS_NEUTRAL[k])}
     blob = json.dumps({"task": method.task, "cfg": cfg, "transfer_from": method.transfer_from, "repeat": int(repeat),
-                       "fold": int(fold), "seed": int(fit_seed), "member": int(member)}, sort_keys=True)
+                       "fold": int(fold), "seed": int(fit_seed), "member": int(member)}
+                      # 5 folds (the report's) left out of the key: caches made before it was there stay valid
+                      | ({"n_folds": int(n_folds)} if n_folds != 5 else {}), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def teacher_path(cache: Path, method: Method, repeat: int, fold: int, fit_seed: int, member: int) -> Path:
+def teacher_path(cache: Path, method: Method, repeat: int, fold: int, fit_seed: int, member: int,
+                 n_folds: int = 5) -> Path:
     """The cache file of one fold's teacher number `member` (see teacher_key)."""
-    return cache / f"{teacher_key(method, repeat, fold, fit_seed, member)}.pt"
+    return cache / f"{teacher_key(method, repeat, fold, fit_seed, member, n_folds)}.pt"
 
 
 def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat: int, fold: int,
-                        aux: np.ndarray | None = None) -> list:
+                        aux: np.ndarray | None = None, n_folds: int = 5) -> list:
     """The fold's method.cfg.members teacher networks, each loaded from the cache folder when there
     (one file per member) or trained by fit_member and then cached.
     args: the fit_members arguments (x, y, n_classes, fs_hz, cfg, fit_seed, init); aux: auxiliary
-    labels of x (TrainConfig.aux_weight; x then also holds cells outside the task, y = -1)."""
+    labels of x (TrainConfig.aux_weight; x then also holds cells outside the task, y = -1); n_folds:
+    folds of the split the fold belongs to."""
     import torch
 
     x, y, n_classes, fs_hz, cfg, fit_seed, init = args
     nets = []
     for m in range(cfg.members):
-        path = teacher_path(cache, method, repeat, fold, fit_seed, m) if cache else None
+        path = teacher_path(cache, method, repeat, fold, fit_seed, m, n_folds) if cache else None
         if path is not None and path.exists():
             nets.append(torch.load(path, weights_only=False).eval())
             continue
@@ -196,11 +202,12 @@ def cached_member_probs(method: Method, data: SpikeSet, folds: np.ndarray, seed:
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
             for m in range(members):
-                path = teacher_path(cache, method, r, int(f), fold_seed(seed, r, f), m)
+                path = teacher_path(cache, method, r, int(f), fold_seed(seed, r, f), m, int(folds.max()) + 1)
                 if not path.is_file():
                     raise FileNotFoundError(
                         f"{path}: teacher {m} of repeat {r}, fold {f} is not cached; train it with `python -m "
                         f"trainer evaluate --methods {method.name} --ensemble {members} --repeats {folds.shape[0]} "
+                        f"--folds {int(folds.max()) + 1} "
                         f"--teacher-cache {cache}` (and the same --set options)")
                 out[r, m, test] = predict_proba([torch.load(path, weights_only=False)], data.windows[test])
     return out
