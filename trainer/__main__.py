@@ -262,6 +262,35 @@ def read_predictions(report_dir, method: str, data_dir) -> tuple[dict, dict, "np
     return report, saved, data.labels(get_task(report["methods"][method]["task"]))
 
 
+def collect_learning_curves(report_dirs, method: str, data_dir) -> tuple[dict, float]:
+    """({name: (n (P,) labelled training cells per fold, scores (P, R, 2) balanced accuracy and macro-F1
+    per repeat)} for `method` and, if distilled, its teachers, over the P report folders sorted by
+    size; and the task's number of cells). The folders must share folds, repeats and seed."""
+    import numpy as np
+
+    from trainer.metrics import sweep_output_bias
+
+    points, folds_seen = {}, set()
+    for d in report_dirs:
+        report, saved, y = read_predictions(d, method, data_dir)
+        meta, cells = report["meta"], y >= 0
+        folds_seen.add((meta["folds"], meta["repeats"], meta["seed"]))
+        share = report["methods"][method]["config"].get("train_fraction", 1.0) * (meta["folds"] - 1) / meta["folds"]
+        for name in (method, method + "_teachers"):
+            if saved.get(name) is not None:  # scores as saved: no further output shift
+                k = saved[name].shape[2]
+                points.setdefault(name, []).append(
+                    (share * cells.sum(), sweep_output_bias(saved[name][:, cells], y[cells], np.zeros(k), [0.0])[0]))
+    if len(folds_seen) > 1:
+        raise click.ClickException(f"the report folders were made on other folds (folds, repeats, seed): "
+                                   f"{sorted(folds_seen)}; a learning curve needs identical test folds")
+    curves = {}
+    for name, rows in points.items():
+        rows.sort(key=lambda row: row[0])
+        curves[name] = (np.array([row[0] for row in rows]), np.stack([row[1] for row in rows]))
+    return curves, float(cells.sum())
+
+
 @main.command("learning-curve")
 @click.option("--report-dir", "report_dirs", multiple=True, required=True, type=click.Path(file_okay=False),
               help="Report folder of one training size (`evaluate --set TASK.train_fraction=F --out DIR`; the "
@@ -277,29 +306,11 @@ def learning_curve(report_dirs, method, data_dir, targets, plot):
     cells, as the shipped model is: an extrapolation, not a measurement. Needs no training."""
     import numpy as np
 
-    from trainer.metrics import fit_log_curve, sweep_output_bias
+    from trainer.metrics import fit_log_curve
     from trainer.report import plot_learning_curve
 
-    points, folds_seen = {}, set()
-    for d in report_dirs:
-        report, saved, y = read_predictions(d, method, data_dir)
-        meta, cells = report["meta"], y >= 0
-        folds_seen.add((meta["folds"], meta["repeats"], meta["seed"]))
-        share = report["methods"][method]["config"].get("train_fraction", 1.0) * (meta["folds"] - 1) / meta["folds"]
-        for name in (method, method + "_teachers"):
-            if saved.get(name) is not None:  # scores as saved: no further output shift
-                k = saved[name].shape[2]
-                points.setdefault(name, []).append((share * cells.sum(),
-                                                    sweep_output_bias(saved[name][:, cells], y[cells], np.zeros(k), [0.0])[0]))
-    if len(folds_seen) > 1:
-        raise click.ClickException(f"the report folders were made on other folds (folds, repeats, seed): {sorted(folds_seen)}; "
-                                   "a learning curve needs identical test folds")
-    n_all = float(cells.sum())
-    curves = {}
-    for name, rows in points.items():
-        rows.sort(key=lambda row: row[0])
-        n, scores = np.array([row[0] for row in rows]), np.stack([row[1] for row in rows])  # (P,), (P, R, 2)
-        curves[name] = (n, scores)
+    curves, n_all = collect_learning_curves(report_dirs, method, data_dir)
+    for name, (n, scores) in curves.items():
         click.echo(f"{name}: balanced accuracy / macro-F1 by labelled training cells per fold (mean; per repeat)")
         for size, s in zip(n, scores):
             per = ", ".join(f"{b:.3f}/{f1:.3f}" for b, f1 in s)
