@@ -560,6 +560,10 @@ def test_log_curve_fit_recovers_a_line_in_log_cells():
     n = np.array([100, 200, 400])
     slope, at = fit_log_curve(n, 0.6 + 0.05 * np.log2(n / 100), 800)
     assert slope == pytest.approx(0.05) and at == pytest.approx(0.75)
+    # two repeats at each size, one 0.02 above and one 0.02 below the line: fitted together, the same line
+    line = 0.6 + 0.05 * np.log2(n / 100)
+    slope, at = fit_log_curve(n, np.stack([line + 0.02, line - 0.02], axis=1), 800)
+    assert slope == pytest.approx(0.05) and at == pytest.approx(0.75)
 
 
 def test_learning_curve_command_scores_each_size_and_refuses_other_folds(tmp_path):

@@ -304,8 +304,6 @@ def learning_curve(report_dirs, method, data_dir, targets, plot):
     """How a method's out-of-fold balanced accuracy and macro-F1 grow with its training cells (and its
     teachers', if distilled), and where a line in log(cells) puts a network trained on all the task's
     cells, as the shipped model is: an extrapolation, not a measurement. Needs no training."""
-    import numpy as np
-
     from trainer.metrics import fit_log_curve
     from trainer.report import plot_learning_curve
 
@@ -318,8 +316,7 @@ def learning_curve(report_dirs, method, data_dir, targets, plot):
                        f"{s[:, 1].mean():.3f}  ({per})")
         if len(n) < 2:
             continue
-        fits = [fit_log_curve(np.repeat(n, s.shape[1]), s.reshape(-1), n_all)
-                for s in (scores[:, :, 0], scores[:, :, 1])]
+        fits = [fit_log_curve(n, scores[:, :, j], n_all) for j in (0, 1)]
         per_repeat = [[fit_log_curve(n, scores[:, r, j], n_all)[1] for j in (0, 1)] for r in range(scores.shape[1])]
         click.echo(f"  line in log2(cells): {fits[0][0]:+.3f} / {fits[1][0]:+.3f} per doubling; at all "
                    f"{n_all:.0f} cells (extrapolated): {fits[0][1]:.3f} / {fits[1][1]:.3f} (per repeat: "

@@ -75,6 +75,7 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     teacher_probs = np.full_like(probs, np.nan) if distil else None
     features = method_features(method, data, metadata_dir)
     with_aux = method.kind == "cnn" and method.cfg.aux_weight > 0  # the members' auxiliary output
+    n_folds = int(folds.max()) + 1
     for r in range(repeats):
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
@@ -97,7 +98,7 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                     x, y_fit, aux_fit = with_auxiliary_cells(*args[:2], aux.get("aux"), data.windows[outside],
                                                              aux.get("unlabelled_aux"), method.cfg)
                     teachers = fit_cached_teachers(method, (x, y_fit) + args[2:], teacher_cache, r, f, aux_fit,
-                                                   n_folds=int(folds.max()) + 1)
+                                                   n_folds=n_folds)
                     student, _ = fit_distilled(*args, teachers=teachers, unlabelled=data.windows[outside])
                     nets = [student.model]
                     teacher_probs[r, test] = predict_proba(teachers, data.windows[test])
@@ -197,17 +198,18 @@ def cached_member_probs(method: Method, data: SpikeSet, folds: np.ndarray, seed:
     import torch
 
     y = data.labels(get_task(method.task))
+    n_folds = int(folds.max()) + 1
     out = np.full((folds.shape[0], members, len(y), len(get_task(method.task).classes)), np.nan)
     for r in range(folds.shape[0]):
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
             for m in range(members):
-                path = teacher_path(cache, method, r, int(f), fold_seed(seed, r, f), m, int(folds.max()) + 1)
+                path = teacher_path(cache, method, r, int(f), fold_seed(seed, r, f), m, n_folds)
                 if not path.is_file():
                     raise FileNotFoundError(
                         f"{path}: teacher {m} of repeat {r}, fold {f} is not cached; train it with `python -m "
                         f"trainer evaluate --methods {method.name} --ensemble {members} --repeats {folds.shape[0]} "
-                        f"--folds {int(folds.max()) + 1} "
+                        f"--folds {n_folds} "
                         f"--teacher-cache {cache}` (and the same --set options)")
                 out[r, m, test] = predict_proba([torch.load(path, weights_only=False)], data.windows[test])
     return out

@@ -131,8 +131,11 @@ def score_member_subsets(member_probs: np.ndarray, y: np.ndarray, size: int) -> 
 
 
 def fit_log_curve(n: np.ndarray, values: np.ndarray, at: float) -> tuple[float, float]:
-    """Least-squares line values = a + b * log2(n) through scores (M,) measured with n (M,) training
-    cells: (b, the score gained per doubling of the cells; the line's value at `at` cells). At n beyond
-    the measured ones this is an extrapolation: learning curves flatten, so it tends to overshoot."""
-    b, a = np.polyfit(np.log2(np.asarray(n, dtype=float)), np.asarray(values, dtype=float), 1)
+    """Least-squares line values = a + b * log2(n) through scores measured with n (P,) training cells,
+    values (P,) or (P, R) (R repeats at each size, all fitted together): (b, the score gained per
+    doubling of the cells; the line's value at `at` cells). At n beyond the measured ones this is an
+    extrapolation: learning curves flatten, so it tends to overshoot."""
+    values = np.asarray(values, dtype=float).reshape(len(n), -1)
+    x = np.repeat(np.log2(np.asarray(n, dtype=float)), values.shape[1])
+    b, a = np.polyfit(x, values.reshape(-1), 1)
     return float(b), float(a + b * np.log2(at))

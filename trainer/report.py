@@ -235,7 +235,7 @@ def plot_learning_curve(curves: dict, n_all: float, targets: tuple, path: Path) 
                 ax.plot(n, scores[:, r, j], "o", ms=3, color=color, alpha=0.5)
             ax.plot(n, scores[:, :, j].mean(axis=1), "-", color=color, label=name)
             grid = np.geomspace(min(n), n_all, 20)
-            b, end = fit_log_curve(np.repeat(n, scores.shape[1]), scores[:, :, j].ravel(), n_all)
+            b, end = fit_log_curve(n, scores[:, :, j], n_all)
             ax.plot(grid, end + b * np.log2(grid / n_all), "--", color=color, lw=0.8)
         if targets:
             ax.axhline(targets[j], color="grey", ls=":", lw=0.8)
