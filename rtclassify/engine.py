@@ -1,26 +1,36 @@
-"""The streaming engine: per-headstage buffers -> stimulus and spike detection -> windows -> model.
+"""The streaming engine: a chunk's way from the transport to a label.
+
+    transport (rtclassify/io: zmq_in, lsl_in, replay) -> Engine.on_data / Engine.on_event
+    -> tracking.Headstage (ring buffer, step scan, open stimuli, answered onsets, cells)
+    -> detection.detect_spikes (the evoked AP) -> windows.window_from_segment (cut, resample)
+    -> inference.InferenceBatch (the model) -> messages (label / skip JSON) -> emit (publish.py)
 
 Transport-free: sources call `on_data` / `on_event`, then `classify_ready`; every decision leaves
 through the `emit(topic, message)` callback. Every stimulus onset gets exactly one `label` or
-one `skip`, including at gaps, rate changes and shutdown.
+one `skip`, whatever order its data and events arrive in, including at gaps, source restarts,
+rate changes and shutdown.
+
+Onsets (ServeConfig.onsets): "auto" takes them from the command channel (I steps) and from
+`stimulus` events alike; the same stimulus seen by both, or announced twice, is one stimulus
+when the onsets lie within tracking.SAME_STIMULUS_MS (1 ms), and an event's sample replaces the
+channel's onset while the stimulus is still open. "channel" ignores stimulus events (counted);
+"events" does not scan the command channel.
 """
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from rtclassify import _kernels
-from rtclassify.buffers import RingBuffer
 from rtclassify.detection import EVOKED_SEARCH_MS, DetectorConfig, artifact_mask, detect_spikes
+from rtclassify.inference import InferenceBatch, ReadyWindow
+from rtclassify.messages import build_heartbeat, build_label, build_skip
 from rtclassify.modelfile import LoadedModel
-from rtclassify.windows import samples_at, window_from_segment
+from rtclassify.tracking import Headstage, Stimulus
+from rtclassify.windows import check_stream_rate, samples_at, window_from_segment
 
-LABEL_SCHEMA = "rtclassify.label/1"
-SKIP_SCHEMA = "rtclassify.skip/1"
-HEARTBEAT_SCHEMA = "rtclassify.heartbeat/1"
-PLACEHOLDER_FS = 1.0  # rate of a headstage known only from an event so far
-PRIME_IDLE_S = 0.0005  # a model idle this long is primed while a window's last samples are due
+ONSET_MODES = ("auto", "channel", "events")
+PLACEHOLDER_FS = 1.0  # rate of a headstage known only from events so far
 
 
 @dataclass
@@ -33,82 +43,30 @@ class ServeConfig:
     buffer_s: float = 2.0  # ring-buffer length per headstage
     rebaseline_ms: float = 100.0  # a current level held this long becomes the new holding current
     include_window: bool = True  # put the classified window (mV) into each label, for the overlay
+    onsets: str = "auto"  # where stimulus onsets come from: auto (channel and events), channel, events
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+
+    def __post_init__(self):
+        if self.onsets not in ONSET_MODES:
+            raise ValueError(f"ServeConfig.onsets={self.onsets!r}: expected one of {ONSET_MODES}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-@dataclass
-class Stimulus:
-    onset: int  # absolute sample of the step onset
-    peak: int | None = None  # absolute sample of its evoked AP's peak, once detected; final, as a
-    # peak is only reported once V falls again, and later samples cannot move it
-    threshold: int | None = None  # absolute sample of that AP's threshold
-    detect_ms: float = 0.0  # time the detection took, ms
-
-
-@dataclass
-class ReadyWindow:
-    headstage: int
-    stim: Stimulus
-    window: np.ndarray  # (L,) mV at the model rate
-    peak: int
-    threshold: int
-    window_end: int  # last input sample the decision needed (absolute)
-    t_ready: float  # perf_counter when the last needed sample was in the buffer
-    lat: dict
-
-
-class Headstage:
-    """State of one headstage: buffer, stimulus scan, pending stimuli, current cell."""
-
-    def __init__(self, number: int, fs: float, cfg: ServeConfig):
-        self.number = number
-        self.fs = float(fs)
-        self.buf = RingBuffer(max(int(cfg.buffer_s * fs), 1024))
-        self.next_sample: int | None = None
-        self.next_seq: int | None = None
-        self.scan = 0  # absolute sample up to which the command current was scanned for steps
-        self.in_step = False
-        self.step_since = 0  # absolute sample of the last step edge
-        self.holding_pa: float | None = None
-        self.use_events = False  # the acquisition sends stimulus events: do not detect steps
-        self.pending: list[Stimulus] = []
-        self.edges = np.empty(4096, np.int64)  # step edges of one scanned chunk (grown for big chunks)
-        self.out_seq = 0
-        self.cell_id: str | None = None
-        self.cell_sum: np.ndarray | None = None
-        self.cell_n = 0
-        self.counts = {"samples": 0, "gaps": 0, "labels": 0, "skips": 0, "late": 0}
-
-    def status(self, classes) -> dict:
-        return {**self.counts, "fs": self.fs, "pending": len(self.pending), "cell_id": self.cell_id,
-                "cell": self.cell_verdict(classes)}
-
-    def cell_verdict(self, classes) -> dict | None:
-        if not self.cell_n:
-            return None
-        p = (self.cell_sum / self.cell_n).tolist()  # Python floats: cheaper to round and encode
-        return {"label": classes[p.index(max(p))], "probs": {c: round(x, 5) for c, x in zip(classes, p)},
-                "n_windows": self.cell_n}
-
-
 class Engine:
     """Stimulus-locked classification of streamed current-clamp data."""
 
-    def __init__(self, model: LoadedModel, cfg: ServeConfig, emit, clock=time.perf_counter):
+    def __init__(self, model: LoadedModel, cfg: ServeConfig, emit, clock=time.perf_counter, notify=None):
         self.model = model
         self.cfg = cfg
         self.emit = emit
+        self.notify = notify or (lambda text: None)  # one line for the operator
         self.clock = clock
         self.headstages: dict[int, Headstage] = {}
-        self.ready: list[ReadyWindow] = []
+        self.batch = InferenceBatch(model, clock)
         self.malformed = 0
-        self.primes = 0
-        self.last_inference = -1.0  # perf_counter of the model's last run
-        self.dummy = torch.full((1, model.spec.n_samples), -60.0, device=model.device)
-        self.infer = model.module.forward  # the scripted forward itself: skips nn.Module's call hooks
+        self.source_status: dict = {}  # what the transport reports of its sources (heartbeat)
         self.started = time.time()
         _kernels.warm_up()  # compile (or load from cache) before the first live chunk
 
@@ -116,14 +74,16 @@ class Engine:
 
     def on_data(self, headstage: int, first_sample: int, seq: int | None, fs: float, samples: np.ndarray,
                 received_at: float | None = None) -> None:
-        """Take (n, 2) samples [V mV, I pA] of one headstage starting at absolute `first_sample`."""
+        """Take (n, 2) samples [V mV, I pA] of one headstage starting at stream sample `first_sample`."""
         t0 = self.clock()
         received_at = t0 if received_at is None else received_at
         hs = self.headstages.get(headstage)
         if hs is None or hs.fs != fs:
             hs = self.start_headstage(headstage, fs, first_sample)
-        elif first_sample != hs.next_sample or (seq is not None and hs.next_seq is not None and seq != hs.next_seq):
+        elif first_sample != hs.next_sample:
             self.report_gap(hs, first_sample, seq)
+        elif seq is not None and hs.next_seq is not None and seq != hs.next_seq:
+            self.report_seq_jump(hs, seq)
         if 2 * len(samples) > hs.buf.capacity:  # whole sweeps in one message: make room, lose nothing
             hs.buf.grow(4 * len(samples))
         hs.buf.write(samples)
@@ -135,122 +95,147 @@ class Engine:
         # stimuli seen before first: a window these samples complete goes out without waiting
         # for the step scan; then the stimuli of this chunk (a whole sweep may hold all of one)
         hs.pending = self.resolve(hs, hs.pending, in_buffer, queue_ms)
-        if not hs.use_events:
-            new = self.scan_steps(hs)
+        if self.cfg.onsets != "events":
+            new = [Stimulus(onset) for onset in hs.scan_steps(self.cfg.detector, self.cfg.rebaseline_ms)
+                   if hs.known(onset) is None]
             if new:
                 hs.pending = hs.pending + self.resolve(hs, new, in_buffer, queue_ms)
 
     def on_event(self, event: dict) -> None:
-        """A `new_cell` or `stimulus` event (already validated by the source)."""
+        """A `new_cell` or `stimulus` event (already validated by the source), in stream samples."""
         hs = self.headstages.get(event["headstage"])
+        if hs is None:  # a cell or stimulus may be announced before the headstage's first data
+            hs = self.headstages[event["headstage"]] = Headstage(event["headstage"], PLACEHOLDER_FS, 0.0)
+        has_data = hs.fs != PLACEHOLDER_FS and hs.next_sample is not None
+        sample = event.get("sample")
         if event["type"] == "new_cell":
-            if hs is None:  # the cell may be announced before its first data
-                hs = self.headstages[event["headstage"]] = Headstage(event["headstage"], PLACEHOLDER_FS, self.cfg)
-            hs.cell_id = str(event["cell_id"])
-            hs.cell_sum, hs.cell_n = None, 0
-        elif event["type"] == "stimulus":
-            if hs is None or hs.fs == PLACEHOLDER_FS:
-                raise ValueError(f"stimulus event for headstage {event['headstage']} before any of its data")
-            hs.use_events = True
-            onset = int(event["sample"])
-            if not any(abs(p.onset - onset) <= 2 for p in hs.pending):  # already found on the I channel
-                hs.pending.append(Stimulus(onset=onset))
+            hs.events["new_cell"] += 1
+            if sample is None:  # no sample given: from the data received so far on
+                sample = hs.buf.end if has_data else 0
+            if has_data and sample < hs.buf.end:
+                hs.events["late"] += 1
+            hs.cells.announce(int(sample), str(event["cell_id"]))
+            return
+        hs.events["stimulus"] += 1
+        if self.cfg.onsets == "channel":
+            hs.events["ignored"] += 1
+            return
+        onset = int(sample)
+        if hs.last_event_sample is not None and onset < hs.last_event_sample:
+            hs.events["out_of_order"] += 1
+        hs.last_event_sample = onset if hs.last_event_sample is None else max(onset, hs.last_event_sample)
+        if has_data and onset < hs.buf.end:
+            hs.events["late"] += 1
+        known = hs.known(onset)
+        if known is not None:
+            hs.events["duplicate"] += 1
+            if isinstance(known, Stimulus) and known.source == "channel" and known.peak is None:
+                known.onset, known.source = onset, "event"  # the acquisition knows its own onset
+            return
+        stim = Stimulus(onset, source="event")
+        if not has_data:
+            hs.pending.append(stim)
+        elif onset < hs.buf.start:
+            self.skip(hs, stim, "late", f"stimulus event arrived after its data had left the "
+                                        f"{self.cfg.buffer_s:g} s buffer")
+        else:
+            hs.pending = hs.pending + self.resolve(hs, [stim], self.clock(), 0.0)
 
     def start_headstage(self, number: int, fs: float, first_sample: int) -> Headstage:
-        """A new headstage, or a known one whose rate changed (its open stimuli are skipped; its cell kept)."""
+        """A new headstage, or a known one whose rate changed (its open stimuli are skipped; its
+        cells and counters kept). A rate the model cannot use is refused here, once."""
         old = self.headstages.get(number)
-        hs = Headstage(number, fs, self.cfg)
+        unusable = check_stream_rate(fs, self.model.spec)
+        hs = Headstage(number, fs, self.cfg.buffer_s, unusable)
         if old is not None:
-            if old.fs != PLACEHOLDER_FS:
+            if old.fs == PLACEHOLDER_FS:
+                hs.pending = old.pending  # stimuli announced ahead of the first data
+            else:
                 self.skip_pending(old, "gap", f"sampling rate changed from {old.fs:g} to {fs:g} Hz")
-            hs.cell_id, hs.cell_sum, hs.cell_n, hs.out_seq = old.cell_id, old.cell_sum, old.cell_n, old.out_seq
-            hs.counts = old.counts
-        hs.buf.reset(first_sample)
-        hs.scan = first_sample
+            hs.cells, hs.out_seq, hs.counts, hs.events = old.cells, old.out_seq, old.counts, old.events
+            hs.answered, hs.last_event_sample = old.answered, old.last_event_sample
+        hs.reset_scan(first_sample)
+        hs.next_sample = first_sample
         self.headstages[number] = hs
+        if unusable:
+            self.notify(f"headstage {number}: {unusable}; its stimuli are answered with skip reason qc")
+            self.emit("status", {"schema": "rtclassify.status/1", "headstage": number, "unusable": unusable})
+        else:  # prepare this rate's resampling filter now, not on the first live window
+            n = samples_at(self.model.spec.before_ms, fs) + samples_at(self.model.spec.after_ms, fs)
+            window_from_segment(np.full(n, -60.0), fs, samples_at(self.model.spec.before_ms, fs), self.model.spec)
         return hs
 
     def report_gap(self, hs: Headstage, first_sample: int, seq) -> None:
-        """A jump in first_sample or seq: pending stimuli cannot be finished; start afresh."""
+        """A jump in first_sample: open stimuli cannot be finished. Backwards, the source
+        restarted its count (a new index origin); forwards, samples were lost."""
         hs.counts["gaps"] += 1
-        detail = f"expected sample {hs.next_sample} (seq {hs.next_seq}), got {first_sample} (seq {seq})"
+        restart = first_sample < hs.next_sample
+        what = "the source restarted its sample count" if restart else f"{first_sample - hs.next_sample} samples lost"
+        detail = f"expected sample {hs.next_sample} (seq {hs.next_seq}), got {first_sample} (seq {seq}): {what}"
         self.skip_pending(hs, "gap", detail)
-        hs.buf.reset(first_sample)
-        hs.scan = first_sample
-        hs.in_step = False
         self.emit("gap", {"schema": "rtclassify.gap/1", "headstage": hs.number, "detail": detail,
-                          "expected_sample": hs.next_sample, "got_sample": first_sample})
+                          "expected_sample": hs.next_sample, "got_sample": first_sample, "restart": restart})
+        if restart:
+            hs.restart_origin(first_sample)
+        else:
+            hs.reset_scan(first_sample)
+
+    def report_seq_jump(self, hs: Headstage, seq: int) -> None:
+        """Messages were numbered with a jump but the samples run on: reported, nothing lost."""
+        hs.counts["gaps"] += 1
+        detail = f"seq jumped from {hs.next_seq - 1} to {seq} while first_sample ran on at {hs.next_sample}"
+        self.emit("gap", {"schema": "rtclassify.gap/1", "headstage": hs.number, "detail": detail,
+                          "expected_sample": hs.next_sample, "got_sample": hs.next_sample, "restart": False})
 
     def has_pending(self) -> bool:
         """Whether any stimulus still awaits its label or skip (the sources poll faster then)."""
-        return bool(self.ready) or any(hs.pending for hs in self.headstages.values())
+        return bool(self.batch.ready) or any(hs.pending for hs in self.headstages.values())
 
-    # ---- detection ----
-
-    def scan_steps(self, hs: Headstage) -> list[Stimulus]:
-        """The step onsets on the command current since the last scan (offsets end the step)."""
-        det = self.cfg.detector
-        a, b = hs.scan, hs.buf.end
-        if b <= a:
-            return []
-        i = hs.buf.read(a, b)[:, 1]
-        if hs.holding_pa is None:
-            hs.holding_pa = float(np.median(i))
-        if len(hs.edges) < len(i):
-            hs.edges = np.empty(2 * len(i), np.int64)
-        n_edges, quiet_sum, quiet_n = _kernels.scan_step_edges(i, hs.holding_pa, det.i_threshold_pa, hs.in_step,
-                                                               hs.edges)
-        found = []
-        for k in hs.edges[:n_edges]:
-            if not hs.in_step:
-                found.append(Stimulus(onset=a + int(k)))
-            hs.in_step = not hs.in_step
-            hs.step_since = a + int(k)
-        if hs.in_step and b - hs.step_since > samples_at(self.cfg.rebaseline_ms, hs.fs):
-            # a level held this long is a new holding current (or a long step, already answered
-            # through its onset): adopt it, so that the next short step is seen again
-            hs.holding_pa = float(np.median(i[-max(1, samples_at(5.0, hs.fs)):]))
-            hs.in_step = False
-        if not hs.in_step and len(i) > 16 and quiet_n:
-            # track slow changes of the holding current between steps (mean of the chunk's quiet
-            # samples: steps are already excluded, and a median per chunk cost ~25 us)
-            hs.holding_pa = 0.9 * hs.holding_pa + 0.1 * quiet_sum / quiet_n
-        hs.scan = b
-        return found
+    # ---- detection and windows ----
 
     def resolve(self, hs: Headstage, stimuli: list[Stimulus], in_buffer: float, queue_ms: float) -> list[Stimulus]:
         """Decide every one of `stimuli` whose outcome the buffered data now determine; returns
-        those still open. in_buffer: perf_counter when the newest samples were written."""
+        those still open. in_buffer: clock() when the newest samples were written."""
+        if hs.unusable:
+            for stim in stimuli:
+                self.skip(hs, stim, "qc", hs.unusable)
+            return []
         n_before = samples_at(self.model.spec.before_ms, hs.fs)
         n_after = samples_at(self.model.spec.after_ms, hs.fs)
         still = []
         for stim in stimuli:
-            if stim.onset < hs.buf.start:
-                self.skip(hs, stim, "gap", "stimulus onset is older than the buffer")
-                continue
-            if stim.peak is None:
-                if stim.onset >= hs.buf.end:  # announced by an event ahead of its data
+            try:
+                if self.advance(hs, stim, n_before, n_after, in_buffer, queue_ms):
                     still.append(stim)
-                    continue
-                outcome = self.find_evoked_spike(hs, stim, n_before, n_after)
-                if outcome != "found":
-                    if outcome == "open":
-                        still.append(stim)
-                    continue
-            if hs.buf.end < stim.peak + n_after:
-                still.append(stim)  # wait for the rest of the window
-                self.prime_model()
-                continue
-            if stim.peak - n_before < hs.buf.start:
-                self.skip(hs, stim, "gap", "window start is older than the buffer")
-                continue
-            t1 = self.clock()
-            seg = hs.buf.read(stim.peak - n_before, stim.peak + n_after)[:, 0]
-            window = window_from_segment(seg, hs.fs, n_before, self.model.spec)
-            lat = {"queue": queue_ms, "detect": stim.detect_ms, "features": (self.clock() - t1) * 1e3}
-            self.ready.append(ReadyWindow(hs.number, stim, window, stim.peak, stim.threshold,
-                                          stim.peak + n_after - 1, in_buffer, lat))
+            except Exception as exc:  # one bad window never leaves its stimulus unanswered
+                self.skip(hs, stim, "qc", f"{type(exc).__name__} while cutting the window: {exc}")
         return still
+
+    def advance(self, hs: Headstage, stim: Stimulus, n_before: int, n_after: int, in_buffer: float,
+                queue_ms: float) -> bool:
+        """Take `stim` as far as the buffered data allow; True while it stays open."""
+        if stim.onset < hs.buf.start:
+            self.skip(hs, stim, "gap", "stimulus onset is older than the buffer")
+            return False
+        if stim.peak is None:
+            if stim.onset >= hs.buf.end:  # announced by an event ahead of its data
+                return True
+            outcome = self.find_evoked_spike(hs, stim, n_before, n_after)
+            if outcome != "found":
+                return outcome == "open"
+        if hs.buf.end < stim.peak + n_after:
+            self.batch.prime()  # wait for the rest of the window, with the model kept warm
+            return True
+        if stim.peak - n_before < hs.buf.start:
+            self.skip(hs, stim, "gap", "window start is older than the buffer")
+            return False
+        t1 = self.clock()
+        seg = hs.buf.read(stim.peak - n_before, stim.peak + n_after)[:, 0]
+        window = window_from_segment(seg, hs.fs, n_before, self.model.spec)
+        lat = {"queue": queue_ms, "detect": stim.detect_ms, "features": (self.clock() - t1) * 1e3}
+        hs.mark_decided(stim)
+        self.batch.add(ReadyWindow(hs.number, stim, window, stim.peak + n_after - 1, in_buffer, lat))
+        return False
 
     def find_evoked_spike(self, hs: Headstage, stim: Stimulus, n_before: int, n_after: int) -> str:
         """Look for the AP that `stim` evoked in the buffered data. Returns "found" (stim.peak and
@@ -284,88 +269,50 @@ class Engine:
 
     # ---- model and output ----
 
-    def prime_model(self) -> None:
-        """Run the model on a dummy window while a detected AP's window still waits for its last
-        samples (the ~2 ms after the peak): at most once per PRIME_IDLE_S, i.e. a few times per AP.
-
-        Why: between stimuli the daemon's other work and other processes evict PyTorch's code and
-        the weights from the CPU caches; a cold call measured 2-3x a warm one on this machine (1.05
-        vs 0.36 ms for the 16-channel network). The primed calls pay that before the label is due.
-        Skipped when the model ran recently or windows are already waiting for it.
-        """
-        if self.ready or self.clock() - self.last_inference < PRIME_IDLE_S:
-            return
-        with torch.inference_mode():
-            self.infer(self.dummy)
-        self.last_inference = self.clock()
-        self.primes += 1
-
     def classify_ready(self) -> int:
         """Run the model on every ready window (one batch) and emit their labels; returns the count."""
-        if not self.ready:
+        if not self.batch.ready:
             return 0
-        batch, self.ready = self.ready, []
         now = self.clock()
         shed_s = self.cfg.budget_ms * self.cfg.shed_factor / 1e3
         keep = []
-        for r in batch:
+        for r in self.batch.take():
             if now - r.t_ready > shed_s:
-                hs = self.headstages[r.headstage]
-                self.skip(hs, r.stim, "late", f"window waited {1e3 * (now - r.t_ready):.1f} ms; shed to catch up")
+                self.skip(self.headstages[r.headstage], r.stim, "late",
+                          f"window waited {1e3 * (now - r.t_ready):.1f} ms; shed to catch up")
             else:
                 keep.append(r)
         if not keep:
             return 0
-        t0 = self.clock()
-        windows = keep[0].window[None] if len(keep) == 1 else np.stack([r.window for r in keep])
-        x = torch.from_numpy(windows).to(self.model.device)
-        with torch.inference_mode():
-            probs = self.infer(x).cpu().numpy().astype(np.float64)
-        self.last_inference = self.clock()
-        infer_ms = (self.last_inference - t0) * 1e3
+        probs, infer_ms = self.batch.classify(keep)
         for r, p in zip(keep, probs):
             self.publish_label(r, p, infer_ms)
         return len(keep)
 
     def publish_label(self, r: ReadyWindow, p: np.ndarray, infer_ms: float) -> None:
         hs = self.headstages[r.headstage]
-        classes = self.model.classes
-        hs.cell_sum = p.copy() if hs.cell_sum is None else hs.cell_sum + p
-        hs.cell_n += 1
-        msg = {
-            "schema": LABEL_SCHEMA, "headstage": hs.number, "seq": hs.out_seq, "cell_id": hs.cell_id,
-            "stim_onset_sample": r.stim.onset, "window_end_sample": r.window_end,
-            "label": classes[int(np.argmax(p))], "probs": {c: round(x, 5) for c, x in zip(classes, p.tolist())},
-            "cell": hs.cell_verdict(classes),
-            "model": {"name": self.model.name, "sha256": self.model.sha256},
-            "peak_sample": r.peak, "threshold_sample": r.threshold, "fs": hs.fs,
-            "budget_ms": self.cfg.budget_ms,
-        }
-        if self.cfg.include_window:
-            msg["window"] = {"fs_hz": self.model.spec.fs_hz, "anchor_index": self.model.spec.n_before,
-                             "v_mv": np.round(r.window.astype(np.float64), 2).tolist()}
-        process_ms = (self.clock() - r.t_ready) * 1e3
-        msg["latency_ms"] = {"process": round(process_ms, 4), **{k: round(v, 4) for k, v in r.lat.items()},
-                             "inference": round(infer_ms, 4)}
-        msg["late"] = process_ms > self.cfg.budget_ms
+        cell = hs.cells.at(r.stim.onset)  # the cell on the headstage at the onset, however late its news
+        cell.add(p)
+        lat = {"process": (self.clock() - r.t_ready) * 1e3, **r.lat, "inference": infer_ms}
+        msg = build_label(hs, r, p, self.model, cell, lat, self.cfg.budget_ms, self.cfg.include_window)
         hs.out_seq += 1
         hs.counts["labels"] += 1
         hs.counts["late"] += int(msg["late"])
         self.emit("label", msg)
 
     def skip(self, hs: Headstage, stim: Stimulus, reason: str, detail: str) -> None:
-        msg = {"schema": SKIP_SCHEMA, "headstage": hs.number, "seq": hs.out_seq, "cell_id": hs.cell_id,
-               "stim_onset_sample": stim.onset, "reason": reason, "detail": detail}
+        msg = build_skip(hs, stim, hs.cells.at(stim.onset).cell_id, reason, detail)
+        hs.mark_decided(stim)
         hs.out_seq += 1
         hs.counts["skips"] += 1
         self.emit("skip", msg)
 
     def skip_pending(self, hs: Headstage, reason: str, detail: str) -> None:
+        """Answer every open stimulus of `hs` (and its windows waiting for the model) with a skip."""
         for stim in hs.pending:
             self.skip(hs, stim, reason, detail)
         hs.pending = []
-        for r in [r for r in self.ready if r.headstage == hs.number]:
-            self.ready.remove(r)
+        for r in self.batch.take(hs.number):
             self.skip(hs, r.stim, reason, detail)
 
     def flush(self, reason: str = "shutdown") -> None:
@@ -375,8 +322,4 @@ class Engine:
             self.skip_pending(hs, reason, "daemon stopping before the stimulus was decided")
 
     def heartbeat(self) -> dict:
-        classes = self.model.classes
-        return {"schema": HEARTBEAT_SCHEMA, "time": time.time(), "uptime_s": round(time.time() - self.started, 3),
-                "model": {"name": self.model.name, "sha256": self.model.sha256, "classes": classes},
-                "malformed": self.malformed, "primes": self.primes,
-                "headstages": {str(k): hs.status(classes) for k, hs in self.headstages.items()}}
+        return build_heartbeat(self)

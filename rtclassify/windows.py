@@ -76,15 +76,36 @@ def samples_at(ms: float, fs_hz: float) -> int:
     return int(round(ms * fs_hz / 1000.0))
 
 
+MIN_STREAM_HZ = 10_000.0  # below this an AP's upstroke (~0.3 ms) spans 3 samples or fewer
+MAX_STREAM_HZ = 1_000_000.0
+RATIO_TOLERANCE = 1e-3  # relative error allowed in the rational resampling ratio
+
+
 @lru_cache(maxsize=64)
 def resample_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
-    """(up, down) integers with fs_in * up / down == fs_out to within 1e-6 relative."""
+    """(up, down) integers with fs_in * up / down == fs_out within RATIO_TOLERANCE (relative).
+
+    Any rate has such a ratio with denominator <= 1000; an inexact one (33,333 Hz -> 50 kHz is
+    taken as 3/2, 1e-5 off) stretches a 3 ms window by at most 3 us, a sixth of a 50 kHz sample.
+    """
     frac = Fraction(fs_out / fs_in).limit_denominator(1000)
-    if abs(float(frac) * fs_in - fs_out) > 1e-6 * fs_out:
+    if frac == 0 or abs(float(frac) * fs_in - fs_out) > RATIO_TOLERANCE * fs_out:
         raise ValueError(
-            f"cannot resample {fs_in} Hz to {fs_out} Hz by a rational factor with denominator <= 1000"
+            f"cannot resample {fs_in:g} Hz to {fs_out:g} Hz by a rational factor with denominator <= 1000"
         )
     return frac.numerator, frac.denominator
+
+
+def check_stream_rate(fs_hz: float, spec: "WindowSpec") -> str | None:
+    """Why a stream at fs_hz cannot feed a model of `spec` (None when it can)."""
+    if not np.isfinite(fs_hz) or not MIN_STREAM_HZ <= fs_hz <= MAX_STREAM_HZ:
+        return (f"sampling rate {fs_hz:g} Hz is outside {MIN_STREAM_HZ:g}-{MAX_STREAM_HZ:g} Hz, the range an "
+                "action potential can be classified from; record at 20-200 kHz")
+    try:
+        resample_ratio(float(fs_hz), spec.fs_hz)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def resample_trace(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:

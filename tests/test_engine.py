@@ -185,17 +185,17 @@ def test_an_idle_model_is_primed_while_a_window_completes(model):
     v, i = spike_sweep()
     peak = 660
     run_chunks(eng, v[:peak + 20], i[:peak + 20], 50_000.0, chunk=10)  # peak seen, window not complete
-    assert eng.primes == 1 and not [m for t, m in out if t == "label"]
+    assert eng.batch.primes == 1 and not [m for t, m in out if t == "label"]
     run_chunks(eng, v[peak + 20:peak + 60], i[peak + 20:peak + 60], 50_000.0, chunk=10, start=peak + 20, seq0=68)
-    assert eng.primes == 1  # the clock stood still: the model is still warm
+    assert eng.batch.primes == 1  # the clock stood still: the model is still warm
     now[0] += 1.0  # a second later the model is idle again
     run_chunks(eng, v[peak + 60:], i[peak + 60:], 50_000.0, chunk=10, start=peak + 60, seq0=72)
     assert not [m for t, m in out if t in ("gap", "skip")]
     labels = [m for t, m in out if t == "label"]
-    assert len(labels) == 1 and eng.primes == 2
+    assert len(labels) == 1 and eng.batch.primes == 2
     plain_out, plain_emit = collect()
     plain = Engine(model, ServeConfig(shed_factor=UNHURRIED), plain_emit)
-    plain.prime_model = lambda: None
+    plain.batch.prime = lambda: None
     run_chunks(plain, v, i, 50_000.0, chunk=len(v))
     assert [m["probs"] for t, m in plain_out if t == "label"] == [labels[0]["probs"]]
     assert eng.heartbeat()["primes"] == 2
@@ -204,10 +204,10 @@ def test_an_idle_model_is_primed_while_a_window_completes(model):
 def test_a_model_that_just_ran_is_not_primed(model):
     out, emit = collect()
     eng = Engine(model, ServeConfig(shed_factor=UNHURRIED), emit, clock=lambda: 5.0)
-    eng.last_inference = 5.0 - 0.0005  # ran half a millisecond ago
+    eng.batch.last_inference = 5.0 - 0.0005  # ran half a millisecond ago
     v, i = spike_sweep()
     run_chunks(eng, v, i, 50_000.0, chunk=10)
-    assert eng.primes == 0 and len([m for t, m in out if t == "label"]) == 1
+    assert eng.batch.primes == 0 and len([m for t, m in out if t == "label"]) == 1
 
 
 def test_pending_while_a_stimulus_awaits_its_answer(model):

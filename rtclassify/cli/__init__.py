@@ -26,7 +26,7 @@ class OneLineErrors(click.Group):
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"rtclassify: error: {type(exc).__name__}: {exc}", err=True)
+            click.echo(f"Error: {exc} ({type(exc).__name__}; --debug shows the traceback)", err=True)
             sys.exit(1)
 
 
@@ -38,6 +38,10 @@ def main(debug):
 
     Tasks: genetic5 (Exc, Ndnf, Pvalb, Sst, Vip) and broad2 (Exc, Inh).
     """
+    if not debug:  # liblsl's own INFO lines stay off the terminal
+        from rtclassify.io.lsl_log import quiet_liblsl
+
+        quiet_liblsl()
 
 
 main.add_command(predict)

@@ -15,7 +15,7 @@ import click
 @click.option("--fs", "replay_fs", type=float, default=None, metavar="HZ",
               help="With --source file: sampling rate of the .npz recordings, Hz (NWB files carry theirs).")
 @click.option("--speed", default=1.0, show_default=True, help="With --source file: multiple of real time, 0 = as fast as possible.")
-@click.option("--model", "model_name", required=True, metavar="MODEL",
+@click.option("--model", "model_name", default="genetic5", show_default=True, metavar="MODEL",
               help="Built-in model (genetic5, broad2) or the path of an exported model file.")
 @click.option("--publish", default=None, metavar="ENDPOINT",
               help="Bind a ZMQ PUB socket here for labels, skips and heartbeats (required with --source zmq).")
@@ -26,9 +26,15 @@ import click
 @click.option("--budget-ms", default=2.0, show_default=True, help="Latency budget per label, ms; later labels are marked late.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads for inference.")
+@click.option("--onsets", type=click.Choice(["auto", "channel", "events"]), default="auto", show_default=True,
+              help="Where stimulus onsets come from: auto = steps on the I channel and `stimulus` events alike "
+                   "(one stimulus when both report it within 1 ms); channel = I steps only (events counted, "
+                   "ignored); events = `stimulus` events only.")
+@click.option("--timeout-s", "timeout_s", type=float, default=10.0, show_default=True,
+              help="With --source lsl: how long to wait for the named streams before giving up.")
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
 def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, publish, lsl_out, log_path, budget_ms,
-          device, threads, seconds):
+          device, threads, onsets, timeout_s, seconds):
     """Classify cells live from amplifier data; send labels back to the acquisition software.
 
     Every stimulus onset seen gets exactly one `label` or `skip` message. SIGINT/SIGTERM answer
@@ -48,13 +54,22 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     if source == "file" and not replay_fs and any(not f.endswith(".nwb") for f in replay_files):
         raise click.UsageError("--replay FILE.npz needs --fs HZ (the recording's sampling rate)")
 
+    lsl_infos = None
+    if source == "lsl":  # find every named stream before anything else: a missing one fails in its timeout
+        from rtclassify.io.lsl_in import LslSourceError, resolve_data_streams
+
+        try:
+            lsl_infos = resolve_data_streams(list(streams), timeout_s)
+        except LslSourceError as exc:
+            raise click.ClickException(str(exc)) from None
+
     import torch
 
     from rtclassify.device import choose_device
     from rtclassify.engine import Engine, ServeConfig
     from rtclassify.modelfile import ModelFileError, load_model
     from rtclassify.publish import Publisher, warn
-    from rtclassify.serve import Daemon, freeze_startup_objects, run_lsl, run_replay, run_zmq
+    from rtclassify.serve import Daemon, freeze_startup_objects
 
     torch.set_num_threads(threads)
     try:
@@ -62,27 +77,39 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     except (ModelFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     warm_up_model(model)
-    cfg = ServeConfig(budget_ms=budget_ms)
+    cfg = ServeConfig(budget_ms=budget_ms, onsets=onsets)
     publisher = Publisher(publish, lsl_out, log_path)
-    daemon = Daemon(Engine(model, cfg, publisher.emit), publisher)
+    daemon = Daemon(Engine(model, cfg, publisher.emit, notify=warn), publisher)
     freeze_startup_objects()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.set())
     if seconds:
         threading.Timer(seconds, stop.set).start()
-    warn(f"ready: model {model.name} ({', '.join(model.classes)}) on {model.device}, source {source}, "
-         f"labels to {publish or ''}{' ' if publish and lsl_out else ''}{'LSL ' + lsl_out if lsl_out else ''}")
+    outputs = [x for x in (publish, f"LSL {lsl_out}" if lsl_out else None, log_path) if x]
+
+    def ready():
+        warn(f"ready: model {model.name} ({', '.join(model.classes)}) on {model.device}, source {source}"
+             f"{' ' + ', '.join(streams) if streams else ''}, onsets {onsets}, labels to {', '.join(outputs)}")
+
     try:
         if source == "zmq":
-            run_zmq(daemon, connect, stop)
+            from rtclassify.io.zmq_in import run_zmq
+
+            run_zmq(daemon, connect, stop, on_ready=ready)
         elif source == "lsl":
-            run_lsl(daemon, list(streams), stop)
+            from rtclassify.io.lsl_in import run_lsl
+
+            run_lsl(daemon, lsl_infos, stop, on_ready=ready)
         else:
-            run_replay(daemon, list(replay_files), replay_fs, speed, stop)
+            from rtclassify.io.replay import run_replay
+
+            run_replay(daemon, list(replay_files), replay_fs, speed, stop, on_ready=ready)
     finally:
         daemon.close()
-        warn(f"stopped; sent {publisher.sent}")
+        sent = publisher.sent
+        warn(f"stopped: sent {sent.get('label', 0)} labels, {sent.get('skip', 0)} skips, "
+             f"{sent.get('heartbeat', 0)} heartbeats")
 
 
 def warm_up_model(model, max_batch: int = 8, repeats: int = 6) -> None:

@@ -103,16 +103,24 @@ def unit_scales(units) -> tuple[float, float]:
     return V_SCALE[units[0]], I_SCALE[units[1]]
 
 
-def parse_event(frame: bytes) -> dict:
-    """Validate an event; returns {"type", "headstage", "sample", "cell_id"?}. Raises MalformedMessage."""
+def parse_event(frame: bytes, sample_required: bool = True) -> dict:
+    """Validate an event; returns {"type", "headstage", "sample", "cell_id"?}. Raises MalformedMessage.
+
+    `sample` (the data-stream index the event applies from) may be missing from a `new_cell`
+    event, and from a `stimulus` event when `sample_required` is False (LSL markers: their
+    timestamp then places them); it is None then.
+    """
     e = parse_json(frame, "event")
     kind = require(e, "type", str, "event")
     out = {"type": kind, "headstage": require(e, "headstage", int, "event")}
+    if kind not in ("new_cell", "stimulus"):
+        raise MalformedMessage(f"event: type={kind!r}, expected 'new_cell' or 'stimulus'")
     if kind == "new_cell":
         out["cell_id"] = str(require(e, "cell_id", str, "event"))
-        out["sample"] = e.get("sample") if isinstance(e.get("sample"), int) else None
-    elif kind == "stimulus":
+    if "sample" in e or (kind == "stimulus" and sample_required):
         out["sample"] = require(e, "sample", int, "event")
+        if out["sample"] < 0:
+            raise MalformedMessage(f"event: field 'sample'={out['sample']} must be >= 0")
     else:
-        raise MalformedMessage(f"event: type={kind!r}, expected 'new_cell' or 'stimulus'")
+        out["sample"] = None
     return out

@@ -1,0 +1,56 @@
+"""The daemon's output messages (../shared/CONTRACT.md "Output"): label, skip and heartbeat JSON.
+
+Pure construction: the engine decides, these functions only shape what it decided into the
+contract's fields (plus additive ones: peak and threshold samples, rate, budget, the window).
+"""
+import time
+
+import numpy as np
+
+LABEL_SCHEMA = "rtclassify.label/1"
+SKIP_SCHEMA = "rtclassify.skip/1"
+HEARTBEAT_SCHEMA = "rtclassify.heartbeat/1"
+
+
+def build_label(hs, ready, probs: np.ndarray, model, cell, latency_ms: dict, budget_ms: float,
+                include_window: bool) -> dict:
+    """A `label` for one classified window.
+
+    hs: the Headstage; ready: its ReadyWindow; probs: (K,) class probabilities; cell: the
+    CellEntry of the cell on the headstage at the onset (already holding this window);
+    latency_ms: the breakdown, `process` included.
+    """
+    classes = model.classes
+    p = probs.tolist()
+    msg = {
+        "schema": LABEL_SCHEMA, "headstage": hs.number, "seq": hs.out_seq, "cell_id": cell.cell_id,
+        "stim_onset_sample": ready.stim.onset, "window_end_sample": ready.window_end,
+        "label": classes[p.index(max(p))], "probs": {c: round(x, 5) for c, x in zip(classes, p)},
+        "cell": cell.verdict(classes),
+        "model": {"name": model.name, "sha256": model.sha256},
+        "peak_sample": ready.stim.peak, "threshold_sample": ready.stim.threshold, "fs": hs.fs,
+        "onset_source": ready.stim.source, "budget_ms": budget_ms,
+        "latency_ms": {k: round(v, 4) for k, v in latency_ms.items()},
+        "late": latency_ms["process"] > budget_ms,
+    }
+    if include_window:
+        msg["window"] = {"fs_hz": model.spec.fs_hz, "anchor_index": model.spec.n_before,
+                         "v_mv": np.round(ready.window.astype(np.float64), 2).tolist()}
+    return msg
+
+
+def build_skip(hs, stim, cell_id, reason: str, detail: str) -> dict:
+    """A `skip` for a stimulus that gets no label (reasons: no_spike, qc, gap, late, shutdown)."""
+    return {"schema": SKIP_SCHEMA, "headstage": hs.number, "seq": hs.out_seq, "cell_id": cell_id,
+            "stim_onset_sample": stim.onset, "reason": reason, "detail": detail, "onset_source": stim.source}
+
+
+def build_heartbeat(engine) -> dict:
+    """The periodic heartbeat: model, counters, per-headstage status."""
+    classes = engine.model.classes
+    now = time.time()
+    return {"schema": HEARTBEAT_SCHEMA, "time": now, "uptime_s": round(now - engine.started, 3),
+            "model": {"name": engine.model.name, "sha256": engine.model.sha256, "classes": classes},
+            "onsets": engine.cfg.onsets, "malformed": engine.malformed, "primes": engine.batch.primes,
+            "sources": engine.source_status,
+            "headstages": {str(k): hs.status(classes) for k, hs in engine.headstages.items()}}
