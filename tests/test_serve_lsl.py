@@ -1,51 +1,224 @@
-"""The daemon on Lab Streaming Layer: simulated amplifier outlets in, label markers out (real liblsl)."""
+"""The daemon on Lab Streaming Layer against senders that behave like busy acquisition hosts
+(real liblsl outlets and inlets on loopback; bench/hosts.py): chunks pushed without timestamps,
+stalls and bursts, two headstages, markers early, late, twice or without `sample`, a restarted
+source, a marker stream that appears late or carries numbers."""
 import json
 import subprocess
 import sys
 import time
 import uuid
 
+import numpy as np
 import pytest
+
+from bench.hosts import HostBehaviour, LslHost, analytic_cells, play
+from helpers import Subscriber, free_endpoint
+from rtclassify.simulate import HeadstageStream
 
 pytestmark = pytest.mark.slow
 pylsl = pytest.importorskip("pylsl")
+FS = 50_000.0
 
 
-def test_lsl_stimuli_each_get_one_marker(tmp_path):
-    name = f"rtc-test-{uuid.uuid4().hex[:8]}"
-    out_name = f"{name}-labels"
-    log = tmp_path / "serve.jsonl"
+def unique(prefix="rtc"):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Daemon:
+    """`rtclassify serve --source lsl` on the named streams, labels on ZMQ and in a log."""
+
+    def __init__(self, tmp_path, names, extra=()):
+        self.log = tmp_path / f"serve-{uuid.uuid4().hex[:6]}.jsonl"
+        publish = free_endpoint()
+        self.sub = Subscriber(publish)
+        cmd = [sys.executable, "-m", "rtclassify", "serve", "--source", "lsl", "--publish", publish,
+               "--lsl-out", unique("labels"), "--log", str(self.log), *sum((["--stream", n] for n in names), []),
+               *extra]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        if not self.sub.wait_for(lambda s: s.of("heartbeat"), 60):
+            self.stop()
+            raise AssertionError(f"daemon sent no heartbeat: {self.stderr}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self.stderr = self.proc.stderr.read()
+        self.sub.close()
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+
+def answers(logged, headstage=None):
+    return [x for x in logged if x["topic"] in ("label", "skip") and headstage in (None, x["headstage"])]
+
+
+def streams(fs, n_headstages, seed=0, sweeps=3):
+    cells = analytic_cells(fs)
+    return [HeadstageStream(h, cells[h::n_headstages] or cells, fs, sweeps, 3, np.random.default_rng(seed + h))
+            for h in range(n_headstages)]
+
+
+def check_one_answer_each(logged, truth):
+    """Exactly one answer per true onset, at its own sample, of the right kind, with its own cell."""
+    got = {}
+    for a in answers(logged):
+        key = (a["headstage"], a["stim_onset_sample"])
+        assert key not in got, f"two answers for onset {key}: {got[key]} and {a}"
+        got[key] = a
+    for t in truth:
+        a = got.get((t["headstage"], t["stim_onset_sample"]))
+        assert a is not None, f"no answer at onset {t['stim_onset_sample']} on headstage {t['headstage']}"
+        assert (a["topic"] == "label") == t["spike"], (t, a)
+        assert a["cell_id"] == t["cell_id"], (t, a)
+    assert len(got) == len(truth), sorted(set(got) - {(t["headstage"], t["stim_onset_sample"]) for t in truth})
+
+
+def test_busy_host_two_headstages_no_phantom_gaps_one_answer_each(tmp_path):
+    """Stalls of 3-20 ms then bursts, chunks of 0.2-3 ms, no timestamps; headstage 0 sends stimulus
+    markers with `sample` 5 ms late (a fifth of them twice), headstage 1 none; new_cell 40 ms early."""
+    names = [unique("busy"), unique("busy")]
+    host = LslHost(names, FS)
+    daemon = Daemon(tmp_path, names)
+    try:
+        assert host.wait_for_consumers(), "the daemon never connected its inlets"
+        hs = streams(FS, 2)
+        # headstage 1's host knows no stimulus times: its onsets come from the I channel only
+        how = HostBehaviour(stall_p=0.08, new_cell_early_ms=40.0, stim_lag_ms=5.0, stim_event_headstages=(0,), seed=1)
+        run = play(host, hs, 1.5, how)
+        assert run.stalls >= 5
+        time.sleep(1.0)
+    finally:
+        logged = daemon.stop()
+    check_one_answer_each(logged, run.truth)
+    assert not [x for x in logged if x["topic"] == "gap"], "push jitter was taken for lost samples"
+    beat = [x for x in logged if x["topic"] == "heartbeat"][-1]
+    assert beat["headstages"]["0"]["events"]["stimulus"] >= len([t for t in run.truth if t["headstage"] == 0])
+    assert beat["headstages"]["0"]["gaps"] == beat["headstages"]["1"]["gaps"] == 0
+    assert "ready:" in daemon.stderr and "INFO" not in daemon.stderr  # liblsl's own log stays off
+
+
+def test_restarted_source_starts_a_new_origin_reported_once(tmp_path):
+    name = unique("restart")
+    host = LslHost([name], FS)
+    daemon = Daemon(tmp_path, [name])
+    try:
+        assert host.wait_for_consumers()
+        how = HostBehaviour(stall_p=0.05, stim_events=True, duplicate_p=0.0, seed=2)
+        first = streams(FS, 1, seed=3)
+        # sweeps are 2760 samples, onsets 1000 in: stop 50 samples after the 6th onset (stimulus open)
+        run1 = play(host, first, (5 * 2760 + 1050) / FS, how)
+        time.sleep(0.3)
+        host.restart(0)
+        assert host.wait_for_consumers(), "the daemon did not find the restarted stream"
+        second = streams(FS, 1, seed=4)
+        run2 = play(host, second, 0.5, how)
+        time.sleep(1.0)
+    finally:
+        logged = daemon.stop()
+    got = [(a["stim_onset_sample"], a["topic"], a.get("reason")) for a in answers(logged)]
+    n1 = len(run1.truth)
+    assert got[:n1] == [(t["stim_onset_sample"], *(("label", None) if t["spike"] else ("skip", "no_spike")))
+                        for t in run1.truth]
+    assert got[n1] == (5 * 2760 + 1000, "skip", "gap")  # the stimulus open when the source went away
+    assert [(o, k == "label") for o, k, _ in got[n1 + 1:]] == [(t["stim_onset_sample"], t["spike"]) for t in run2.truth]
+    gaps = [x for x in logged if x["topic"] == "gap"]
+    assert len(gaps) == 1 and gaps[0]["restart"] is True
+    beat = [x for x in logged if x["topic"] == "heartbeat"][-1]
+    assert beat["sources"]["streams"][name]["restarts"] == 1 and beat["headstages"]["0"]["restarts"] == 1
+
+
+def test_marker_stream_found_late_and_markers_without_sample_placed_by_stamp(tmp_path):
+    """The I channel is flat: only markers tell the onsets. The marker stream is created after
+    the daemon is ready, and its stimulus markers carry a stamp instead of `sample`."""
+    name = unique("late-markers")
+    host = LslHost([name], FS, events=False)
+    daemon = Daemon(tmp_path, [name])
+    try:
+        host.events = [pylsl.StreamOutlet(pylsl.StreamInfo(f"{name}-events", "Markers", 1, pylsl.IRREGULAR_RATE,
+                                                           pylsl.cf_string, f"{name}-ev"))]
+        assert host.wait_for_consumers(), "the daemon never picked up the marker stream"
+        how = HostBehaviour(stall_p=0.05, command_on_wire=False, marker_sample=False, stim_lag_ms=2.0,
+                            duplicate_p=0.0, seed=5)
+        run = play(host, streams(FS, 1, seed=6), 1.0, how)
+        time.sleep(1.0)
+    finally:
+        logged = daemon.stop()
+    got = answers(logged)
+    assert len(got) == len(run.truth)
+    for a, t in zip(got, run.truth):
+        # placed by stamps: within the on-time pushes' own delay (the host pushes within 0.5 ms)
+        assert abs(a["stim_onset_sample"] - t["stim_onset_sample"]) <= 25
+        assert (a["topic"] == "label") == t["spike"] and a["cell_id"] == t["cell_id"]
+
+
+def test_a_marker_stream_of_numbers_is_refused_with_a_clear_message(tmp_path):
+    name = unique("numeric-markers")
+    host = LslHost([name], FS, events=False)
+    numeric = pylsl.StreamOutlet(pylsl.StreamInfo(f"{name}-events", "Markers", 1, pylsl.IRREGULAR_RATE,
+                                                  pylsl.cf_float32, f"{name}-ev"))
+    daemon = Daemon(tmp_path, [name])
+    try:
+        assert host.wait_for_consumers()
+        run = play(host, streams(FS, 1, seed=7), 0.5, HostBehaviour(stim_events=False, seed=8))
+        time.sleep(1.0)
+    finally:
+        logged = daemon.stop()
+        del numeric
+    assert "not strings" in daemon.stderr and daemon.proc.returncode == 0
+    assert [a["stim_onset_sample"] for a in answers(logged)] == [t["stim_onset_sample"] for t in run.truth]
+    beat = [x for x in logged if x["topic"] == "heartbeat"][-1]
+    assert beat["sources"]["streams"][name]["markers"].startswith("refused")
+
+
+def test_a_missing_stream_fails_within_its_timeout_in_one_line():
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "rtclassify", "serve", "--source", "lsl", "--stream", unique("absent"),
+                        "--timeout-s", "2"], capture_output=True, text=True, timeout=60)
+    took = time.time() - t0
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: no LSL stream named 'absent-") and "within 2 s" in lines[0]
+    assert "ready" not in r.stderr and "INFO" not in r.stderr
+    assert took < 30  # the timeout, interpreter start and imports; not the model load
+
+
+def test_simulator_to_daemon_over_lsl_one_marker_per_stimulus(tmp_path):
+    """The project's own simulator (stamped pushes, markers with `sample`) into the daemon, with
+    the labels read back from the daemon's LSL `Markers` outlet as LabRecorder would."""
+    name = unique("sim")
+    out_name = unique("labels")
     truth = tmp_path / "truth.jsonl"
+    sim = subprocess.Popen([sys.executable, "-m", "rtclassify", "simulate", "--sink", "lsl", "--stream", name,
+                            "--cells", "3", "--sweeps", "4", "--truth", str(truth), "--wait-s", "60"],
+                           stderr=subprocess.PIPE, text=True)
     daemon = subprocess.Popen([sys.executable, "-m", "rtclassify", "serve", "--source", "lsl", "--stream", name,
-                               "--model", "genetic5", "--lsl-out", out_name, "--log", str(log)],
-                              stderr=subprocess.PIPE, text=True)
-    sim = None
+                               "--lsl-out", out_name], stderr=subprocess.PIPE, text=True)
     try:
         found = pylsl.resolve_byprop("name", out_name, 1, 60)
         assert found, "the daemon's label outlet never appeared"
         assert found[0].type() == "Markers" and found[0].channel_format() == pylsl.cf_string
         inlet = pylsl.StreamInlet(found[0])
-        inlet.open_stream(10)  # subscribe now: markers sent before the subscription are not replayed
-        # the simulator waits until the daemon's inlet has connected before it streams
-        sim = subprocess.Popen([sys.executable, "-m", "rtclassify", "simulate", "--sink", "lsl", "--stream", name,
-                                "--cells", "3", "--sweeps", "4", "--truth", str(truth), "--wait-s", "60"],
-                               stderr=subprocess.PIPE, text=True)
+        inlet.open_stream(10)
         assert sim.wait(120) == 0, sim.stderr.read()
         stimuli = [json.loads(line) for line in truth.read_text().splitlines()]
         markers = []
         deadline = time.time() + 20
-        while time.time() < deadline and len([m for m in markers if "stim_onset_sample" in m]) < len(stimuli):
+        while time.time() < deadline:
             sample, _ = inlet.pull_sample(timeout=0.5)
             if sample:
                 markers.append(json.loads(sample[0]))
+            elif markers and markers[-1].get("stim_onset_sample") == stimuli[-1]["stim_onset_sample"]:
+                break
         answered = [m for m in markers if m.get("schema") in ("rtclassify.label/1", "rtclassify.skip/1")]
-        assert len(answered) == len(stimuli) == 12
-        assert sorted(m["stim_onset_sample"] for m in answered) == sorted(t["stim_onset_sample"] for t in stimuli)
+        # the simulator may start before this inlet: every stimulus from the first marker seen on
+        onsets = [t["stim_onset_sample"] for t in stimuli]
+        first = onsets.index(answered[0]["stim_onset_sample"])
+        assert len(stimuli) == 12 and first <= 2
+        assert [m["stim_onset_sample"] for m in answered] == onsets[first:]
         spikes = {t["stim_onset_sample"] for t in stimuli if t["spike"]}
-        labelled = {m["stim_onset_sample"] for m in answered if m["schema"] == "rtclassify.label/1"}
-        assert labelled == spikes
+        assert {m["stim_onset_sample"] for m in answered if m["schema"] == "rtclassify.label/1"} == spikes & set(onsets[first:])
     finally:
         for p in (sim, daemon):
-            if p is not None and p.poll() is None:
+            if p.poll() is None:
                 p.terminate()
                 p.wait(20)

@@ -27,7 +27,8 @@ LSL_BUFFER_S = 30  # the inlet's queue, s: a loop stalled longer than this loses
 IDLE_POLL_S = 0.0005  # inlets are polled this often when nothing is pending ...
 PENDING_POLL_S = 0.0001  # ... and this often while a stimulus awaits its label (p99 -0.6 ms, measured)
 RECONNECT_EVERY_S = 0.2
-STAMP_HISTORY = 4096  # chunks whose (index, stamp) are kept to place markers without `sample`
+STAMP_HISTORY = 4096  # chunks whose stamps are kept to place markers without `sample`
+ORIGIN_WINDOW_S = 2.0  # ... of which those of the last this many seconds of samples count
 
 
 class LslSourceError(RuntimeError):
@@ -68,40 +69,44 @@ def check_data_info(info) -> None:
 
 
 class StampMap:
-    """Stream index of an LSL timestamp, from the first (index, stamp) of each chunk received.
+    """Stream index of an LSL timestamp (markers without `sample`), from the data's own stamps.
 
-    Within a chunk liblsl spaces stamps at the nominal rate, so a stamp inside one maps exactly;
-    one between chunks goes to the chunk before it; one past the newest sample is extrapolated.
+    A sample's stamp is its true time plus the sender's push delay (stamped at push, back-dated
+    at the nominal rate), and a delay is never negative: so the stream's time origin is the least
+    `stamp - index / fs` over the recent chunks (after a stall and burst the chunks' stamps even
+    overlap, and only this lower envelope stays monotonic). A marker stamped at the moment of its
+    stimulus then maps to within the on-time pushes' own delay. Recent: the last ORIGIN_WINDOW_S,
+    so that a drift between the sender's sample clock and its LSL clock does not accumulate.
     """
 
     def __init__(self, fs: float, size: int = STAMP_HISTORY):
         self.fs = fs
         self.size = size
         self.index = np.zeros(2 * size, np.int64)
-        self.stamp = np.zeros(2 * size)
+        self.origin = np.zeros(2 * size)  # stamp - index / fs of each chunk's first sample, s
         self.n = 0
 
     def add(self, first_index: int, stamps: np.ndarray) -> None:
-        if self.n == len(self.index):  # keep the newest `size`, in place
+        """Record the stamps (n,) of the samples from stream index first_index on."""
+        if self.n == len(self.index):  # keep the newest `size` chunks, in place
             self.index[:self.size] = self.index[self.size:]
-            self.stamp[:self.size] = self.stamp[self.size:]
+            self.origin[:self.size] = self.origin[self.size:]
             self.n = self.size
         self.index[self.n] = first_index
-        self.stamp[self.n] = stamps[0]
+        # a pulled chunk may hold several pushed ones: its least origin is its on-time part
+        self.origin[self.n] = float(np.min(stamps - np.arange(len(stamps)) / self.fs)) - first_index / self.fs
         self.n += 1
 
     def clear(self) -> None:
         self.n = 0
 
     def index_at(self, ts: float) -> int | None:
-        """The stream index at time `ts` (None before any data)."""
+        """The stream index at LSL time `ts` (None before any data)."""
         if not self.n:
             return None
-        k = max(0, int(np.searchsorted(self.stamp[:self.n], ts, side="right")) - 1)
-        idx = int(self.index[k]) + int(round((ts - self.stamp[k]) * self.fs))
-        if k + 1 < self.n:  # between two chunks: the last sample of the earlier one
-            idx = min(idx, int(self.index[k + 1]) - 1)
-        return max(idx, 0)
+        recent = self.index[:self.n] >= self.index[self.n - 1] - ORIGIN_WINDOW_S * self.fs
+        t0 = float(np.min(self.origin[:self.n][recent]))
+        return max(0, int(round((ts - t0) * self.fs)))
 
 
 class Reconnector:
