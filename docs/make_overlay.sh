@@ -9,7 +9,7 @@ data=../shared/data/allen-ctdb-spikes
 rtclassify simulate --sink zmq --bind tcp://127.0.0.1:5591 "${data_opt[@]}" --headstages 2 --sweeps 6 \
     --subthreshold-every 6 --seconds 30 --seed 3 &
 sim=$!
-rtclassify serve --source zmq --connect tcp://127.0.0.1:5591 --publish tcp://127.0.0.1:5592 --model genetic5 \
+rtclassify serve --source zmq --connect tcp://127.0.0.1:5591 --publish tcp://127.0.0.1:5592 --model genetic5 --label-window \
     --seconds 40 &
 srv=$!
 QT_QPA_PLATFORM=offscreen rtclassify overlay --connect tcp://127.0.0.1:5592 --screenshot docs/overlay.png \

@@ -42,7 +42,7 @@ class ServeConfig:
     search_ms: float = EVOKED_SEARCH_MS  # an AP peak must come within this long after the stimulus onset
     buffer_s: float = 2.0  # ring-buffer length per headstage
     rebaseline_ms: float = 100.0  # a current level held this long becomes the new holding current
-    include_window: bool = True  # put the classified window (mV) into each label, for the overlay
+    include_window: bool = False  # put the classified window (mV, ~1.5 kB) into each label, for the overlay
     onsets: str = "auto"  # where stimulus onsets come from: auto (channel and events), channel, events
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 

@@ -10,28 +10,28 @@ import numpy as np
 LABEL_SCHEMA = "rtclassify.label/1"
 SKIP_SCHEMA = "rtclassify.skip/1"
 HEARTBEAT_SCHEMA = "rtclassify.heartbeat/1"
+PROB_DIGITS = 4  # probabilities to 1e-4: finer than any calibration can mean
 
 
 def build_label(hs, ready, probs: np.ndarray, model, cell, latency_ms: dict, budget_ms: float,
                 include_window: bool) -> dict:
-    """A `label` for one classified window.
+    """A `label` for one classified window: the contract's fields, `late` and `peak_sample`.
 
     hs: the Headstage; ready: its ReadyWindow; probs: (K,) class probabilities; cell: the
     CellEntry of the cell on the headstage at the onset (already holding this window);
-    latency_ms: the breakdown, `process` included.
+    latency_ms: the breakdown, `process` included. Kept small on purpose (~0.5 kB): labels go to
+    acquisition software at every sweep; the window itself (~1.5 kB) only with include_window.
     """
     classes = model.classes
     p = probs.tolist()
     msg = {
         "schema": LABEL_SCHEMA, "headstage": hs.number, "seq": hs.out_seq, "cell_id": cell.cell_id,
         "stim_onset_sample": ready.stim.onset, "window_end_sample": ready.window_end,
-        "label": classes[p.index(max(p))], "probs": {c: round(x, 5) for c, x in zip(classes, p)},
+        "label": classes[p.index(max(p))], "probs": {c: round(x, PROB_DIGITS) for c, x in zip(classes, p)},
         "cell": cell.verdict(classes),
         "model": {"name": model.name, "sha256": model.sha256},
-        "peak_sample": ready.stim.peak, "threshold_sample": ready.stim.threshold, "fs": hs.fs,
-        "onset_source": ready.stim.source, "budget_ms": budget_ms,
-        "latency_ms": {k: round(v, 4) for k, v in latency_ms.items()},
-        "late": latency_ms["process"] > budget_ms,
+        "latency_ms": {k: round(v, 3) for k, v in latency_ms.items()},
+        "late": latency_ms["process"] > budget_ms, "peak_sample": ready.stim.peak,
     }
     if include_window:
         msg["window"] = {"fs_hz": model.spec.fs_hz, "anchor_index": model.spec.n_before,
@@ -42,14 +42,15 @@ def build_label(hs, ready, probs: np.ndarray, model, cell, latency_ms: dict, bud
 def build_skip(hs, stim, cell_id, reason: str, detail: str) -> dict:
     """A `skip` for a stimulus that gets no label (reasons: no_spike, qc, gap, late, shutdown)."""
     return {"schema": SKIP_SCHEMA, "headstage": hs.number, "seq": hs.out_seq, "cell_id": cell_id,
-            "stim_onset_sample": stim.onset, "reason": reason, "detail": detail, "onset_source": stim.source}
+            "stim_onset_sample": stim.onset, "reason": reason, "detail": detail}
 
 
 def build_heartbeat(engine) -> dict:
     """The periodic heartbeat: model, counters, per-headstage status."""
     classes = engine.model.classes
     now = time.time()
-    return {"schema": HEARTBEAT_SCHEMA, "time": now, "uptime_s": round(now - engine.started, 3),
+    return {"schema": HEARTBEAT_SCHEMA, "time": round(now, 3), "uptime_s": round(now - engine.started, 3),
+            "budget_ms": engine.cfg.budget_ms,
             "model": {"name": engine.model.name, "sha256": engine.model.sha256, "classes": classes},
             "onsets": engine.cfg.onsets, "malformed": engine.malformed, "primes": engine.batch.primes,
             "sources": engine.source_status,

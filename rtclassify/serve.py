@@ -12,7 +12,7 @@ import time
 from rtclassify.engine import Engine
 from rtclassify.publish import Publisher, warn
 
-HEARTBEAT_S = 1.0
+HEARTBEAT_S = 2.0  # the contract asks for at least one per 5 s; the overlay turns red after 5 s without
 BATCH_WAIT_MS = 0.3  # a ready window waits at most this long for others to share its inference batch
 
 

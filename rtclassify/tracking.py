@@ -49,7 +49,7 @@ class CellEntry:
         if not self.n_windows:
             return None
         p = (self.prob_sum / self.n_windows).tolist()  # Python floats: cheaper to round and encode
-        return {"label": classes[p.index(max(p))], "probs": {c: round(x, 5) for c, x in zip(classes, p)},
+        return {"label": classes[p.index(max(p))], "probs": {c: round(x, 4) for c, x in zip(classes, p)},
                 "n_windows": self.n_windows}
 
 
@@ -183,8 +183,10 @@ class Headstage:
     def status(self, classes) -> dict:
         """This headstage's part of the heartbeat."""
         cell = self.cells.at(max(self.buf.end - 1, 0))
+        verdict = cell.verdict(classes)
         out = {**self.counts, "fs": self.fs, "pending": len(self.pending), "cell_id": cell.cell_id,
-               "cell": cell.verdict(classes), "events": dict(self.events)}
+               "cell": verdict and {"label": verdict["label"], "n_windows": verdict["n_windows"]},
+               "events": dict(self.events)}
         if self.unusable:
             out["unusable"] = self.unusable
         return out

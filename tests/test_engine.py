@@ -105,7 +105,7 @@ def test_shutdown_answers_every_open_stimulus(model):
 
 def test_200khz_stream_is_resampled_to_the_model_rate(model):
     out, emit = collect()
-    eng = Engine(model, ServeConfig(shed_factor=UNHURRIED), emit)
+    eng = Engine(model, ServeConfig(shed_factor=UNHURRIED, include_window=True), emit)
     v, i = spike_sweep(fs=200_000.0, n=12_000, onset=2000)
     run_chunks(eng, v, i, 200_000.0, chunk=200)
     labels = [m for t, m in out if t == "label"]

@@ -42,7 +42,7 @@ def test_widget_shows_the_received_verdict_and_warns_when_heartbeats_stop(tmp_pa
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     data_ep, label_ep = free_endpoint(), free_endpoint()
     daemon = subprocess.Popen([sys.executable, "-m", "rtclassify", "serve", "--source", "zmq", "--connect", data_ep,
-                               "--publish", label_ep, "--model", "genetic5"], stderr=subprocess.DEVNULL)
+                               "--publish", label_ep, "--model", "genetic5", "--label-window"], stderr=subprocess.DEVNULL)
     feed = ZmqFeed(label_ep)
     state = FeedState()
     widget = OverlayWidget(state, label_ep, stale_s=2.0)

@@ -214,3 +214,40 @@ def test_startup_objects_leave_the_garbage_collector():
         assert gc.isenabled()  # the live loop's own garbage is still collected
     finally:
         gc.unfreeze()
+
+
+def test_busy_host_six_rates_late_duplicated_events_early_new_cell(tmp_path):
+    """One publisher, six headstages at 20, 25, 33.333, 50, 100 and 200 kHz, pushing like a busy
+    host (stalls and bursts, chunks of 0.2-3 ms), stimulus events 3 ms late and a fifth of them
+    twice, new_cell 40 ms ahead of its sample: exactly one answer per onset, each at its own
+    sample, of the right kind, with its own cell; no gap."""
+    from bench.hosts import HostBehaviour, ZmqHost, analytic_cells, play
+    from rtclassify.simulate import HeadstageStream
+
+    rates = [20_000.0, 25_000.0, 100_000.0 / 3, 50_000.0, 100_000.0, 200_000.0]
+    connect, publish = free_endpoint(), free_endpoint()
+    log = tmp_path / "serve.jsonl"
+    host = ZmqHost(connect, rates)
+    proc = start_daemon(connect, publish, log)
+    try:
+        assert host.wait_for_consumers(60), "daemon never subscribed"
+        streams = [HeadstageStream(h, analytic_cells(fs), fs, 3, 3, np.random.default_rng(h)) for h, fs in enumerate(rates)]
+        run = play(host, streams, 1.2, HostBehaviour(stall_p=0.08, stim_lag_ms=3.0, duplicate_p=0.2, seed=9))
+        time.sleep(1.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+        host.close()
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    got = {}
+    for a in (x for x in logged if x["topic"] in ("label", "skip")):
+        key = (a["headstage"], a["stim_onset_sample"])
+        assert key not in got, f"two answers for {key}"
+        got[key] = a
+    assert len(got) == len(run.truth) >= 6 * 6
+    for t in run.truth:
+        a = got[(t["headstage"], t["stim_onset_sample"])]
+        assert (a["topic"] == "label") == t["spike"] and a["cell_id"] == t["cell_id"], (t, a)
+    assert not [x for x in logged if x["topic"] in ("gap", "malformed")]
+    beat = [x for x in logged if x["topic"] == "heartbeat"][-1]
+    assert sum(h["events"]["duplicate"] for h in beat["headstages"].values()) > len(run.truth)  # late + twice

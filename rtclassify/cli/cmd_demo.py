@@ -49,13 +49,16 @@ def demo(model_name, data_dir, cells, headstages, fs_hz, source, seed):
     click.echo(f"demo: starting the daemon ({model_name}, {source}) and the simulator "
                f"({cells} cells, {headstages} headstages, {fs_hz / 1000:g} kHz, "
                f"{'real APs from ' + data_dir if data_dir else 'built-in neuron models'}); files in {tmp}")
+    # over ZMQ the simulator binds and waits for the daemon's subscription; over LSL the daemon
+    # needs the simulator's stream to exist, and the simulator waits for the daemon's inlet
+    sim = subprocess.Popen(sim_cmd, stderr=subprocess.DEVNULL) if source == "lsl" else None
     daemon = subprocess.Popen(serve_cmd, stderr=subprocess.DEVNULL)
-    sim = None
     answers, latencies = [], []
     try:
         if not sub.poll(60_000):
             raise click.ClickException("the daemon did not start within 60 s")
-        sim = subprocess.Popen(sim_cmd, stderr=subprocess.DEVNULL)
+        if sim is None:
+            sim = subprocess.Popen(sim_cmd, stderr=subprocess.DEVNULL)
         quiet_since = None
         while True:
             if sub.poll(200):

@@ -32,9 +32,12 @@ import click
                    "ignored); events = `stimulus` events only.")
 @click.option("--timeout-s", "timeout_s", type=float, default=10.0, show_default=True,
               help="With --source lsl: how long to wait for the named streams before giving up.")
+@click.option("--label-window", is_flag=True,
+              help="Put the classified window (mV at the model rate) into each label, for the overlay's trace "
+                   "(~1.5 kB more per label).")
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
 def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, publish, lsl_out, log_path, budget_ms,
-          device, threads, onsets, timeout_s, seconds):
+          device, threads, onsets, timeout_s, label_window, seconds):
     """Classify cells live from amplifier data; send labels back to the acquisition software.
 
     Every stimulus onset seen gets exactly one `label` or `skip` message. SIGINT/SIGTERM answer
@@ -77,7 +80,7 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     except (ModelFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     warm_up_model(model)
-    cfg = ServeConfig(budget_ms=budget_ms, onsets=onsets)
+    cfg = ServeConfig(budget_ms=budget_ms, onsets=onsets, include_window=label_window)
     publisher = Publisher(publish, lsl_out, log_path)
     daemon = Daemon(Engine(model, cfg, publisher.emit, notify=warn), publisher)
     freeze_startup_objects()
