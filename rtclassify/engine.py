@@ -31,6 +31,7 @@ from rtclassify.windows import check_stream_rate, samples_at, window_from_segmen
 
 ONSET_MODES = ("auto", "channel", "events")
 PLACEHOLDER_FS = 1.0  # rate of a headstage known only from events so far
+SPIN_MAX_S = 0.02  # the longest the sources poll without sleeping for one imminent label
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Engine:
         self.batch = InferenceBatch(model, clock)
         self.malformed = 0
         self.source_status: dict = {}  # what the transport reports of its sources (heartbeat)
+        self.armed_since: float | None = None  # clock() since when a label has been imminent
         self.started = time.time()
         _kernels.warm_up()  # compile (or load from cache) before the first live chunk
 
@@ -190,6 +192,18 @@ class Engine:
     def has_pending(self) -> bool:
         """Whether any stimulus still awaits its label or skip (the sources poll faster then)."""
         return bool(self.batch.ready) or any(hs.pending for hs in self.headstages.values())
+
+    def label_imminent(self) -> bool:
+        """Whether a detected AP's window awaits its last samples (at most ~2 ms of data away), for
+        no longer than SPIN_MAX_S: the sources then poll without sleeping (see io/zmq_in.py)."""
+        armed = any(stim.peak is not None for hs in self.headstages.values() for stim in hs.pending)
+        if not armed:
+            self.armed_since = None
+            return bool(self.batch.ready)
+        now = self.clock()
+        if self.armed_since is None:
+            self.armed_since = now
+        return now - self.armed_since < SPIN_MAX_S
 
     # ---- detection and windows ----
 

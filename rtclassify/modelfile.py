@@ -2,8 +2,11 @@
 
 A model file is a TorchScript archive whose `card.json` extra file describes it (classes, window
 spec, normalisation, training data, evaluation, sha256 of the weights). The exported module maps
-(N, L) windows in mV to (N, K) class probabilities. TorchScript is deprecated upstream; if it is
-replaced (e.g. by torch.export), only this module changes.
+(N, L) windows in mV to (N, K) class probabilities. A folded network also carries `serving.onnx`,
+the same function for ONNX Runtime (rtclassify.serving: the CPU path, a fraction of TorchScript's
+per-call cost), verified against the TorchScript module when written and at every load.
+TorchScript is deprecated upstream; if it is replaced (e.g. by torch.export), only this module
+changes.
 """
 import contextlib
 import hashlib
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from rtclassify.serving import SERVING_FILE, VERIFY_TOLERANCE
 from rtclassify.windows import WindowSpec
 
 CARD_SCHEMA = "rtclassify.card/1"
@@ -21,6 +25,7 @@ CARD_FILE = "card.json"
 REQUIRED_CARD_KEYS = ("schema", "name", "task", "classes", "window", "normalisation", "weights_sha256")
 BUILTIN_DIR = Path(__file__).parent / "models"
 BUILTIN_MODELS = ("genetic5", "broad2")
+RUNTIMES = ("auto", "onnx", "torchscript")
 
 
 class ModelFileError(ValueError):
@@ -36,6 +41,8 @@ class LoadedModel:
     spec: WindowSpec
     path: Path
     device: str = "cpu"
+    runtime: str = "torchscript"  # what `run` uses: "onnx" (ONNX Runtime, CPU) or "torchscript"
+    run: object = None  # (N, L) float32 mV ndarray -> (N, K) float64 probabilities, by `runtime`
 
     @property
     def classes(self) -> list[str]:
@@ -80,13 +87,31 @@ def save_model(module: torch.nn.Module, card: dict, path: Path) -> dict:
     card["weights_sha256"] = hash_weights(scripted)
     check_card(card, Path(path))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with quiet_deprecation():
-        torch.jit.save(scripted, str(path), _extra_files={CARD_FILE: json.dumps(card, indent=1)})
+    write_model_file(scripted, card, Path(path))
     return card
 
 
+def write_model_file(scripted, card: dict, path: Path) -> None:
+    """The one writer of model files: TorchScript archive, card, and for a folded network its ONNX
+    serving graph, refused here already if it does not match the TorchScript module."""
+    extra = {CARD_FILE: json.dumps(card, indent=1)}
+    if scripted.original_name == "FoldedCNN":
+        from rtclassify.serving import OnnxRunner, check_against_reference, export_onnx
+
+        graph = export_onnx(scripted)
+        spec = WindowSpec.from_dict(card["window"])
+        diff = check_against_reference(OnnxRunner(graph), scripted, spec.n_samples, spec.fs_hz)
+        if diff > VERIFY_TOLERANCE:
+            raise ModelFileError(f"{path}: the ONNX serving graph differs from the network by {diff:.2g} "
+                                 f"(> {VERIFY_TOLERANCE:g}); not written")
+        extra[SERVING_FILE] = graph
+    with quiet_deprecation():
+        torch.jit.save(scripted, str(path), _extra_files=extra)
+
+
 def update_card(model: str, changes: dict) -> dict:
-    """Replace top-level fields of a model file's card (e.g. its evaluation), weights untouched.
+    """Replace top-level fields of a model file's card (e.g. its evaluation), weights untouched; the
+    serving graph is written anew (so `update_card(path, {})` adds one to an older file).
 
     The file is loaded and verified first (checksum, card, output shape); the weights' sha256 and
     the schema cannot be changed this way. Returns the new card.
@@ -94,11 +119,10 @@ def update_card(model: str, changes: dict) -> dict:
     fixed = {"schema", "weights_sha256"} & set(changes)
     if fixed:
         raise ModelFileError(f"card fields {sorted(fixed)} follow from the weights and cannot be set")
-    loaded = load_model(model)
+    loaded = load_model(model, runtime="torchscript")
     card = {**loaded.card, **changes}
     check_card(card, loaded.path)
-    with quiet_deprecation():
-        torch.jit.save(loaded.module, str(loaded.path), _extra_files={CARD_FILE: json.dumps(card, indent=1)})
+    write_model_file(loaded.module, card, loaded.path)
     return card
 
 
@@ -114,10 +138,16 @@ def resolve_model_path(model: str) -> Path:
     return path
 
 
-def load_model(model: str, device: str = "cpu") -> LoadedModel:
-    """Load a built-in model by name or a model file by path, verifying card and checksum."""
+def load_model(model: str, device: str = "cpu", runtime: str = "auto") -> LoadedModel:
+    """Load a built-in model by name or a model file by path, verifying card and checksum.
+
+    runtime: "onnx" (the file's serving graph on ONNX Runtime; CPU only), "torchscript", or "auto":
+    onnx on the CPU when the file has a serving graph, torchscript otherwise (CUDA, older files).
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime={runtime!r}: expected one of {RUNTIMES}")
     path = resolve_model_path(model)
-    extra = {CARD_FILE: ""}
+    extra = {CARD_FILE: "", SERVING_FILE: ""}
     try:
         with quiet_deprecation():
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
@@ -139,7 +169,43 @@ def load_model(model: str, device: str = "cpu") -> LoadedModel:
     module.eval()
     spec = WindowSpec.from_dict(card["window"])
     check_output_shape(module, spec, card, path, device)
-    return LoadedModel(module=module, card=card, spec=spec, path=path, device=device)
+    loaded = LoadedModel(module=module, card=card, spec=spec, path=path, device=device)
+    graph = extra[SERVING_FILE]
+    if runtime == "onnx" and (device != "cpu" or not graph):
+        raise ModelFileError(f"{path}: runtime onnx needs the CPU and a serving graph in the file "
+                             f"({'none in it: re-save it with `python -m trainer cards`' if not graph else 'device ' + device})")
+    if runtime == "onnx" or (runtime == "auto" and device == "cpu" and graph):
+        loaded.runtime, loaded.run = "onnx", load_serving_graph(graph, module, spec, path)
+    else:
+        loaded.runtime, loaded.run = "torchscript", torchscript_runner(module, device)
+    return loaded
+
+
+def load_serving_graph(graph: bytes, module, spec: WindowSpec, path: Path):
+    """An OnnxRunner for the file's serving graph, refused unless it matches the TorchScript module."""
+    from rtclassify.serving import OnnxRunner, check_against_reference
+
+    try:
+        runner = OnnxRunner(graph)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: its serving graph does not load in ONNX Runtime ({type(exc).__name__}: "
+                             f"{exc}); use --runtime torchscript or re-save the file") from None
+    diff = check_against_reference(runner, module, spec.n_samples, spec.fs_hz)
+    if diff > VERIFY_TOLERANCE:
+        raise ModelFileError(f"{path}: its serving graph's probabilities differ from the network's by {diff:.2g} "
+                             f"(> {VERIFY_TOLERANCE:g}); the file was altered: re-export it, or use --runtime torchscript")
+    return runner
+
+
+def torchscript_runner(module, device: str):
+    """(N, L) float32 ndarray -> (N, K) float64 probabilities through the TorchScript module."""
+    forward = module.forward  # the scripted forward itself: skips nn.Module's call hooks
+
+    def run(windows):
+        with torch.inference_mode():
+            return forward(torch.from_numpy(windows).to(device)).cpu().numpy().astype("float64")
+
+    return run
 
 
 def check_card(card: dict, path: Path) -> None:

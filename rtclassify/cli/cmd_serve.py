@@ -24,7 +24,11 @@ import click
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
               help="Append every label, skip and heartbeat to this JSONL file.")
 @click.option("--budget-ms", default=2.0, show_default=True, help="Latency budget per label, ms; later labels are marked late.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the model runs; auto: CUDA when present, else the CPU.")
+@click.option("--runtime", type=click.Choice(["auto", "onnx", "torchscript"]), default="auto", show_default=True,
+              help="Model runtime: onnx (ONNX Runtime, CPU) has a fraction of TorchScript's per-call cost; "
+                   "auto: onnx on the CPU when the model file carries its serving graph, else torchscript.")
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads for inference.")
 @click.option("--onsets", type=click.Choice(["auto", "channel", "events"]), default="auto", show_default=True,
               help="Where stimulus onsets come from: auto = steps on the I channel and `stimulus` events alike "
@@ -37,7 +41,7 @@ import click
                    "(~1.5 kB more per label).")
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
 def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, publish, lsl_out, log_path, budget_ms,
-          device, threads, onsets, timeout_s, label_window, seconds):
+          device, runtime, threads, onsets, timeout_s, label_window, seconds):
     """Classify cells live from amplifier data; send labels back to the acquisition software.
 
     Every stimulus onset seen gets exactly one `label` or `skip` message. SIGINT/SIGTERM answer
@@ -76,7 +80,7 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
 
     torch.set_num_threads(threads)
     try:
-        model = load_model(model_name, device=choose_device(device))
+        model = load_model(model_name, device=choose_device(device), runtime=runtime)
     except (ModelFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     warm_up_model(model)
@@ -92,7 +96,8 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     outputs = [x for x in (publish, f"LSL {lsl_out}" if lsl_out else None, log_path) if x]
 
     def ready():
-        warn(f"ready: model {model.name} ({', '.join(model.classes)}) on {model.device}, source {source}"
+        warn(f"ready: model {model.name} ({', '.join(model.classes)}) on {model.device} ({model.runtime}), "
+             f"source {source}"
              f"{' ' + ', '.join(streams) if streams else ''}, onsets {onsets}, labels to {', '.join(outputs)}")
 
     try:
@@ -118,13 +123,12 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
 def warm_up_model(model, max_batch: int = 8, repeats: int = 6) -> None:
     """Run the model on dummy windows of every batch size up to max_batch, several times each.
 
-    TorchScript's profiling executor specialises a graph on its first calls with a new shape;
-    doing that here keeps it off the first live labels.
+    TorchScript's profiling executor specialises a graph on its first calls with a new shape, and
+    ONNX Runtime allocates its buffers per shape; doing that here keeps it off the first live labels.
     """
-    import torch
+    import numpy as np
 
-    x = torch.full((max_batch, model.spec.n_samples), -60.0, device=model.device)
-    with torch.inference_mode():
-        for b in range(1, max_batch + 1):
-            for _ in range(repeats):
-                model.module(x[:b])
+    x = np.full((max_batch, model.spec.n_samples), -60.0, np.float32)
+    for b in range(1, max_batch + 1):
+        for _ in range(repeats):
+            model.run(x[:b])

@@ -16,6 +16,7 @@ What this relies on from liblsl (its documentation of inlets, timestamps and rec
 - No clock post-processing: stamps stay in the sender's clock, and so do the markers' (same host),
   which is all that placing a marker without `sample` on the data stream needs.
 """
+import os
 import threading
 import time
 
@@ -325,7 +326,13 @@ def run_lsl(daemon, infos: list, stop, on_ready=None) -> None:
                 got += inp.pull(daemon)
                 inp.markers.pull(daemon)
             daemon.tick()
-            if not got:  # liblsl has no wait-for-any-inlet: poll, fast while a stimulus awaits its answer
+            if got:
+                continue
+            # liblsl has no wait-for-any-inlet: poll; without sleeping while a label is imminent
+            # (see io/zmq_in.py), fast while a stimulus awaits its answer
+            if daemon.engine.label_imminent():
+                os.sched_yield()
+            else:
                 time.sleep(PENDING_POLL_S if daemon.pending() else IDLE_POLL_S)
     finally:
         for inp in inputs:
