@@ -152,7 +152,7 @@ def bench_inference(quick: bool) -> dict:
                                                 branches=tuple(arch["branches"]), hidden=arch["hidden"], **shape)
                                  for _ in range(members)]).eval()
     unfolded = torch.jit.script(eager)  # the shipped file's form before rtclassify.fold (trainer/export.py)
-    for threads in (1, 2):
+    for threads in ((1,) if quick else (1, 2)):  # --quick: the daemon's own setting only (serve --threads 1)
         torch.set_num_threads(threads)
         for batch in (1, 8):
             x = torch.full((batch, n), -60.0) + torch.randn(batch, n)
