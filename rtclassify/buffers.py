@@ -17,6 +17,7 @@ class RingBuffer:
         self.data = np.zeros((self.capacity, 2), dtype=np.float64)
         self.end = 0  # absolute index one past the newest sample
         self.start = 0  # absolute index of the oldest sample still held (== end after reset)
+        self.base = 0  # absolute index stored at row 0 (modulo capacity); moved by rebase
 
     def grow(self, capacity: int) -> None:
         """Enlarge to `capacity` samples, keeping every sample held (for senders of whole sweeps)."""
@@ -31,6 +32,12 @@ class RingBuffer:
         if self.end != end:  # cannot happen: write() keeps count
             raise RuntimeError("ring buffer lost samples while growing")
 
+    def rebase(self, delta: int) -> None:
+        """Renumber every sample held by +delta (the stream's own count turned out to differ)."""
+        self.base += delta
+        self.start += delta
+        self.end += delta
+
     def reset(self, at_sample: int) -> None:
         """Forget everything; the next write starts at absolute sample `at_sample`."""
         self.start = self.end = int(at_sample)
@@ -42,7 +49,7 @@ class RingBuffer:
             samples = samples[-self.capacity:]
             self.reset(self.end + n - self.capacity)
             n = self.capacity
-        pos = self.end % self.capacity
+        pos = (self.end - self.base) % self.capacity
         first = min(n, self.capacity - pos)
         self.data[pos:pos + first] = samples[:first]
         if first < n:
@@ -57,7 +64,7 @@ class RingBuffer:
                 f"samples [{a}, {b}) not in buffer [{self.start}, {self.end}); "
                 "raise --buffer-s if this happens on a live stream"
             )
-        pa, pb = a % self.capacity, b % self.capacity
+        pa, pb = (a - self.base) % self.capacity, (b - self.base) % self.capacity
         if b - a == 0:
             return np.zeros((0, 2))
         if pa < pb or pb == 0:

@@ -138,8 +138,8 @@ class Engine:
         if not has_data:
             hs.pending.append(stim)
         elif onset < hs.buf.start:
-            self.skip(hs, stim, "late", f"stimulus event arrived after its data had left the "
-                                        f"{self.cfg.buffer_s:g} s buffer")
+            self.skip(hs, stim, "late", f"stimulus event for sample {onset} arrived when the samples held began at "
+                                        f"{hs.buf.start} (the buffer keeps {self.cfg.buffer_s:g} s)")
         else:
             hs.pending = hs.pending + self.resolve(hs, [stim], self.clock(), 0.0)
 
@@ -188,6 +188,17 @@ class Engine:
         detail = f"seq jumped from {hs.next_seq - 1} to {seq} while first_sample ran on at {hs.next_sample}"
         self.emit("gap", {"schema": "rtclassify.gap/1", "headstage": hs.number, "detail": detail,
                           "expected_sample": hs.next_sample, "got_sample": hs.next_sample, "restart": False})
+
+    def rebase(self, headstage: int, delta: int) -> None:
+        """Renumber a headstage's samples by +delta (see Headstage.rebase), windows waiting included."""
+        hs = self.headstages[headstage]
+        hs.rebase(delta)
+        for r in self.batch.ready:
+            if r.headstage == headstage:
+                r.window_end += delta
+                r.stim.onset += delta
+                r.stim.peak += delta
+                r.stim.threshold += delta
 
     def has_pending(self) -> bool:
         """Whether any stimulus still awaits its label or skip (the sources poll faster then)."""

@@ -131,6 +131,39 @@ class Headstage:
         self.counts["restarts"] += 1
         self.reset_scan(at_sample)
 
+    def rebase(self, delta: int) -> None:
+        """Renumber everything by +delta: the daemon's count of this stream was `delta` behind the
+        sender's (it joined a stream already running; the markers' `sample` says by how much)."""
+        self.buf.rebase(delta)
+        self.scan += delta
+        self.step_since += delta
+        if self.next_sample is not None:
+            self.next_sample += delta
+        for stim in self.pending:
+            stim.onset += delta
+            if stim.peak is not None:
+                stim.peak += delta
+                stim.threshold += delta
+        self.answered = [a + delta for a in self.answered]
+        for entry in self.cells.entries:
+            if entry.start >= 0:
+                entry.start += delta
+        if self.last_event_sample is not None:
+            self.last_event_sample += delta
+
+    def step_onset_near(self, sample: int, radius: int, det: DetectorConfig) -> int | None:
+        """The command-channel step onset held in the buffer nearest to `sample` (within radius
+        samples), or None; "not yet" is None too (the caller checks the buffer's end)."""
+        a, b = max(self.buf.start, sample - radius), min(self.buf.end, sample + radius)
+        if b - a < 2:
+            return None
+        i = self.buf.read(a, b)[:, 1]
+        holding = self.holding_pa if self.holding_pa is not None else float(np.median(i))
+        edges = np.empty(64, np.int64)
+        n, _, _ = _kernels.scan_step_edges(i, holding, det.i_threshold_pa, False, edges)
+        onsets = [a + int(k) for k in edges[:min(n, 64):2] if k > 0]  # a step already on at `a` is no onset here
+        return min(onsets, key=lambda o: abs(o - sample)) if onsets else None
+
     # ---- onsets ----
 
     def known(self, onset: int) -> Stimulus | int | None:

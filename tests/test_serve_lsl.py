@@ -222,3 +222,41 @@ def test_simulator_to_daemon_over_lsl_one_marker_per_stimulus(tmp_path):
             if p.poll() is None:
                 p.terminate()
                 p.wait(20)
+
+
+def test_a_daemon_joining_a_running_stream_aligns_its_count_with_the_markers(tmp_path):
+    """The host streams for seconds before the daemon connects: the daemon's count starts late,
+    and the first stimulus marker's `sample` (with the command step near it) fixes it, so every
+    answer carries the sender's own onset sample."""
+    import threading
+
+    name = unique("join")
+    host = LslHost([name], FS)
+    hs = streams(FS, 1, seed=11)
+    result = {}
+    how = HostBehaviour(stall_p=0.05, stim_lag_ms=3.0, duplicate_p=0.0, seed=12)
+    pusher = threading.Thread(target=lambda: result.setdefault("run", play(host, hs, 12.0, how)))
+    pusher.start()
+    time.sleep(2.0)  # the stream runs before the daemon exists
+    daemon = Daemon(tmp_path, [name])
+    try:
+        pusher.join(60)
+        time.sleep(1.0)
+    finally:
+        logged = daemon.stop()
+    truth = {t["stim_onset_sample"]: t for t in result["run"].truth}
+    got = [a for a in answers(logged) if a.get("reason") != "shutdown"]  # the sweep cut off at the end
+    assert len(got) >= 40  # ~8 s of sweeps after the join
+    assert len({a["stim_onset_sample"] for a in got}) == len(got)
+    # before the first stimulus marker after the join the daemon can only count from its first
+    # sample (the heartbeat says so): at most those first answers carry that count
+    misnumbered = [k for k, a in enumerate(got) if a["stim_onset_sample"] not in truth]
+    assert misnumbered == list(range(len(misnumbered))) and len(misnumbered) <= 2, misnumbered
+    after = got[len(misnumbered):]
+    # a stimulus whose data began before the daemon's first sample is answered, as `late`
+    assert len([a for a in after if a.get("reason") in ("late", "gap")]) <= 2
+    for a in after:
+        if a.get("reason") not in ("late", "gap"):
+            assert (a["topic"] == "label") == truth[a["stim_onset_sample"]]["spike"]
+    beat = [x for x in logged if x["topic"] == "heartbeat"][-1]
+    assert beat["sources"]["streams"][name]["index_origin"].startswith("aligned with the markers' sample")

@@ -28,6 +28,9 @@ LSL_BUFFER_S = 30  # the inlet's queue, s: a loop stalled longer than this loses
 IDLE_POLL_S = 0.0005  # inlets are polled this often when nothing is pending ...
 PENDING_POLL_S = 0.0001  # ... and this often while a stimulus awaits its label (p99 -0.6 ms, measured)
 RECONNECT_EVERY_S = 0.2
+AGREE_S = 0.25  # a marker placed within this of its `sample` by its stamp agrees with the count ...
+ALIGN_RADIUS_S = 0.05  # ... otherwise the command step within this of where its stamp puts it fixes the count
+ALIGN_WAIT_S = 1.0  # the longest the first stimulus marker waits for the data around it
 STAMP_HISTORY = 4096  # chunks whose stamps are kept to place markers without `sample`
 ORIGIN_WINDOW_S = 2.0  # ... of which those of the last this many seconds of samples count
 
@@ -145,12 +148,16 @@ class LslDataInput:
         self.pylsl = pylsl
         self.headstage = headstage
         self.name = info.name()
-        self.status = {"uid": None, "index_origin": "first received sample", "restarts": 0, "reconnects": 0,
+        self.status = {"uid": None, "index_origin": "first received sample (not yet checked against markers)",
+                       "restarts": 0, "reconnects": 0,
                        "lost_samples": 0, "markers": "looking for " + f"{self.name}-events"}
         self.reconnector = None
-        self.adopt(self.make_inlet(info, open_timeout_s), info)
         self.next_index = 0
+        self.held = []  # (event, stamp, time held) of stimulus markers awaiting the count's check
+        self.checked = False  # the count was checked against a marker's `sample`
         self.markers = LslMarkerInput(self)
+        self.markers.look(wait_s=0.5)  # markers first: none is missed while the data inlet opens
+        self.adopt(self.make_inlet(info, open_timeout_s), info)
 
     @staticmethod
     def make_inlet(info, open_timeout_s: float):
@@ -245,7 +252,62 @@ class LslDataInput:
         else:
             self.status["restarts"] += 1
             self.next_index = 0
+            self.checked = False
+            self.status["index_origin"] = "first received sample (not yet checked against markers)"
             warn(f"LSL stream {self.name!r} restarted (new uid {self.uid}); sample count starts again at 0")
+
+    def check_count(self, daemon) -> None:
+        """Check the sample count against the first stimulus marker's `sample`, and fix it if the
+        daemon joined the stream after its start (../shared/CONTRACT.md "LSL input").
+
+        The count agrees when a command step lies within 1 ms of the marker's sample, or when the
+        marker's stamp places it within AGREE_S of it. Otherwise the daemon missed the stream's
+        beginning: the step nearest to where the stamp places the marker (within ALIGN_RADIUS_S)
+        gives the exact offset (with a flat command channel, the stamp's estimate does), and the
+        headstage is renumbered by it. The held markers then go to the engine.
+        """
+        hs = daemon.engine.headstages.get(self.headstage)
+        if hs is None or hs.next_sample is None:
+            return
+        fs = self.fs
+        offset = None
+        for event, stamp, since in self.held:
+            offset = self.offset_from(event["sample"], stamp, since, hs, daemon.engine.cfg.detector)
+            if offset is not None:
+                break
+        if offset is None:
+            return
+        if offset:
+            daemon.engine.rebase(self.headstage, offset)
+            self.next_index += offset
+            self.status["index_origin"] = (f"aligned with the markers' sample: the daemon joined {offset} samples "
+                                           f"({offset / fs:.3f} s) after the stream's start")
+            from rtclassify.publish import warn
+
+            warn(f"LSL stream {self.name!r}: joined {offset / fs:.3f} s after its start; count aligned with its markers")
+        else:
+            self.status["index_origin"] = "first received sample, agreeing with the markers' sample"
+        self.checked = True
+        for e, _, _ in self.held:
+            daemon.on_event(e)
+        self.held = []
+
+    def offset_from(self, sample: int, stamp: float, since: float, hs, det) -> int | None:
+        """What to add to the count so that it agrees with one stimulus marker (None: this marker
+        cannot tell yet, or at all: its stimulus came before the daemon's first sample)."""
+        fs = self.fs
+        if hs.known(sample) is not None or hs.step_onset_near(sample, max(1, int(0.001 * fs)), det) is not None:
+            return 0
+        placed = self.stamps.index_at(stamp)
+        radius = int(ALIGN_RADIUS_S * fs)
+        if placed is None or placed - radius < hs.buf.start:
+            return None  # before (or too near) the first sample received: no step to check it by
+        if placed + radius > hs.buf.end and time.monotonic() - since < ALIGN_WAIT_S:
+            return None  # the data around it are not all here yet
+        step = hs.step_onset_near(placed, radius, det)
+        if step is not None:
+            return sample - step
+        return sample - placed if abs(sample - placed) > AGREE_S * fs else 0
 
     def close(self) -> None:
         if self.reconnector is not None:
@@ -305,17 +367,28 @@ class LslMarkerInput:
                     event["sample"] = self.data.stamps.index_at(ts)
                     if event["sample"] is None:
                         raise MalformedMessage("marker without 'sample' before any data to place it by")
+                elif event["type"] == "stimulus" and not self.data.checked:
+                    self.data.held.append((event, ts, time.monotonic()))  # until the count is checked
+                    continue
                 daemon.on_event(event)
             except ValueError as exc:
                 daemon.malformed(f"LSL marker on {self.name}: {exc}")
+        if self.data.held:
+            try:
+                self.data.check_count(daemon)
+            except Exception as exc:  # never lose the held markers, never stop the loop
+                daemon.malformed(f"LSL stream {self.data.name!r}: checking its count failed ({type(exc).__name__}: "
+                                 f"{exc}); count kept")
+                self.data.checked = True
+                for e, _, _ in self.data.held:
+                    daemon.on_event(e)
+                self.data.held = []
 
 
 def run_lsl(daemon, infos: list, stop, on_ready=None) -> None:
     """Read the resolved data streams `infos` (headstage = position) and their marker streams
     until `stop` is set."""
     inputs = [LslDataInput(h, info) for h, info in enumerate(infos)]
-    for inp in inputs:
-        inp.markers.look(wait_s=0.5)  # an events stream that exists already is read from the start
     daemon.engine.source_status = {"transport": "lsl", "streams": {inp.name: inp.status for inp in inputs}}
     if on_ready:
         on_ready()
