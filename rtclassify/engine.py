@@ -200,6 +200,12 @@ class Engine:
                 r.stim.peak += delta
                 r.stim.threshold += delta
 
+    def source_lost(self, headstage: int, detail: str) -> None:
+        """The headstage's source went away: its open stimuli cannot be finished (skip, gap)."""
+        hs = self.headstages.get(headstage)
+        if hs is not None:
+            self.skip_pending(hs, "gap", detail)
+
     def has_pending(self) -> bool:
         """Whether any stimulus still awaits its label or skip (the sources poll faster then)."""
         return bool(self.batch.ready) or any(hs.pending for hs in self.headstages.values())

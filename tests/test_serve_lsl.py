@@ -145,9 +145,10 @@ def test_marker_stream_found_late_and_markers_without_sample_placed_by_stamp(tmp
         logged = daemon.stop()
     got = answers(logged)
     assert len(got) == len(run.truth)
-    for a, t in zip(got, run.truth):
-        # placed by stamps: within the on-time pushes' own delay (the host pushes within 0.5 ms)
-        assert abs(a["stim_onset_sample"] - t["stim_onset_sample"]) <= 25
+    for k, (a, t) in enumerate(zip(got, run.truth)):
+        # placed by stamps: within the on-time pushes' own delay (the host pushes within 0.5 ms
+        # of time); the first, 20 ms into the stream, rests on the first few pushes only
+        assert abs(a["stim_onset_sample"] - t["stim_onset_sample"]) <= (150 if k == 0 else 25)
         assert (a["topic"] == "label") == t["spike"] and a["cell_id"] == t["cell_id"]
 
 

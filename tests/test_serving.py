@@ -5,24 +5,17 @@ import pytest
 import torch
 
 from rtclassify.fold import FoldedCNN
-from rtclassify.model import PUBLISHED_BRANCHES, TripleInputCNN
+from rtclassify.model import TripleInputCNN
 from rtclassify.modelfile import ModelFileError, load_model, save_model
 from rtclassify.serving import (SERVING_FILE, OnnxRunner, ServingCNN, check_against_reference, export_onnx,
                                 split_bias_map, verification_windows)
-from test_fold import trained_like
+from test_fold import ARCHITECTURES, trained_like
 from test_modelfile import rewrite_member, tiny_card
 
 pytest.importorskip("onnxruntime")
 
 
-@pytest.mark.parametrize("branches,depth,negative", [
-    (("v", "dvdt", "fft_re", "fft_im"), 6, False),
-    (("v", "dvdt", "fft_re", "fft_im"), 3, True),
-    (PUBLISHED_BRANCHES, 4, False),
-    (("v", "fft_re"), 2, True),
-    (("v", "fft_im"), 5, False),
-    (("dvdt",), 6, True),
-])
+@pytest.mark.parametrize("branches,depth,negative", ARCHITECTURES)
 def test_serving_graph_matches_the_folded_network(branches, depth, negative):
     """Eager ServingCNN and its ONNX graph in ONNX Runtime, against the scripted folded network,
     on random inputs and on the fixed verification windows, batch 1 and 7."""

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from rtclassify.io.wire import MalformedMessage, parse_event
+from rtclassify.publish import warn
 
 LSL_BUFFER_S = 30  # the inlet's queue, s: a loop stalled longer than this loses samples (reported)
 IDLE_POLL_S = 0.0005  # inlets are polled this often when nothing is pending ...
@@ -225,18 +226,23 @@ class LslDataInput:
             daemon.malformed(f"LSL stream {self.name!r}: about {lost} samples lost ({why}); reported as a gap")
 
     def lose(self, daemon) -> None:
-        """The source went away: look for it again in the background."""
-        from rtclassify.publish import warn
-
-        warn(f"LSL stream {self.name!r} lost; its open stimuli are answered when it returns (reason gap)")
+        """The source went away: what it had sent but the inlet still held is lost (liblsl
+        raises LostError rather than hand it out), so the open stimuli are answered now (gap);
+        look for the stream again in the background."""
+        try:
+            unread = int(self.inlet.samples_available())
+        except Exception:
+            unread = 0
+        self.status["lost_samples"] += unread
+        detail = f"the LSL source {self.name!r} went away ({unread} samples it sent could not be read)"
+        warn(f"{detail}; looking for it again")
+        daemon.engine.source_lost(self.headstage, detail)
         self.inlet = None
         self.reconnector = Reconnector(self.name, self.uid, self.make_inlet)
 
     def take_reconnection(self, daemon) -> None:
         """Switch to the inlet the reconnector opened: the same outlet continues the count after
         the samples lost meanwhile; a new one starts a new index origin at 0."""
-        from rtclassify.publish import warn
-
         if self.reconnector is None or self.reconnector.result is None:
             return
         inlet, info = self.reconnector.result
@@ -282,8 +288,6 @@ class LslDataInput:
             self.next_index += offset
             self.status["index_origin"] = (f"aligned with the markers' sample: the daemon joined {offset} samples "
                                            f"({offset / fs:.3f} s) after the stream's start")
-            from rtclassify.publish import warn
-
             warn(f"LSL stream {self.name!r}: joined {offset / fs:.3f} s after its start; count aligned with its markers")
         else:
             self.status["index_origin"] = "first received sample, agreeing with the markers' sample"
@@ -340,8 +344,6 @@ class LslMarkerInput:
             return
         info = found[0]
         if info.channel_format() != self.pylsl.cf_string:
-            from rtclassify.publish import warn
-
             self.refused = True
             self.data.status["markers"] = (f"refused: {self.name!r} carries channel format {info.channel_format()}, "
                                            "not strings; send the event JSON as string samples")

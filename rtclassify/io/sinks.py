@@ -81,4 +81,8 @@ class LslSink:
         self.events[event["headstage"]].push_sample([json.dumps({"v": 1, **event})], stamp)
 
     def close(self) -> None:
+        # linger, as a ZMQ socket does: an inlet cannot read what is still queued for it once
+        # the outlet is gone (liblsl raises LostError instead), so give the consumers time to drain
+        if any(o.have_consumers() for o in self.data):
+            time.sleep(0.25)
         self.data, self.events = [], []
