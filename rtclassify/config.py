@@ -1,6 +1,8 @@
 """Building the project's settings dataclasses from dicts (JSON, model cards), strictly."""
 from dataclasses import fields
 
+BUILTIN_MODELS = ("genetic5", "broad2")  # shipped in rtclassify/models/<name>.pt
+
 
 def dataclass_from_dict(cls, d: dict, what: str):
     """cls(**d), refusing unknown keys with the list of valid ones."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from rtclassify.config import BUILTIN_MODELS
 from rtclassify.serving import SERVING_FILE, VERIFY_TOLERANCE
 from rtclassify.windows import WindowSpec
 
@@ -24,7 +25,6 @@ CARD_SCHEMA = "rtclassify.card/1"
 CARD_FILE = "card.json"
 REQUIRED_CARD_KEYS = ("schema", "name", "task", "classes", "window", "normalisation", "weights_sha256")
 BUILTIN_DIR = Path(__file__).parent / "models"
-BUILTIN_MODELS = ("genetic5", "broad2")
 RUNTIMES = ("auto", "onnx", "torchscript")
 
 

@@ -1,10 +1,12 @@
 """`rtclassify annotate`: write per-sweep labels into NWB files."""
 import click
 
+from rtclassify.cli.options import model_option
+
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False), metavar="FILE.nwb…")
-@click.option("--model", "model_name", default="genetic5", show_default=True, help="Built-in model name or model file.")
+@model_option
 @click.option("--out-dir", default=None, type=click.Path(file_okay=False),
               help="Write annotated copies here (default: add the labels to the files themselves).")
 def annotate(paths, model_name, out_dir):

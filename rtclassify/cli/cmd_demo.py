@@ -1,10 +1,11 @@
 """`rtclassify demo`: simulator -> daemon -> live label printout, all on loopback, no data needed."""
 import click
 
+from rtclassify.cli.options import model_option
+
 
 @click.command()
-@click.option("--model", "model_name", default="genetic5", show_default=True, metavar="MODEL",
-              help="Built-in model (genetic5, broad2) or a model file.")
+@model_option
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
               help="Play real APs from a folder in the allen-ctdb-spikes layout (default: built-in neuron models).")
 @click.option("--cells", default=6, show_default=True, help="Cells to play.")
@@ -68,13 +69,13 @@ def demo(model_name, data_dir, cells, headstages, fs_hz, source, seed):
                     answers.append(msg)
                     latencies.append(msg["latency_ms"]["process"])
                     cell = msg["cell"]
-                    click.echo(f"hs{msg['headstage']} {str(msg['cell_id']):>16} stim@{msg['stim_onset_sample']:>8}  "
+                    click.echo(f"hs{msg['headstage']} {str(msg['cell_id']):>16} onset sample {msg['stim_onset_sample']:>8}  "
                                f"{msg['label']:>5} p={max(msg['probs'].values()):.2f}   cell: {cell['label']:>5} "
                                f"p={max(cell['probs'].values()):.2f} n={cell['n_windows']}   "
                                f"{msg['latency_ms']['process']:.2f} ms{'  LATE' if msg['late'] else ''}")
                 elif topic == b"skip":
                     answers.append(msg)
-                    click.echo(f"hs{msg['headstage']} {str(msg['cell_id']):>16} stim@{msg['stim_onset_sample']:>8}  "
+                    click.echo(f"hs{msg['headstage']} {str(msg['cell_id']):>16} onset sample {msg['stim_onset_sample']:>8}  "
                                f"skip: {msg['reason']}")
                 continue
             if sim.poll() is not None:

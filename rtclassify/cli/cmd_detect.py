@@ -31,7 +31,8 @@ def detect(fs_hz, v_units, i_units, files):
             out = {"file": path, **summarise_detection(detect_trace(v, i, fs_hz), v, fs_hz)}
         except Exception as exc:  # one bad file must not stop the others
             failed += 1
-            out = {"file": path, "error": f"{type(exc).__name__}: {exc}"}
+            out = {"file": path, "error": str(exc) if isinstance(exc, (ValueError, OSError)) else
+                   f"{type(exc).__name__}: {exc}"}
         click.echo(json.dumps(out))
     if failed:
         raise SystemExit(1)

@@ -1,16 +1,16 @@
 """`rtclassify predict`: classify a folder of single action potentials into a CSV."""
 import click
 
+from rtclassify.cli.options import device_option, model_option
+
 
 @click.command()
-@click.option("--model", "model_name", required=True, metavar="MODEL",
-              help="Built-in model name (genetic5, broad2) or path of an exported model file.")
+@model_option
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR",
               help="Folder with cells.csv (specimen_id, fs_hz) and traces/<specimen_id>.npy (mV, 1 ms before to 2 ms after the AP peak).")
 @click.option("--out", "out_csv", required=True, type=click.Path(dir_okay=False), metavar="FILE.csv",
               help="Output CSV: specimen_id,label,p_<class>...,error, one row per cells.csv row.")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]),
-              help="Where to run the model.")
+@device_option
 def predict(model_name, data_dir, out_csv, device):
     """Classify every cell of DIR with MODEL and write FILE.csv.
 

@@ -1,6 +1,8 @@
 """`rtclassify serve`: the streaming daemon."""
 import click
 
+from rtclassify.cli.options import device_option, model_option
+
 
 @click.command()
 @click.option("--source", type=click.Choice(["zmq", "lsl", "file"]), required=True,
@@ -15,8 +17,7 @@ import click
 @click.option("--fs", "replay_fs", type=float, default=None, metavar="HZ",
               help="With --source file: sampling rate of the .npz recordings, Hz (NWB files carry theirs).")
 @click.option("--speed", default=1.0, show_default=True, help="With --source file: multiple of real time, 0 = as fast as possible.")
-@click.option("--model", "model_name", default="genetic5", show_default=True, metavar="MODEL",
-              help="Built-in model (genetic5, broad2) or the path of an exported model file.")
+@model_option
 @click.option("--publish", default=None, metavar="ENDPOINT",
               help="Bind a ZMQ PUB socket here for labels, skips and heartbeats (required with --source zmq).")
 @click.option("--lsl-out", default="rtclassify-labels", show_default=True, metavar="NAME",
@@ -24,8 +25,7 @@ import click
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
               help="Append every label, skip and heartbeat to this JSONL file.")
 @click.option("--budget-ms", default=2.0, show_default=True, help="Latency budget per label, ms; later labels are marked late.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the model runs; auto: CUDA when present, else the CPU.")
+@device_option
 @click.option("--runtime", type=click.Choice(["auto", "onnx", "torchscript"]), default="auto", show_default=True,
               help="Model runtime: onnx (ONNX Runtime, CPU) has a fraction of TorchScript's per-call cost; "
                    "auto: onnx on the CPU when the model file carries its serving graph, else torchscript.")

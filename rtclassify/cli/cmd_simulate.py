@@ -27,9 +27,10 @@ import click
 @click.option("--wait-s", default=10.0, show_default=True, help="Wait up to this long for a subscriber, s.")
 def simulate(sink, endpoint, streams, data_dir, headstages, fs_hz, chunk_ms, sweeps, subthreshold_every, max_cells,
              seconds, speed, stim_events, truth_path, seed, wait_s):
-    """Stream simulated current-clamp sweeps with short-square stimuli and real APs.
+    """Stream simulated current-clamp sweeps with short-square stimuli and evoked APs.
 
-    Runs until interrupted unless --cells or --seconds is given.
+    The APs are real Allen recordings with --data, else those of the built-in conductance-based
+    neuron models. Runs until interrupted unless --cells or --seconds is given.
     """
     import signal
     import threading

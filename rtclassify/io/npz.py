@@ -9,10 +9,20 @@ def read_npz_recording(path, v_units: str | None = None, i_units: str | None = N
 
     Raises ValueError naming what is wrong (missing arrays, shapes, NaN/Inf).
     """
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except OSError:
+        raise
+    except Exception:  # numpy's own message would advise allowing pickles
+        z = None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not an .npz archive; expected an .npz file holding arrays v (membrane "
+                         "potential) and i (command current) (NWB files: `rtclassify sweeps`, "
+                         "`serve --source file --replay FILE.nwb`)")
+    with z:
         missing = [k for k in ("v", "i") if k not in z.files]
         if missing:
-            raise ValueError(f"no array {missing} (found {z.files}); need v and i")
+            raise ValueError(f"{path}: no array {missing} (found {z.files}); need v and i")
         v, i = to_mv(z["v"], v_units), to_pa(z["i"], i_units)
     if v.ndim != 1 or v.shape != i.shape:
         raise ValueError(f"v {v.shape} and i {i.shape} must be 1-D and of equal length")
