@@ -95,3 +95,13 @@ def test_cached_resampling_plan_gives_scipys_resample_poly(fs_in, fs_out):
             got = resample_trace(x, fs_in, fs_out)
             assert got.shape == expected.shape
             np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_taps,cutoff", [(81, 0.25), (41, 0.5), (61, 1 / 3), (20_021, 1 / 1001)])
+def test_the_numpy_lowpass_is_scipys_firwin(n_taps, cutoff):
+    from scipy.signal import firwin
+
+    from rtclassify.windows import kaiser_lowpass
+
+    np.testing.assert_allclose(kaiser_lowpass(n_taps, cutoff, 5.0), firwin(n_taps, cutoff, window=("kaiser", 5.0)),
+                               rtol=0, atol=1e-15)
