@@ -99,38 +99,28 @@ class LslHost:
 
 
 class ZmqHost:
-    """A PUB socket carrying the contract's data and event messages, pushed like a busy host."""
+    """The contract's data and event messages on a PUB socket (rtclassify's own ZmqSink), pushed
+    like a busy host: the pushing is play()'s; each headstage's rate may differ."""
 
     def __init__(self, endpoint: str, fs_by_headstage: list[float]):
-        import zmq
+        from rtclassify.io.sinks import ZmqSink
 
-        from rtclassify.io.wire import encode_data, encode_event
-
-        self.encode_data, self.encode_event = encode_data, encode_event
-        self.sock = zmq.Context.instance().socket(zmq.XPUB)
-        self.sock.setsockopt(zmq.SNDHWM, 0)
-        self.sock.bind(endpoint)
+        self.sink = ZmqSink(endpoint, device="busy-host")
         self.fs = fs_by_headstage
-        self.seq = [0] * len(fs_by_headstage)
         self.first = [0] * len(fs_by_headstage)
 
     def wait_for_consumers(self, timeout_s: float = 30.0) -> bool:
-        if self.sock.poll(int(timeout_s * 1000)):
-            self.sock.recv()
-            time.sleep(0.2)
-            return True
-        return False
+        return self.sink.wait_for_subscriber(timeout_s)
 
     def push_data(self, h: int, v: np.ndarray, i: np.ndarray) -> None:
-        self.sock.send_multipart(self.encode_data("busy-host", h, self.seq[h], self.first[h], self.fs[h], v, i))
-        self.seq[h] += 1
+        self.sink.send_data(h, self.first[h], self.fs[h], v, i)
         self.first[h] += len(v)
 
     def push_event(self, h: int, event: dict, stamp: float | None = None) -> None:
-        self.sock.send_multipart(self.encode_event(event))
+        self.sink.send_event(event)
 
     def close(self) -> None:
-        self.sock.close()
+        self.sink.close()
 
 
 def play(host, streams: list[HeadstageStream], seconds: float, how: HostBehaviour, stop=None,

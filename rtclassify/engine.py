@@ -175,8 +175,7 @@ class Engine:
         what = "the source restarted its sample count" if restart else f"{first_sample - hs.next_sample} samples lost"
         detail = f"expected sample {hs.next_sample} (seq {hs.next_seq}), got {first_sample} (seq {seq}): {what}"
         self.skip_pending(hs, "gap", detail)
-        self.emit("gap", {"schema": "rtclassify.gap/1", "headstage": hs.number, "detail": detail,
-                          "expected_sample": hs.next_sample, "got_sample": first_sample, "restart": restart})
+        self.emit_gap(hs, detail, first_sample, restart)
         if restart:
             hs.restart_origin(first_sample)
         else:
@@ -186,8 +185,11 @@ class Engine:
         """Messages were numbered with a jump but the samples run on: reported, nothing lost."""
         hs.counts["gaps"] += 1
         detail = f"seq jumped from {hs.next_seq - 1} to {seq} while first_sample ran on at {hs.next_sample}"
+        self.emit_gap(hs, detail, hs.next_sample, False)
+
+    def emit_gap(self, hs: Headstage, detail: str, got_sample: int, restart: bool) -> None:
         self.emit("gap", {"schema": "rtclassify.gap/1", "headstage": hs.number, "detail": detail,
-                          "expected_sample": hs.next_sample, "got_sample": hs.next_sample, "restart": False})
+                          "expected_sample": hs.next_sample, "got_sample": got_sample, "restart": restart})
 
     def rebase(self, headstage: int, delta: int) -> None:
         """Renumber a headstage's samples by +delta (see Headstage.rebase), windows waiting included."""

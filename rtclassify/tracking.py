@@ -12,7 +12,7 @@ import numpy as np
 
 from rtclassify import _kernels
 from rtclassify.buffers import RingBuffer
-from rtclassify.detection import DetectorConfig
+from rtclassify.detection import DetectorConfig, detect_steps
 from rtclassify.windows import samples_at
 
 SAME_STIMULUS_MS = 1.0  # two onsets closer than this on one headstage are one stimulus (event vs I channel)
@@ -157,11 +157,8 @@ class Headstage:
         a, b = max(self.buf.start, sample - radius), min(self.buf.end, sample + radius)
         if b - a < 2:
             return None
-        i = self.buf.read(a, b)[:, 1]
-        holding = self.holding_pa if self.holding_pa is not None else float(np.median(i))
-        edges = np.empty(64, np.int64)
-        n, _, _ = _kernels.scan_step_edges(i, holding, det.i_threshold_pa, False, edges)
-        onsets = [a + int(k) for k in edges[:min(n, 64):2] if k > 0]  # a step already on at `a` is no onset here
+        onsets, _ = detect_steps(self.buf.read(a, b)[:, 1], det, self.holding_pa)
+        onsets = [a + int(k) for k in onsets if k > 0]  # a step already on at `a` has no onset here
         return min(onsets, key=lambda o: abs(o - sample)) if onsets else None
 
     # ---- onsets ----
