@@ -163,8 +163,10 @@ def play(host, streams: list[HeadstageStream], seconds: float, how: HostBehaviou
 
 def push_chunk(host, h, hs, n, sent, queued, how, rng, run, on_push) -> None:
     """Push the next n samples of headstage h, with the events due by then."""
-    first, v, i = hs.take(n)
     early = int(how.new_cell_early_ms * hs.fs / 1e3)
+    while len(hs.v) < n + early:  # plan the next cell in time to announce it `early` ahead
+        hs.extend()
+    first, v, i = hs.take(n)
     for event in hs.due_events(first + n + early):
         queued[h].append((event["sample"] - early, event, None))
     lag = int(how.stim_lag_ms * hs.fs / 1e3)

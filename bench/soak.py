@@ -26,6 +26,9 @@ def main(argv=None) -> int:
     p.add_argument("--json")
     a = p.parse_args(argv)
 
+    from rtclassify.io.lsl_log import quiet_liblsl
+
+    quiet_liblsl()  # before pylsl loads: liblsl's INFO lines off, as in the daemon
     from bench.hosts import HostBehaviour, LslHost, analytic_cells, play
     from rtclassify.simulate import HeadstageStream
 

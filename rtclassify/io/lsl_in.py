@@ -153,6 +153,7 @@ class LslDataInput:
                        "restarts": 0, "reconnects": 0,
                        "lost_samples": 0, "markers": "looking for " + f"{self.name}-events"}
         self.reconnector = None
+        self.unread_at_loss = 0  # samples the inlet held but could not hand out when its source went away
         self.next_index = 0
         self.held = []  # (event, stamp, time held) of stimulus markers awaiting the count's check
         self.checked = False  # the count was checked against a marker's `sample`
@@ -177,7 +178,7 @@ class LslDataInput:
         self.buf = np.zeros((max(int(self.fs), 1024), info.channel_count()), dtype=dtype)  # up to 1 s per pull
         self.stamps = StampMap(self.fs)
         self.last_stamp = None  # stamp of the newest sample received from this uid
-        self.last_pull = time.perf_counter()
+        self.last_pull = time.perf_counter()  # when pull_chunk last ran (overflow needs a long pause)
         self.resumed = False  # reconnected to the same outlet: the next chunk's stamps tell what was lost
         self.status["uid"] = self.uid
 
@@ -195,15 +196,16 @@ class LslDataInput:
             self.lose(daemon)
             return 0
         n = len(stamps)
+        unread_for = t_recv - self.last_pull  # the inlet can only overflow if nobody reads it this long
+        self.last_pull = t_recv
         if not n:
             return 0
         if self.resumed:
             self.resumed = False
             self.count_lost(stamps, "disconnected from the outlet", daemon)
-        elif t_recv - self.last_pull > 0.5 * LSL_BUFFER_S:
-            self.count_lost(stamps, "the daemon did not read the stream for "
-                                    f"{t_recv - self.last_pull:.0f} s (inlet buffer {LSL_BUFFER_S} s)", daemon)
-        self.last_pull = t_recv
+        elif unread_for > 0.5 * LSL_BUFFER_S:
+            self.count_lost(stamps, f"the daemon did not read the stream for {unread_for:.0f} s "
+                                    f"(inlet buffer {LSL_BUFFER_S} s)", daemon)
         self.stamps.add(self.next_index, stamps)
         self.last_stamp = stamps[-1]
         x = view[:, :2].astype(np.float64)
@@ -222,7 +224,7 @@ class LslDataInput:
         lost = int(round((stamps[0] - self.last_stamp) * self.fs)) - 1
         if lost > 0:
             self.next_index += lost
-            self.status["lost_samples"] += lost
+            self.status["lost_samples"] += max(0, lost - self.unread_at_loss)  # those already counted by lose()
             daemon.malformed(f"LSL stream {self.name!r}: about {lost} samples lost ({why}); reported as a gap")
 
     def lose(self, daemon) -> None:
@@ -234,6 +236,7 @@ class LslDataInput:
         except Exception:
             unread = 0
         self.status["lost_samples"] += unread
+        self.unread_at_loss = unread
         detail = f"the LSL source {self.name!r} went away ({unread} samples it sent could not be read)"
         warn(f"{detail}; looking for it again")
         daemon.engine.source_lost(self.headstage, detail)
