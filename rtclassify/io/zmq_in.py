@@ -50,8 +50,8 @@ def run_zmq(daemon, connect: str, stop, on_ready=None) -> None:
     try:
         while not stop.is_set():
             # while a label is imminent the loop polls without sleeping, yielding the core to any
-            # other runnable process: on this VM a thread that slept even 0.5 ms then ran the model
-            # 1.6x slower (p99 4x; bench "after idle"), and the label waits for that wake-up
+            # other runnable process: on this VM a thread that slept runs the model ~4x slower
+            # (`rtclassify bench`, rows "after 5 ms idle"), and the label would wait for that
             imminent = daemon.engine.label_imminent()
             if poller.poll(0 if imminent else POLL_MS):
                 for _ in range(DRAIN):
