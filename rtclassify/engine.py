@@ -198,9 +198,7 @@ class Engine:
         for r in self.batch.ready:
             if r.headstage == headstage:
                 r.window_end += delta
-                r.stim.onset += delta
-                r.stim.peak += delta
-                r.stim.threshold += delta
+                r.stim.shift(delta)
 
     def source_lost(self, headstage: int, detail: str) -> None:
         """The headstage's source went away: its open stimuli cannot be finished (skip, gap)."""

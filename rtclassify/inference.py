@@ -50,9 +50,9 @@ class InferenceBatch:
         """Run the model on a dummy window while a detected AP's window still waits for its last
         samples (the ~2 ms after the peak): at most once per PRIME_IDLE_S, i.e. a few times per AP.
 
-        Why: between stimuli the daemon's other work and other processes evict PyTorch's code and
-        the weights from the CPU caches; a cold call measured 2-3x a warm one on this machine (1.05
-        vs 0.36 ms for the 16-channel network). The primed calls pay that before the label is due.
+        Why: between stimuli the daemon's other work and other processes evict the runtime's code
+        and the weights from the CPU caches; a cold call costs several times a warm one here
+        (`rtclassify bench`, rows "after 5 ms idle"). The primed calls pay that before the label is due.
         Skipped when the model ran recently or windows are already waiting for it.
         """
         if self.ready or self.clock() - self.last_inference < PRIME_IDLE_S:

@@ -1,7 +1,7 @@
 """The daemon's output messages (../shared/CONTRACT.md "Output"): label, skip and heartbeat JSON.
 
 Pure construction: the engine decides, these functions only shape what it decided into the
-contract's fields (plus additive ones: peak and threshold samples, rate, budget, the window).
+contract's fields (plus additive ones: `late`, `peak_sample`, and the window when asked for).
 """
 import time
 

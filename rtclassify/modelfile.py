@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from rtclassify.config import BUILTIN_MODELS
-from rtclassify.serving import SERVING_FILE, VERIFY_TOLERANCE
+from rtclassify.serving import SERVING_FILE
 from rtclassify.windows import WindowSpec
 
 CARD_SCHEMA = "rtclassify.card/1"
@@ -96,14 +96,14 @@ def write_model_file(scripted, card: dict, path: Path) -> None:
     serving graph, refused here already if it does not match the TorchScript module."""
     extra = {CARD_FILE: json.dumps(card, indent=1)}
     if scripted.original_name == "FoldedCNN":
-        from rtclassify.serving import OnnxRunner, check_against_reference, export_onnx
+        from rtclassify.serving import export_onnx, verified_runner
 
         graph = export_onnx(scripted)
         spec = WindowSpec.from_dict(card["window"])
-        diff = check_against_reference(OnnxRunner(graph), scripted, spec.n_samples, spec.fs_hz)
-        if diff > VERIFY_TOLERANCE:
-            raise ModelFileError(f"{path}: the ONNX serving graph differs from the network by {diff:.2g} "
-                                 f"(> {VERIFY_TOLERANCE:g}); not written")
+        try:
+            verified_runner(graph, scripted, spec.n_samples, spec.fs_hz)
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: {exc}; not written") from None
         extra[SERVING_FILE] = graph
     with quiet_deprecation():
         torch.jit.save(scripted, str(path), _extra_files=extra)
@@ -183,18 +183,15 @@ def load_model(model: str, device: str = "cpu", runtime: str = "auto") -> Loaded
 
 def load_serving_graph(graph: bytes, module, spec: WindowSpec, path: Path):
     """An OnnxRunner for the file's serving graph, refused unless it matches the TorchScript module."""
-    from rtclassify.serving import OnnxRunner, check_against_reference
+    from rtclassify.serving import verified_runner
 
     try:
-        runner = OnnxRunner(graph)
+        return verified_runner(graph, module, spec.n_samples, spec.fs_hz)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}; the file was altered: re-export it, or use --runtime torchscript") from None
     except Exception as exc:
         raise ModelFileError(f"{path}: its serving graph does not load in ONNX Runtime ({type(exc).__name__}: "
                              f"{exc}); use --runtime torchscript or re-save the file") from None
-    diff = check_against_reference(runner, module, spec.n_samples, spec.fs_hz)
-    if diff > VERIFY_TOLERANCE:
-        raise ModelFileError(f"{path}: its serving graph's probabilities differ from the network's by {diff:.2g} "
-                             f"(> {VERIFY_TOLERANCE:g}); the file was altered: re-export it, or use --runtime torchscript")
-    return runner
 
 
 def torchscript_runner(module, device: str):

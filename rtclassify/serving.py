@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rtclassify.model import stack_time_inputs
+
 SERVING_FILE = "serving.onnx"
 VERIFY_TOLERANCE = 1e-5
 ONNX_OPSET = 17
@@ -147,7 +149,7 @@ class ServingCNN(nn.Module):
         self.n_samples = n
         self.use_v, self.use_dvdt = bool(folded.use_v), bool(folded.use_dvdt)
         self.v_offset, self.v_scale = float(folded.v_offset_mv), float(folded.v_scale_mv)
-        self.dvdt_factor = float(folded.fs_hz) / 1000.0 / float(folded.dvdt_scale)
+        self.fs_hz, self.dvdt_scale = float(folded.fs_hz), float(folded.dvdt_scale)
         pooled = int(folded.time_branch.pooled_length)
         self.time_branch = ServingBranch(read_branch(folded, "time_branch"))
         self.time_pool = nn.Parameter(average_pool_matrix(self.time_branch.out_length, pooled), requires_grad=False)
@@ -175,16 +177,10 @@ class ServingCNN(nn.Module):
             setattr(self, name, nn.Parameter(params[name].detach().clone(), requires_grad=False))
 
     def time_inputs(self, v: torch.Tensor) -> torch.Tensor:
-        """(N, L) mV -> (N, C + 1, L): normalised V and/or dV/dt (first difference, first value
-        repeated), and the constant-1 channel."""
-        channels = []
-        if self.use_v:
-            channels.append((v - self.v_offset) / self.v_scale)
-        if self.use_dvdt:
-            d = (v[:, 1:] - v[:, :-1]) * self.dvdt_factor
-            channels.append(torch.cat([d[:, :1], d], 1))
-        channels.append(torch.ones_like(v))
-        return torch.stack(channels, 1)
+        """(N, L) mV -> (N, C + 1, L): the network's own time inputs (rtclassify.model) and the
+        constant-1 channel."""
+        x = stack_time_inputs(v, self.use_v, self.use_dvdt, self.fs_hz, self.v_offset, self.v_scale, self.dvdt_scale)
+        return torch.cat([x, torch.ones_like(v).unsqueeze(1)], 1)
 
     def spectrum_inputs(self, v: torch.Tensor) -> torch.Tensor:
         """(N, L) mV -> (N, G * 2, F): each part of the spectrum followed by a constant-1 channel."""
@@ -249,6 +245,17 @@ class OnnxRunner:
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         return self.run_session(None, {"v_mv": windows})[0].astype(np.float64)
+
+
+def verified_runner(graph: bytes, module, n_samples: int, fs_hz: float) -> OnnxRunner:
+    """An OnnxRunner for `graph`; ValueError unless it matches the TorchScript `module` within
+    VERIFY_TOLERANCE on the verification windows (the check at export and at every load)."""
+    runner = OnnxRunner(graph)
+    diff = check_against_reference(runner, module, n_samples, fs_hz)
+    if diff > VERIFY_TOLERANCE:
+        raise ValueError(f"the serving graph's probabilities differ from the network's by {diff:.2g} "
+                         f"(> {VERIFY_TOLERANCE:g})")
+    return runner
 
 
 def check_against_reference(runner, module, n_samples: int, fs_hz: float) -> float:

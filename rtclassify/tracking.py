@@ -13,6 +13,7 @@ import numpy as np
 from rtclassify import _kernels
 from rtclassify.buffers import RingBuffer
 from rtclassify.detection import DetectorConfig, detect_steps
+from rtclassify.messages import PROB_DIGITS
 from rtclassify.windows import samples_at
 
 SAME_STIMULUS_MS = 1.0  # two onsets closer than this on one headstage are one stimulus (event vs I channel)
@@ -28,6 +29,13 @@ class Stimulus:
     threshold: int | None = None  # stream sample of that AP's threshold
     detect_ms: float = 0.0  # time the detection took, ms
     decided: bool = False  # answered, or its window handed to the model: a second report of it is a duplicate
+
+    def shift(self, delta: int) -> None:
+        """Renumber its samples by +delta (Headstage.rebase)."""
+        self.onset += delta
+        if self.peak is not None:
+            self.peak += delta
+            self.threshold += delta
 
 
 class CellEntry:
@@ -49,7 +57,7 @@ class CellEntry:
         if not self.n_windows:
             return None
         p = (self.prob_sum / self.n_windows).tolist()  # Python floats: cheaper to round and encode
-        return {"label": classes[p.index(max(p))], "probs": {c: round(x, 4) for c, x in zip(classes, p)},
+        return {"label": classes[p.index(max(p))], "probs": {c: round(x, PROB_DIGITS) for c, x in zip(classes, p)},
                 "n_windows": self.n_windows}
 
 
@@ -140,10 +148,7 @@ class Headstage:
         if self.next_sample is not None:
             self.next_sample += delta
         for stim in self.pending:
-            stim.onset += delta
-            if stim.peak is not None:
-                stim.peak += delta
-                stim.threshold += delta
+            stim.shift(delta)
         self.answered = [a + delta for a in self.answered]
         for entry in self.cells.entries:
             if entry.start >= 0:
