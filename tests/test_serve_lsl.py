@@ -251,8 +251,11 @@ def test_a_daemon_joining_a_running_stream_aligns_its_count_with_the_markers(tmp
     assert len({a["stim_onset_sample"] for a in got}) == len(got)
     # before the first stimulus marker after the join the daemon can only count from its first
     # sample (the heartbeat says so): at most those first answers carry that count
+    # (how many depends on where in a sweep it joined): they come first, and within the first
+    # half second of the daemon's own count
     misnumbered = [k for k, a in enumerate(got) if a["stim_onset_sample"] not in truth]
-    assert misnumbered == list(range(len(misnumbered))) and len(misnumbered) <= 2, misnumbered
+    assert misnumbered == list(range(len(misnumbered))), misnumbered
+    assert all(got[k]["stim_onset_sample"] < 0.5 * FS for k in misnumbered), [got[k] for k in misnumbered]
     after = got[len(misnumbered):]
     # a stimulus whose data began before the daemon's first sample is answered, as `late`
     assert len([a for a in after if a.get("reason") in ("late", "gap")]) <= 2
