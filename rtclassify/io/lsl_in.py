@@ -309,11 +309,11 @@ class LslDataInput:
         radius = int(ALIGN_RADIUS_S * fs)
         if placed is None or placed - radius < hs.buf.start:
             return None  # before (or too near) the first sample received: no step to check it by
-        step = hs.step_onset_near(placed, radius, det)
-        if step is not None:  # at once: the stimulus is then renumbered before its own answer
-            return sample - step
         if placed + radius > hs.buf.end and time.monotonic() - since < ALIGN_WAIT_S:
-            return None  # no step yet, and the data around it are not all here yet
+            return None  # the data around it are not all here yet
+        step = hs.step_onset_near(placed, radius, det)
+        if step is not None:
+            return sample - step
         return sample - placed if abs(sample - placed) > AGREE_S * fs else 0
 
     def close(self) -> None:
