@@ -53,9 +53,7 @@ def route_rtclassify(model):
     n_before, n_after = samples_at(model.spec.before_ms, FS), samples_at(model.spec.after_ms, FS)
 
     def classify(v, i):
-        on, _ = detect_steps(i, holding_pa=0.0)
-        _, peaks, _ = detect_spikes(v, FS, on)
-        peak = int(peaks[0])
+        peak = int(detect_spikes(v, FS, detect_steps(i, holding_pa=0.0)).peaks[0])
         window = window_from_segment(v[peak - n_before:peak + n_after], FS, n_before, model.spec)
         with torch.inference_mode():
             return model.module(torch.from_numpy(window[None].astype(np.float32))).numpy()[0]

@@ -101,8 +101,7 @@ def bench_kernels(quick: bool) -> dict:
     repeats = 5 if quick else 20
 
     def numba_detect():
-        on, off = detect_steps(i, holding_pa=0.0)
-        detect_spikes(v, fs, on)
+        detect_spikes(v, fs, detect_steps(i, holding_pa=0.0))
 
     t_numba = np.median(time_calls(numba_detect, repeats))
     seg = int(0.2 * fs)  # the references are slow: time them on a slice and scale

@@ -115,6 +115,38 @@ def find_spikes(v_mv, dvdt, masked, dvdt_threshold, min_acceleration, min_amplit
 
 
 @numba.jit(**JIT)
+def find_hidden_upstroke(v_mv, start, stop, span, scale, knee_gain, floor):
+    """The upstroke of an AP whose peak a step's end hides: where it began, or -1.
+
+    During a depolarising step a passive membrane charges ever more slowly: dV/dt only falls. An
+    AP starting inside the step makes dV/dt rise again (a knee) however large the bridge artefact
+    the voltage rides on; when V is still rising as the step ends, the AP's peak is hidden by the
+    end's artefact (an AP whose V turns down inside the step is `find_spikes`'s).
+    v_mv: (n,) mV. Looks at samples start..stop-1 (the step's inside with its edges masked) through
+    the slope over `span` samples, s[k] = (v[k] - v[k - span]) * scale in mV/ms (start >= span).
+    Returns the sample where s was lowest before it rose most, when it rose by >= knee_gain mV/ms
+    and s never fell below `floor` mV/ms (V kept rising); else -1.
+    """
+    if stop - start < 2 or start < span:
+        return -1
+    low = start
+    s_low = (v_mv[start] - v_mv[start - span]) * scale
+    best_gain = 0.0
+    best_low = -1
+    for k in range(start, stop):
+        s = (v_mv[k] - v_mv[k - span]) * scale
+        if s < floor:
+            return -1  # V turned down inside the step: its peak, if any, was in plain view
+        if s < s_low:
+            s_low = s
+            low = k
+        if s - s_low > best_gain:
+            best_gain = s - s_low
+            best_low = low
+    return best_low if best_gain >= knee_gain else -1
+
+
+@numba.jit(**JIT)
 def resample_rows(x, taps, up, down, first, out):
     """Polyphase FIR resampling of each row of x, as scipy's upfirdn(taps, row, up, down,
     mode="line")[first:first + n_out]: the row is extended beyond its ends by the straight line
@@ -162,3 +194,4 @@ def warm_up() -> None:
     compute_dvdt(v, 50_000.0, dv)
     compute_dvdt(v.astype(np.float32), 50_000.0, dv)
     find_spikes(v, dv, np.zeros(16, np.bool_), 20.0, 10.0, 5.0, 5, on, off, np.zeros(1, np.int64))
+    find_hidden_upstroke(v, 4, 12, 2, 25.0, 20.0, -2.0)

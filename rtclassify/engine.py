@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rtclassify import _kernels
-from rtclassify.detection import EVOKED_SEARCH_MS, DetectorConfig, artifact_mask, detect_spikes
+from rtclassify.detection import EVOKED_SEARCH_MS, DetectorConfig, detect_spikes
 from rtclassify.inference import InferenceBatch, ReadyWindow
 from rtclassify.messages import build_heartbeat, build_label, build_skip
 from rtclassify.modelfile import LoadedModel
@@ -270,32 +270,34 @@ class Engine:
 
     def find_evoked_spike(self, hs: Headstage, stim: Stimulus, n_before: int, n_after: int) -> str:
         """Look for the AP that `stim` evoked in the buffered data. Returns "found" (stim.peak and
-        stim.threshold set), "skipped" (answered: no AP in time, or its peak hidden by the edge
-        artifact) or "open" (not decidable yet)."""
+        stim.threshold set), "skipped" (answered: no AP in time, or its peak hidden by a stimulus
+        edge) or "open" (not decidable yet)."""
         t0 = self.clock()
         fs = hs.fs
         search = samples_at(self.cfg.search_ms, fs)
         seg_a = max(hs.buf.start, stim.onset - n_before)
         seg_b = min(hs.buf.end, stim.onset + search + n_after)
         v = hs.buf.read(seg_a, seg_b)[:, 0]
-        edges = [stim.onset - seg_a]  # onsets only, as in detection.detect_trace
-        thr, peaks, _ = detect_spikes(v, fs, edges, self.cfg.detector)
-        evoked = [(t, p) for t, p in zip(thr, peaks) if p + seg_a >= stim.onset]
+        offset = hs.step_offset_after(stim.onset, self.cfg.detector)
+        steps = ([stim.onset - seg_a], [offset - seg_a if offset is not None else -1])  # -1: no known end
+        sp = detect_spikes(v, fs, steps, self.cfg.detector)
+        evoked = [k for k, p in enumerate(sp.peaks) if p + seg_a >= stim.onset]
         stim.detect_ms = (self.clock() - t0) * 1e3
         if not evoked:
             if hs.buf.end >= stim.onset + search + n_after:
                 self.skip(hs, stim, "no_spike", f"no AP within {self.cfg.search_ms:g} ms of the onset")
                 return "skipped"
             return "open"
-        t, p = evoked[0]
-        peak = int(p + seg_a)
+        k = evoked[0]
+        peak = int(sp.peaks[k] + seg_a)
         if peak >= stim.onset + search:
             self.skip(hs, stim, "no_spike", f"first AP {1e3 * (peak - stim.onset) / fs:.2f} ms after onset")
             return "skipped"
-        if artifact_mask(len(v), edges, fs, self.cfg.detector)[min(p + 1, len(v) - 1)]:
-            self.skip(hs, stim, "qc", "AP peak hidden by a stimulus-edge artifact")
+        if sp.obscured[k]:
+            self.skip(hs, stim, "qc", f"AP peak hidden by a stimulus edge {1e3 * (peak - stim.onset) / fs:.2f} ms "
+                      "after onset (obscured; its window is not classified)")
             return "skipped"
-        stim.peak, stim.threshold = peak, int(t + seg_a)
+        stim.peak, stim.threshold = peak, int(sp.thresholds[k] + seg_a)
         return "found"
 
     # ---- model and output ----

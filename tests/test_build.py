@@ -170,3 +170,24 @@ def test_build_on_an_existing_dask_cluster(nwb_folder, tmp_path):
     assert remote == local
     a, b = np.load(tmp_path / "local.npz"), np.load(tmp_path / "dask.npz")
     assert np.array_equal(a["windows"], b["windows"]) and np.array_equal(a["cell_id"], b["cell_id"])
+
+
+def test_build_leaves_out_sweeps_whose_ap_a_pulse_edge_hides(evoked_dir, tmp_path):
+    """A DANDI-like cell whose sweeps carry a real AP riding on a large bridge artefact, still
+    rising when the pulse ends: no window, the reason counted in the summary."""
+    z = np.load(evoked_dir / "1544582617.589_41_0_1.105.npz")  # 50 kHz, cut at the pulse onset
+    v_rec, i_rec = z["v"].astype(np.float64) * 1e3, z["i"].astype(np.float64) * 1e12
+    sweeps = []
+    for k in range(2):
+        i = np.full(12_000, i_rec[-1])
+        i[500:1000] -= 20.0  # test pulse
+        v = np.full(12_000, v_rec[-1]) + np.random.default_rng(k).normal(0, 0.05, 12_000)
+        i[ONSET_DANDI:ONSET_DANDI + len(i_rec)] = i_rec
+        v[ONSET_DANDI:ONSET_DANDI + len(v_rec)] = v_rec
+        sweeps.append((v, i))
+    write_nwb2_file(tmp_path / "sub-9_ses-999_icephys.nwb", sweeps, FS_DANDI)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("cell_id,line_name,dendrite_type\nsub-9_ses-999_icephys,Sst-IRES-Cre,aspiny\n")
+    summary = build_dataset(tmp_path, labels, tmp_path / "out.npz", WindowSpec("peak", 1.0, 2.0, 50_000.0), workers=1)
+    assert summary["windows"] == 0
+    assert summary["skip_reasons"] == {"AP peak hidden by a stimulus edge (obscured)": 2}

@@ -15,7 +15,8 @@ def test_detect_prints_one_json_line_per_file(evoked_dir, tmp_path):
     first = lines[0]
     assert first["stimuli"] == [{"onset_s": 0.002, "offset_s": 0.00502}]
     assert abs(first["spikes"][0]["peak_s"] - 0.00248) < 0.05e-3
-    assert set(first["spikes"][0]) == {"peak_s", "threshold_s", "peak_mv"}
+    assert first["spikes"][0]["obscured"] is False
+    assert set(first["spikes"][0]) == {"peak_s", "threshold_s", "peak_mv", "obscured"}
     assert "need v and i" in lines[1]["error"]
 
 
@@ -30,3 +31,15 @@ def test_detect_honours_explicit_units(tmp_path):
     out = json.loads(result.output)
     assert result.exit_code == 0
     assert out["stimuli"] == [{"onset_s": 0.01, "offset_s": 0.013}] and out["spikes"] == []
+
+
+def test_detect_flags_an_ap_hidden_by_the_pulse_end(evoked_dir):
+    """A real AP riding on a ~100 mV bridge artefact: V still rising when the 3 ms pulse ends."""
+    hidden = evoked_dir / "1544582617.589_41_0_1.105.npz"
+    result = CliRunner().invoke(main, ["detect", "--fs", "50000", str(hidden)])
+    out = json.loads(result.output)
+    assert result.exit_code == 0 and len(out["spikes"]) == 1
+    spike = out["spikes"][0]
+    assert spike["obscured"] is True
+    assert 2.96e-3 <= spike["peak_s"] < 3.02e-3  # the last sample before the pulse end, 3.02 ms
+    assert 1.5e-3 <= spike["threshold_s"] <= 1.95e-3  # the knee: annotated onset 1.60 ms, max slope 1.91 ms

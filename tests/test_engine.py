@@ -219,3 +219,18 @@ def test_pending_while_a_stimulus_awaits_its_answer(model):
     assert eng.has_pending()
     run_chunks(eng, v[520:], i[520:], 50_000.0, chunk=10, start=520, seq0=52)
     assert [t for t, _ in out if t in ("label", "skip")] == ["label"] and not eng.has_pending()
+
+
+def test_an_ap_hidden_by_the_pulse_end_is_a_qc_skip_not_a_label(model, evoked_dir):
+    """Real recordings whose AP rides on a large bridge artefact and is still rising when the
+    pulse ends (cut at the pulse onset: 20 ms of holding current put before them)."""
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(shed_factor=UNHURRIED), emit)
+    for hs, name in enumerate(("1544582617.589_41_0_1.105", "1521004040.059_24_4_3.074")):  # two cells
+        z = np.load(evoked_dir / f"{name}.npz")
+        v, i = z["v"].astype(np.float64) * 1e3, z["i"].astype(np.float64) * 1e12
+        v, i = np.r_[np.full(1000, v[-1]), v, np.full(1000, v[-1])], np.r_[np.full(1000, i[-1]), i, np.full(1000, i[-1])]
+        run_chunks(eng, v, i, 50_000.0, headstage=hs)
+    answers = [(t, m) for t, m in out if t in ("label", "skip")]
+    assert [t for t, _ in answers] == ["skip", "skip"]
+    assert all(m["reason"] == "qc" and "hidden" in m["detail"] for _, m in answers), answers

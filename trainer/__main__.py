@@ -514,6 +514,8 @@ def build(folder, labels_csv, out_path, anchor, before_ms, after_ms, fs_hz, work
         bar.close()
     click.echo(f"{out_path}: {summary['windows']} windows from {summary['cells']} cells; "
                f"{len(summary['failed'])} files failed, {len(summary['without_label'])} without a label")
+    for reason, count in summary["skip_reasons"].items():
+        click.echo(f"  sweeps left out: {count} x {reason}")
     for name, reason in summary["failed"].items():
         click.echo(f"  failed {name}: {reason}", err=True)
 

@@ -11,6 +11,7 @@ reason and skipped, never the end of the build.
 import csv
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,8 +184,10 @@ def assemble(files: list[Path], parts: Path, labels: dict, spec: WindowSpec, out
             continue
         windows.append(r.windows)
         rows.extend({**row, **lab} for row in r.rows)
+    reasons = Counter(item.split(": ", 1)[-1] for items in skipped.values() for item in items)
     summary = {"files": len(files), "windows": len(rows), "cells": len({r["cell_id"] for r in rows}),
-               "failed": failed, "without_label": no_label, "skipped_sweeps": skipped, "window": spec.to_dict()}
+               "failed": failed, "without_label": no_label, "skipped_sweeps": skipped,
+               "skip_reasons": dict(reasons.most_common()), "window": spec.to_dict()}
     columns = {c: np.array([r[c] for r in rows]) for c in META_COLUMNS + LABEL_COLUMNS}
     x = np.concatenate(windows) if windows else np.zeros((0, spec.n_samples), np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,9 @@ def detect(fs_hz, v_units, i_units, files):
 
     Each FILE holds arrays v (membrane potential) and i (command current) of equal length.
     Prints one JSON object per file: {"file", "stimuli": [{"onset_s", "offset_s"}],
-    "spikes": [{"peak_s", "threshold_s", "peak_mv"}]}, times in s from the first sample.
+    "spikes": [{"peak_s", "threshold_s", "peak_mv", "obscured"}]}, times in s from the first
+    sample. obscured: a stimulus edge hides the AP's peak (e.g. V still rising when the step
+    ends); peak_s is then the last sample before that edge.
     A file that cannot be read gets {"file", "error"} and the exit status is 1 at the end.
     """
     from rtclassify.detection import detect_trace, summarise_detection

@@ -10,6 +10,8 @@ import numpy as np
 from rtclassify.detection import EVOKED_SEARCH_MS
 from rtclassify.windows import WindowSpec, samples_at, window_from_segment
 
+OBSCURED = "AP peak hidden by a stimulus edge (obscured)"
+
 
 @dataclass
 class SweepWindows:
@@ -25,7 +27,8 @@ def windows_from_sweeps(sweeps, spec: WindowSpec) -> SweepWindows:
 
     Row fields: sweep, stimulus, by_name (the stimulus name says short square), fs_native (Hz),
     onset_s and peak_s (s from the sweep's first sample). Short squares without exactly one
-    evoked AP, with NaN samples or too close to the sweep's ends are listed in `skipped`.
+    evoked AP, with NaN samples, too close to the sweep's ends or whose AP peak a stimulus edge hides are listed
+    in `skipped`.
     """
     from rtclassify.detection import detect_spikes
     from rtclassify.io.stimuli import find_short_square
@@ -40,11 +43,15 @@ def windows_from_sweeps(sweeps, spec: WindowSpec) -> SweepWindows:
         if not np.all(np.isfinite(s.response)):
             skipped[s.sweep] = "NaN/Inf in the response"
             continue
-        _, peaks, _ = detect_spikes(s.response, s.fs, np.array([step.onset], dtype=np.int64))
-        evoked = [int(p) for p in peaks if step.onset <= p < step.onset + samples_at(EVOKED_SEARCH_MS, s.fs)]
+        sp = detect_spikes(s.response, s.fs, ([step.onset], [step.offset]))
+        evoked = [k for k, p in enumerate(sp.peaks) if step.onset <= p < step.onset + samples_at(EVOKED_SEARCH_MS, s.fs)]
         if len(evoked) != 1:
             skipped[s.sweep] = f"{len(evoked)} APs evoked (need exactly 1)"
             continue
+        if sp.obscured[evoked[0]]:
+            skipped[s.sweep] = OBSCURED
+            continue
+        evoked = [int(sp.peaks[evoked[0]])]
         anchor = evoked[0] if spec.anchor == "peak" else step.onset
         n_before, n_after = samples_at(spec.before_ms, s.fs), samples_at(spec.after_ms, s.fs)
         if anchor - n_before < 0 or anchor + n_after > len(s.response):

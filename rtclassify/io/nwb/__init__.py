@@ -100,10 +100,10 @@ def summarise_sweep(s: Sweep) -> dict:
     if s.clamp_mode == "current":
         from rtclassify.detection import detect_spikes
 
-        onsets = []
+        steps = []
         if s.command is not None and len(s.command) == len(s.response):
-            onsets = [a for a, _ in steps_after_test_pulse(s.command, s.fs)]
-            onset = round(onsets[0] / s.fs, 9) if onsets else None
-        n_spikes = len(detect_spikes(s.response, s.fs, np.array(onsets, dtype=np.int64))[1])
+            steps = steps_after_test_pulse(s.command, s.fs)
+            onset = round(steps[0][0] / s.fs, 9) if steps else None
+        n_spikes = len(detect_spikes(s.response, s.fs, ([a for a, _ in steps], [b for _, b in steps])).peaks)
     return {"sweep": s.sweep, "stimulus": s.stimulus, "clamp_mode": s.clamp_mode, "fs": s.fs,
             "n_samples": int(len(s.response)), "stim_onset_s": onset, "n_spikes": n_spikes}
