@@ -10,6 +10,7 @@ daemon sees exactly the windows the model was evaluated on.
 import csv
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from rtclassify.cells import CellError, check_trace
 from rtclassify.windows import resample_trace, samples_at
 
 DEFAULT_STIM_TO_PEAK_S = 0.0032  # the Allen median
+DELAY_RANGE_S = (0.0013, 0.010)  # stimulus-to-peak delays the simulator plays (others: clipped or the median)
 STEP_MS = 3.0
 
 
@@ -27,6 +29,8 @@ class SimCell:
     ap_mv: np.ndarray  # (n,) 1 ms before to 2 ms after the peak, at the stream rate
     stim_to_peak_s: float
     meta: dict = field(default_factory=dict)  # line_name, dendrite_type, model… (ground truth)
+    sweep_ap: Callable | None = None  # rng -> (AP mV, stim_to_peak s) of one sweep; None: the same
+    # AP every sweep (a recording is played as it is)
 
 
 @dataclass
@@ -69,7 +73,7 @@ def parse_delay(text) -> float:
         d = float(text)
     except (TypeError, ValueError):
         return DEFAULT_STIM_TO_PEAK_S
-    return d if 0.0013 <= d <= 0.010 else DEFAULT_STIM_TO_PEAK_S
+    return d if DELAY_RANGE_S[0] <= d <= DELAY_RANGE_S[1] else DEFAULT_STIM_TO_PEAK_S
 
 
 def synthesise_sweep(cell: SimCell, fs: float, spike: bool, rng: np.random.Generator, pre_ms: float = 20.0,
@@ -77,8 +81,8 @@ def synthesise_sweep(cell: SimCell, fs: float, spike: bool, rng: np.random.Gener
     """One sweep: baseline, a 3 ms step, and the cell's real AP (or a passive response)."""
     n_pre = samples_at(pre_ms, fs)
     n_before = samples_at(1.0, fs)
-    delay = samples_at(cell.stim_to_peak_s * 1000, fs)
-    ap = cell.ap_mv
+    ap, delay_s = cell.sweep_ap(rng) if cell.sweep_ap is not None and spike else (cell.ap_mv, cell.stim_to_peak_s)
+    delay = samples_at(delay_s * 1000, fs)
     rest = float(np.clip(ap[0] - 15.0, -80.0, -55.0))
     n = n_pre + delay + (len(ap) - n_before) + samples_at(post_ms, fs)
     t_ms = np.arange(n) / fs * 1000

@@ -1,5 +1,6 @@
 """The daemon as users run it: `rtclassify serve` in its own process, real ZMQ sockets on loopback."""
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -163,6 +164,21 @@ def test_demo_runs_end_to_end_without_data():
     result = CliRunner().invoke(main, ["demo", "--cells", "3", "--headstages", "1"])
     assert result.exit_code == 0, result.output
     assert "12 stimuli: 9 labels, 3 skips, 0 unanswered" in result.output
+    assert "columns: headstage, cell id, onset sample" in result.output
+    hits, total = map(int, re.search(r"agreement with the simulated cell's class: (\d+)/(\d+)", result.output).groups())
+    assert total == 9 and hits / total >= 0.8, result.output  # RS, FS, LTS: recognised as Exc, Pvalb, Sst
+    assert re.search(r"latency \(process: window complete in the daemon -> label sent\): p50 .* of 9 LATE",
+                     result.output)
+
+
+def test_demo_agreement_comes_from_the_cre_line_for_real_cells():
+    from rtclassify.cli.cmd_demo import expected_class
+
+    genetic5, broad2 = ("Exc", "Ndnf", "Pvalb", "Sst", "Vip"), ("Exc", "Inh")
+    real = {"line_name": "Vip-IRES-Cre", "dendrite_type": "aspiny"}
+    assert expected_class(real, genetic5) == "Vip" and expected_class(real, broad2) == "Inh"
+    assert expected_class({"line_name": "Chat-IRES-Cre-neo", "dendrite_type": "aspiny"}, genetic5) is None
+    assert expected_class({"class": "Sst"}, genetic5) == "Sst" and expected_class({"class": "Sst"}, broad2) == "Inh"
 
 
 def test_file_replay_of_real_evoked_spikes_answers_each_pulse(evoked_dir, tmp_path):
