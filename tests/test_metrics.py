@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score
 
 from trainer.metrics import confusion, score_repeats, scores_from_confusion
@@ -58,3 +59,18 @@ def test_agreement_with_teachers_counts_decisions_after_the_students_shift():
     np.testing.assert_allclose(agreement_with_teachers(student, teachers, log_freq, 0.0), [2 / 3])
     # shifted by 0.25 * log(9) = 0.55 in log-odds, the teachers' 0.4 (log-odds -0.41) turns rare too
     np.testing.assert_allclose(agreement_with_teachers(student, teachers, log_freq, 0.25), [1.0])
+
+
+def test_a_class_absent_from_the_cells_scores_nan_without_warnings():
+    """A stratum without one class (e.g. Vip among 200 kHz cells): its recall is NaN, quietly."""
+    import warnings
+
+    from trainer.metrics import score_repeats
+
+    y = np.array([0, 0, 1, 1, 0, 1])
+    preds = np.array([[0, 0, 1, 0, 0, 1], [0, 1, 1, 1, 0, 1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = score_repeats(y, preds, 3, n_boot=50)
+    assert np.isnan(out["recall"][2]) and all(np.isnan(out["ci95"]["recall"][2]))
+    assert out["recall"][0] == pytest.approx((3 / 3 + 2 / 3) / 2)

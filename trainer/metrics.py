@@ -38,6 +38,25 @@ def scores_from_confusion(cm: np.ndarray, classes_present=None) -> dict:
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_precision")
 
 
+def column_nanmean(rows) -> np.ndarray:
+    """Mean of each column of rows (R, K) over its non-NaN entries; NaN where a column has none (a
+    class absent from every repeat's cells), without numpy's empty-slice warning."""
+    a = np.asarray(rows, dtype=float)
+    counts = np.sum(~np.isnan(a), axis=0)
+    return np.where(counts > 0, np.nansum(a, axis=0) / np.maximum(counts, 1), np.nan)
+
+
+def column_nanpercentile(rows, q: float) -> np.ndarray:
+    """Percentile q of each column of rows (B, K) over its non-NaN entries; NaN for an all-NaN column."""
+    a = np.asarray(rows, dtype=float)
+    out = np.full(a.shape[1], np.nan)
+    for k in range(a.shape[1]):
+        col = a[:, k][~np.isnan(a[:, k])]
+        if len(col):
+            out[k] = np.percentile(col, q)
+    return out
+
+
 def score_repeats(y_true: np.ndarray, preds: np.ndarray, n_classes: int, classes_present=None,
                   n_boot: int = 1000, seed: int = 0) -> dict:
     """Scores averaged over repeats, with 95% bootstrap intervals over cells.
@@ -50,7 +69,7 @@ def score_repeats(y_true: np.ndarray, preds: np.ndarray, n_classes: int, classes
     per_repeat = [scores_from_confusion(confusion(y_true, p, n_classes), classes_present) for p in preds]
     out = {k: float(np.mean([s[k] for s in per_repeat])) for k in HEADLINE}
     for k in ("precision", "recall", "f1"):
-        out[k] = np.nanmean([s[k] for s in per_repeat], axis=0).tolist()
+        out[k] = column_nanmean([s[k] for s in per_repeat]).tolist()
     out["support"] = per_repeat[0]["support"]
     out["n"] = per_repeat[0]["n"]
     out["repeat_sd"] = {k: float(np.std([s[k] for s in per_repeat])) for k in HEADLINE}
@@ -63,10 +82,12 @@ def score_repeats(y_true: np.ndarray, preds: np.ndarray, n_classes: int, classes
         s = [scores_from_confusion(confusion(y_true[idx], p[idx], n_classes), classes_present) for p in preds]
         for k in HEADLINE:
             boots[k].append(np.mean([x[k] for x in s]))
-        boots["recall"].append(np.nanmean([x["recall"] for x in s], axis=0))
-    out["ci95"] = {k: [float(np.nanpercentile(boots[k], 2.5)), float(np.nanpercentile(boots[k], 97.5))] for k in HEADLINE}
+        boots["recall"].append(column_nanmean([x["recall"] for x in s]))
+    out["ci95"] = {k: [float(column_nanpercentile(np.reshape(boots[k], (-1, 1)), q)[0]) for q in (2.5, 97.5)]
+                   for k in HEADLINE}
     rec = np.array(boots["recall"])
-    out["ci95"]["recall"] = [[float(a), float(b)] for a, b in zip(np.nanpercentile(rec, 2.5, axis=0), np.nanpercentile(rec, 97.5, axis=0))]
+    out["ci95"]["recall"] = [[float(a), float(b)] for a, b in zip(column_nanpercentile(rec, 2.5),
+                                                                  column_nanpercentile(rec, 97.5))]
     return out
 
 
