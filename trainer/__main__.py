@@ -520,6 +520,38 @@ def build(folder, labels_csv, out_path, anchor, before_ms, after_ms, fs_hz, work
         click.echo(f"  failed {name}: {reason}", err=True)
 
 
+@main.command()
+@click.option("--report", "report_dir", default="docs/report", show_default=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--method", default="cnn_genetic5", show_default=True)
+@click.option("--data", "data_dir", default="../shared/data/allen-ctdb-spikes", show_default=True)
+@click.option("--metadata", "metadata_dir", default="../shared/data/allen-ctdb-metadata", show_default=True)
+@click.option("--splits", default=5, show_default=True, help="Donor halvings (dev half fits, other half scores).")
+def calibration(report_dir, method, data_dir, metadata_dir, splits):
+    """Calibration of a method's saved out-of-fold probabilities: ECE of the top probability (10
+    bins) before and after a temperature fitted on half of the donors, scored on the other half."""
+    import numpy as np
+    import pandas as pd
+
+    from trainer.calibration import donor_split_calibration
+
+    report, saved, y = read_predictions(report_dir, method, data_dir)
+    ids = saved["specimen_id"].astype(int)
+    details = pd.read_csv(Path(metadata_dir) / "cell_types_specimen_details.csv").set_index("specimen__id")
+    donors = details.reindex(ids)["donor__id"].to_numpy()
+    if pd.isna(donors).any():
+        raise click.ClickException(f"{metadata_dir}: no donor__id for {int(pd.isna(donors).sum())} cells")
+    rows = donor_split_calibration(saved[method], y, donors, splits)
+    click.echo(f"{method}: {len(np.unique(donors[y >= 0]))} donors; temperature fitted on half of them, "
+               "scored on the other half")
+    for r in rows:
+        click.echo(f"  split {r['split']} repeat {r['repeat']}: T {r['temperature']:.3f}, ECE {r['ece_before']:.3f} -> "
+                   f"{r['ece_after']:.3f} on {r['held_out_cells']} cells (accuracy {r['accuracy']:.3f})")
+    t = np.array([r["temperature"] for r in rows])
+    after = np.array([r["ece_after"] for r in rows])
+    click.echo(f"temperature median {np.median(t):.3f} [{t.min():.3f}, {t.max():.3f}]; held-out ECE after "
+               f"median {np.median(after):.3f} [{after.min():.3f}, {after.max():.3f}]")
+
+
 @main.command("fit-neurons")
 @click.option("--data", "spikes_dir", default="../shared/data/allen-ctdb-spikes", show_default=True,
               type=click.Path(exists=True, file_okay=False), help="Folder in the allen-ctdb-spikes layout.")

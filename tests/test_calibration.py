@@ -1,0 +1,51 @@
+"""Expected calibration error and temperature scaling on synthetic predictions of known calibration."""
+import numpy as np
+import pytest
+
+from trainer.calibration import (apply_temperature, donor_split_calibration, expected_calibration_error,
+                                 fit_temperature)
+
+
+def calibrated_sample(n=20_000, k=5, sharpness=3.0, seed=0):
+    """Probabilities and labels drawn from those very probabilities: calibrated by construction."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, sharpness, (n, k))
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = np.array([rng.choice(k, p=row) for row in p])
+    return p, y
+
+
+def test_calibrated_probabilities_have_small_ece_and_temperature_one():
+    p, y = calibrated_sample()
+    assert expected_calibration_error(p, y) < 0.015
+    assert fit_temperature(p, y) == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_softened_model_is_detected_and_its_temperature_recovered():
+    p, y = calibrated_sample()
+    soft = apply_temperature(p, 2.0)  # under-confident, like genetic5's out-of-fold outputs
+    assert expected_calibration_error(soft, y) > 0.1
+    t = fit_temperature(soft, y)
+    assert t == pytest.approx(0.5, abs=0.03)
+    assert expected_calibration_error(apply_temperature(soft, t), y) < 0.015
+    assert np.array_equal(apply_temperature(soft, t).argmax(1), soft.argmax(1))  # decisions unchanged
+
+
+def test_donor_split_fits_on_some_donors_and_scores_the_others():
+    p, y = calibrated_sample(n=4000)
+    donors = np.arange(4000) // 4  # four cells a donor
+    rows = donor_split_calibration(apply_temperature(p, 2.0)[None], y, donors, splits=2)
+    assert len(rows) == 2 and all(r["held_out_cells"] == 2000 for r in rows)
+    assert all(r["ece_after"] < r["ece_before"] and 0.4 < r["temperature"] < 0.6 for r in rows)
+
+
+def test_calibration_command_on_the_committed_report(spikes_dir, metadata_dir):
+    from click.testing import CliRunner
+
+    from trainer.__main__ import main
+
+    result = CliRunner().invoke(main, ["calibration", "--data", str(spikes_dir), "--metadata", str(metadata_dir),
+                                       "--splits", "1"])
+    assert result.exit_code == 0, result.output
+    assert "cnn_genetic5:" in result.output and "held-out ECE after median" in result.output
