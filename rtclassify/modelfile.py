@@ -126,6 +126,30 @@ def update_card(model: str, changes: dict) -> dict:
     return card
 
 
+def apply_temperature_to_file(model: str, temperature: float, evidence: dict, out: Path | None = None) -> dict:
+    """Calibrate a folded network's probabilities by a temperature, inside the module: softmax(z / T)
+    is its last layer's weights and bias divided by T (no cost at run time, decisions unchanged).
+
+    The card gets `calibration` = {"method": "temperature", "temperature": T (the total, when the
+    file was calibrated before), **evidence} and the new weights' sha256; written to `out`
+    (default: in place). Returns the new card.
+    """
+    loaded = load_model(model, runtime="torchscript")
+    module, card = loaded.module, dict(loaded.card)
+    if module.original_name != "FoldedCNN":
+        raise ModelFileError(f"{loaded.path}: calibration inside the module needs a folded network "
+                             f"(this one is {module.original_name})")
+    with torch.no_grad():
+        module.w2.div_(temperature)
+        module.b2.div_(temperature)
+    before = (card.get("calibration") or {}).get("temperature", 1.0)
+    card["calibration"] = {"method": "temperature", "temperature": round(before * temperature, 6), **evidence}
+    card["weights_sha256"] = hash_weights(module)
+    check_card(card, loaded.path)
+    write_model_file(module, card, Path(out) if out else loaded.path)
+    return card
+
+
 def resolve_model_path(model: str) -> Path:
     """A built-in name (genetic5, broad2) or a file path -> the model file's path."""
     if model in BUILTIN_MODELS:

@@ -526,7 +526,10 @@ def build(folder, labels_csv, out_path, anchor, before_ms, after_ms, fs_hz, work
 @click.option("--data", "data_dir", default="../shared/data/allen-ctdb-spikes", show_default=True)
 @click.option("--metadata", "metadata_dir", default="../shared/data/allen-ctdb-metadata", show_default=True)
 @click.option("--splits", default=5, show_default=True, help="Donor halvings (dev half fits, other half scores).")
-def calibration(report_dir, method, data_dir, metadata_dir, splits):
+@click.option("--apply", "apply_to", default=None, metavar="MODEL",
+              help="Also fit the temperature on all out-of-fold cells and build it into MODEL (a model file "
+                   "or built-in name, rewritten in place) of the method's recipe.")
+def calibration(report_dir, method, data_dir, metadata_dir, splits, apply_to):
     """Calibration of a method's saved out-of-fold probabilities: ECE of the top probability (10
     bins) before and after a temperature fitted on half of the donors, scored on the other half."""
     import numpy as np
@@ -550,6 +553,24 @@ def calibration(report_dir, method, data_dir, metadata_dir, splits):
     after = np.array([r["ece_after"] for r in rows])
     click.echo(f"temperature median {np.median(t):.3f} [{t.min():.3f}, {t.max():.3f}]; held-out ECE after "
                f"median {np.median(after):.3f} [{after.min():.3f}, {after.max():.3f}]")
+    if apply_to:
+        from rtclassify.modelfile import apply_temperature_to_file, load_model
+        from trainer.calibration import expected_calibration_error, fit_temperature
+
+        if load_model(apply_to, runtime="torchscript").card.get("calibration"):
+            raise click.ClickException(f"{apply_to} is calibrated already; apply to an uncalibrated export")
+        scored = y >= 0
+        pooled = np.concatenate([p[scored] for p in saved[method]])
+        labels = np.concatenate([y[scored]] * len(saved[method]))
+        temperature = fit_temperature(pooled, labels)
+        evidence = {"fitted_on": f"out-of-fold probabilities of {method} ({report_dir}), {int(scored.sum())} cells x "
+                                 f"{len(saved[method])} repeats",
+                    "ece_out_of_fold_before": round(expected_calibration_error(pooled, labels), 4),
+                    "ece_held_out_donors_after": {"median": round(float(np.median(after)), 4),
+                                                  "min": round(float(after.min()), 4), "max": round(float(after.max()), 4),
+                                                  "splits": len(rows)}}
+        card = apply_temperature_to_file(apply_to, temperature, evidence)
+        click.echo(f"{apply_to}: temperature {temperature:.3f} built in; weights sha256 {card['weights_sha256'][:12]}")
 
 
 @main.command("fit-neurons")
