@@ -186,17 +186,23 @@ def played_delay(delay_s: float) -> float:
     return float(np.clip(delay_s, *DELAY_RANGE_S))
 
 
+def near_threshold_ap(params: dict, fs: float):
+    """(AP mV at fs, its own stimulus-to-peak s, step pA, threshold step pA) at 1.1 x the threshold
+    step (or at it); RuntimeError when there is no single AP there."""
+    threshold = threshold_step(params)
+    for factor in (1.1, 1.0):
+        got = evoked_ap(params, threshold * factor, fs)
+        if got is not None:
+            return got[0], got[1], threshold * factor, threshold
+    raise RuntimeError("no single AP near its threshold")
+
+
 def model_ap(name: str, fs: float, jitter: dict | None = None):
     """(AP mV at fs from 1 ms before to 2 ms after the peak, stimulus-to-peak s as played, step pA)
     of a built-in neuron at 1.1 x its threshold step."""
     cls, params = read_params()[name]
-    params = dict(params, **(jitter or {}))
-    step = threshold_step(params)
-    for factor in (1.1, 1.0):
-        got = evoked_ap(params, step * factor, fs)
-        if got is not None:
-            return got[0], played_delay(got[1]), step * factor
-    raise RuntimeError(f"built-in neuron {name}: no single AP near its threshold")
+    ap, delay, step, _ = near_threshold_ap(dict(params, **(jitter or {})), fs)
+    return ap, played_delay(delay), step
 
 
 def draw_cell(params: dict, rng: np.random.Generator) -> dict:
@@ -237,14 +243,12 @@ def builtin_cells(fs: float, variants: int = 2, seed: int = 0):
         for name, (cls, params) in read_params().items():
             p = params if k == 0 else draw_cell(params, rng)
             try:
-                step = threshold_step(p)
-                ap, delay, _ = model_ap(name, fs, p)
+                ap, delay, step, threshold = near_threshold_ap(p, fs)
             except RuntimeError:  # a draw too far from the fit: keep the fit itself
                 p = params
-                step = threshold_step(p)
-                ap, delay, _ = model_ap(name, fs)
-            cells.append(SimCell(f"{name}-{k}", ap, delay,
+                ap, delay, step, threshold = near_threshold_ap(p, fs)
+            cells.append(SimCell(f"{name}-{k}", ap, played_delay(delay),
                                  {"model": name, "class": cls, "line_name": "", "dendrite_type": "",
-                                  "fs_hz_native": fs, "step_pa": round(step * 1.1, 1)},
-                                 sweep_ap=ModelCellSweeps(p, step, fs)))
+                                  "fs_hz_native": fs, "step_pa": round(step, 1)},
+                                 sweep_ap=ModelCellSweeps(p, threshold, fs)))
     return cells

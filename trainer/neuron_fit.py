@@ -70,15 +70,13 @@ def unpack(x: np.ndarray, base: dict) -> dict:
 
 
 def neuron_ap(params: dict):
-    """The neuron's AP at 1.1 x threshold at FIT_FS_HZ, or None when it has none (or fires at rest)."""
-    from rtclassify.neurons import evoked_ap, threshold_step
+    """The neuron's AP near threshold at FIT_FS_HZ, or None when it has none (or fires at rest)."""
+    from rtclassify.neurons import near_threshold_ap
 
     try:
-        step = threshold_step(params)
+        return near_threshold_ap(params, FIT_FS_HZ)[0]
     except RuntimeError:
         return None
-    got = evoked_ap(params, 1.1 * step, FIT_FS_HZ) or evoked_ap(params, step, FIT_FS_HZ)
-    return None if got is None else got[0]
 
 
 def score(ap: np.ndarray, target: np.ndarray, cls: str, model) -> tuple[float, float, float]:
