@@ -84,10 +84,15 @@ def detect_steps(i_pa: np.ndarray, cfg: DetectorConfig = DetectorConfig(), holdi
     return onsets, offsets
 
 
+def artifact_samples(fs_hz: float, cfg: DetectorConfig) -> int:
+    """Samples masked after a stimulus edge (artifact_ms, at least one)."""
+    return max(1, int(round(cfg.artifact_ms * fs_hz / 1000.0)))
+
+
 def artifact_mask(n: int, edges, fs_hz: float, cfg: DetectorConfig) -> np.ndarray:
     """(n,) bool, True from one sample before each edge to artifact_ms after it."""
     mask = np.zeros(n, np.bool_)
-    width = max(1, int(round(cfg.artifact_ms * fs_hz / 1000.0)))
+    width = artifact_samples(fs_hz, cfg)
     for e in edges:
         if 0 <= e < n:
             mask[max(0, e - 1):e + width] = True
@@ -145,7 +150,7 @@ def find_hidden_ap(v_mv: np.ndarray, fs_hz: float, onset: int, offset: int, cfg:
     if not 0 <= onset < offset < len(v_mv):  # a step still on at the end of the data has no end yet
         return None
     span = max(1, int(round(cfg.knee_span_ms * fs_hz / 1000.0)))
-    start = onset + max(1, int(round(cfg.artifact_ms * fs_hz / 1000.0))) + span
+    start = onset + artifact_samples(fs_hz, cfg) + span
     stop = offset - 1
     low = _kernels.find_hidden_upstroke(v_mv, start, stop, span, fs_hz / 1000.0 / span, cfg.knee_gain,
                                         cfg.rising_floor)

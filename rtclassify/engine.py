@@ -278,7 +278,7 @@ class Engine:
         seg_a = max(hs.buf.start, stim.onset - n_before)
         seg_b = min(hs.buf.end, stim.onset + search + n_after)
         v = hs.buf.read(seg_a, seg_b)[:, 0]
-        offset = hs.step_offset_after(stim.onset, self.cfg.detector)
+        offset = hs.step_offset_after(stim.onset, seg_b, self.cfg.detector)
         steps = ([stim.onset - seg_a], [offset - seg_a if offset is not None else -1])  # -1: no known end
         sp = detect_spikes(v, fs, steps, self.cfg.detector)
         evoked = [k for k, p in enumerate(sp.peaks) if p + seg_a >= stim.onset]

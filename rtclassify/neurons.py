@@ -219,8 +219,9 @@ def draw_cell(params: dict, rng: np.random.Generator) -> dict:
 class ModelCellSweeps:
     """Each sweep of a simulated cell: its own step (SWEEP_STEP x threshold) and recording noise."""
 
-    def __init__(self, params: dict, threshold_pa: float, fs: float):
+    def __init__(self, params: dict, threshold_pa: float, known_step_pa: float, fs: float):
         self.params, self.threshold_pa, self.fs = params, threshold_pa, fs
+        self.known_step_pa = known_step_pa  # a step known to evoke one AP (the fallback)
 
     def __call__(self, rng: np.random.Generator):
         """(AP mV, stimulus-to-peak s) of one sweep."""
@@ -228,7 +229,7 @@ class ModelCellSweeps:
             got = evoked_ap(self.params, self.threshold_pa * rng.uniform(*SWEEP_STEP), self.fs)
             if got is not None:
                 return got[0] + rng.normal(0.0, SWEEP_NOISE_MV, len(got[0])), played_delay(got[1])
-        got = evoked_ap(self.params, self.threshold_pa * 1.1, self.fs)
+        got = evoked_ap(self.params, self.known_step_pa, self.fs)
         return got[0], played_delay(got[1])
 
 
@@ -239,8 +240,9 @@ def builtin_cells(fs: float, variants: int = 2, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     cells = []
+    table = read_params()
     for k in range(variants):  # every neuron once before any of them twice: a short demo shows them all
-        for name, (cls, params) in read_params().items():
+        for name, (cls, params) in table.items():
             p = params if k == 0 else draw_cell(params, rng)
             try:
                 ap, delay, step, threshold = near_threshold_ap(p, fs)
@@ -250,5 +252,5 @@ def builtin_cells(fs: float, variants: int = 2, seed: int = 0):
             cells.append(SimCell(f"{name}-{k}", ap, played_delay(delay),
                                  {"model": name, "class": cls, "line_name": "", "dendrite_type": "",
                                   "fs_hz_native": fs, "step_pa": round(step, 1)},
-                                 sweep_ap=ModelCellSweeps(p, threshold, fs)))
+                                 sweep_ap=ModelCellSweeps(p, threshold, step, fs)))
     return cells

@@ -166,12 +166,12 @@ class Headstage:
         onsets = [a + int(k) for k in onsets if k > 0]  # a step already on at `a` has no onset here
         return min(onsets, key=lambda o: abs(o - sample)) if onsets else None
 
-    def step_offset_after(self, onset: int, det: DetectorConfig) -> int | None:
+    def step_offset_after(self, onset: int, until: int, det: DetectorConfig) -> int | None:
         """The end (first sample after) of the command step that starts within the same-stimulus
-        tolerance of `onset`, from the buffered command channel; None when there is no such step
-        (a stimulus known from an event only) or it has not ended in the buffer yet."""
+        tolerance of `onset`, from the buffered command channel up to sample `until`; None when
+        there is no such step (a stimulus known from an event only) or it has not ended by then."""
         tol = self.same_stimulus
-        a, b = max(self.buf.start, onset - tol), self.buf.end
+        a, b = max(self.buf.start, onset - tol), min(self.buf.end, until)
         if b - a < 2:
             return None
         onsets, offsets = detect_steps(self.buf.read(a, b)[:, 1], det, self.holding_pa)

@@ -523,8 +523,8 @@ def build(folder, labels_csv, out_path, anchor, before_ms, after_ms, fs_hz, work
 @main.command()
 @click.option("--report", "report_dir", default="docs/report", show_default=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--method", default="cnn_genetic5", show_default=True)
-@click.option("--data", "data_dir", default="../shared/data/allen-ctdb-spikes", show_default=True)
-@click.option("--metadata", "metadata_dir", default="../shared/data/allen-ctdb-metadata", show_default=True)
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True)
+@click.option("--metadata", "metadata_dir", default=DEFAULT_METADATA, show_default=True)
 @click.option("--splits", default=5, show_default=True, help="Donor halvings (dev half fits, other half scores).")
 @click.option("--apply", "apply_to", default=None, metavar="MODEL",
               help="Also fit the temperature on all out-of-fold cells and build it into MODEL (a model file "
@@ -574,7 +574,7 @@ def calibration(report_dir, method, data_dir, metadata_dir, splits, apply_to):
 
 
 @main.command("fit-neurons")
-@click.option("--data", "spikes_dir", default="../shared/data/allen-ctdb-spikes", show_default=True,
+@click.option("--data", "spikes_dir", default=DEFAULT_DATA, show_default=True,
               type=click.Path(exists=True, file_okay=False), help="Folder in the allen-ctdb-spikes layout.")
 @click.option("--evaluations", default=1000, show_default=True, help="Objective evaluations per neuron (~60 ms each).")
 @click.option("--restart", is_flag=True, help="Start from the package's current table, not the published models.")

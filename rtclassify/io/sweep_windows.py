@@ -51,13 +51,13 @@ def windows_from_sweeps(sweeps, spec: WindowSpec) -> SweepWindows:
         if sp.obscured[evoked[0]]:
             skipped[s.sweep] = OBSCURED
             continue
-        evoked = [int(sp.peaks[evoked[0]])]
-        anchor = evoked[0] if spec.anchor == "peak" else step.onset
+        peak = int(sp.peaks[evoked[0]])
+        anchor = peak if spec.anchor == "peak" else step.onset
         n_before, n_after = samples_at(spec.before_ms, s.fs), samples_at(spec.after_ms, s.fs)
         if anchor - n_before < 0 or anchor + n_after > len(s.response):
             skipped[s.sweep] = "window runs past the sweep's ends"
             continue
         windows.append(window_from_segment(s.response[anchor - n_before:anchor + n_after], s.fs, n_before, spec))
         rows.append({"sweep": s.sweep, "stimulus": s.stimulus, "by_name": step.by_name, "fs_native": s.fs,
-                     "onset_s": step.onset / s.fs, "peak_s": evoked[0] / s.fs})
+                     "onset_s": step.onset / s.fs, "peak_s": peak / s.fs})
     return SweepWindows(np.array(windows, np.float32).reshape(-1, spec.n_samples), rows, skipped)
