@@ -190,8 +190,9 @@ def test_simulator_to_daemon_over_lsl_one_marker_per_stimulus(tmp_path):
     out_name = unique("labels")
     truth = tmp_path / "truth.jsonl"
     sim = subprocess.Popen([sys.executable, "-m", "rtclassify", "simulate", "--sink", "lsl", "--stream", name,
-                            "--cells", "3", "--sweeps", "4", "--truth", str(truth), "--wait-s", "60"],
-                           stderr=subprocess.PIPE, text=True)
+                            "--cells", "3", "--sweeps", "4", "--truth", str(truth), "--wait-s", "60",
+                            "--speed", "0.25"],  # the 0.66 s stream over 2.6 s: this test's inlet on the
+                           stderr=subprocess.PIPE, text=True)  # labels connects after the daemon's on the data
     daemon = subprocess.Popen([sys.executable, "-m", "rtclassify", "serve", "--source", "lsl", "--stream", name,
                                "--lsl-out", out_name], stderr=subprocess.PIPE, text=True)
     try:
