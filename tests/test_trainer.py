@@ -339,7 +339,7 @@ def test_member_options_vary_the_members_and_keep_the_cache_of_unvaried_ones(tmp
     varied = TrainConfig(**{**base.__dict__, "member_options": ({}, {"channels": 4})})
     assert varied.member(0) == base and varied.member(1).channels == 4 and varied.member(3).channels == 4
     assert TrainConfig.from_dict(json.loads(json.dumps(varied.to_dict()))) == varied  # as stored in a card
-    key = lambda cfg, m: teacher_key(Method("m", "broad2", "cnn", cfg), 0, 0, 0, m)  # noqa: E731
+    key = lambda cfg, m: teacher_key(Method("m", "broad2", "cnn", cfg), 0, m, "cells")  # noqa: E731
     assert key(varied, 0) == key(base, 0)  # an unvaried member is the same cached network
     assert key(varied, 1) != key(base, 1)
     assert key(TrainConfig(**{**base.__dict__, "kernel": 7}), 0) != key(base, 0)
@@ -405,7 +405,7 @@ def test_teacher_spread_command_names_the_missing_teacher_and_a_bad_size(tmp_pat
 
     spikes = write_spike_folder(tmp_path / "spikes", n_per_model=6)
     base = ["teacher-spread", "--data", str(spikes), "--teacher-cache", str(tmp_path / "empty"), "--folds", "2",
-            "--repeats", "1"]
+            "--repeats", "1", "--group-by", "cell"]  # synthetic cells have no donor
     run = CliRunner().invoke(trainer_main, base)
     assert run.exit_code != 0 and "teacher 0 of repeat 0, fold 0 is not cached" in run.output
     run = CliRunner().invoke(trainer_main, base + ["--size", "9"])
@@ -488,7 +488,7 @@ def test_evaluation_with_the_auxiliary_output_caches_its_own_teachers(tmp_path):
     folds = make_folds(data, 2, 1, 0)
     cfg = TrainConfig(channels=4, depth=2, max_epochs=2, val_fraction=0.0, members=2, distil=True, threads=1,
                       distil_unlabelled=True)
-    key = lambda c: teacher_key(Method("m", "exc_pvalb_sst", "cnn", c), 0, 0, 0, 0)  # noqa: E731
+    key = lambda c: teacher_key(Method("m", "exc_pvalb_sst", "cnn", c), 0, 0, "cells")  # noqa: E731
     assert key(replace(cfg, aux_weight=0.0)) == key(cfg) != key(replace(cfg, aux_weight=0.3))
     plain = run_method(Method("m", "exc_pvalb_sst", "cnn", cfg), data, folds, 0, {}, None, lambda: None,
                        tmp_path / "cache")
@@ -600,10 +600,47 @@ def test_learning_curve_command_scores_each_size_and_refuses_other_folds(tmp_pat
     assert run.exit_code != 0 and "identical test folds" in run.output
 
 
-def test_teachers_of_another_fold_count_never_share_a_cache_file():
-    from trainer.evaluate import Method, teacher_key
+def test_a_fold_is_never_handed_a_teacher_trained_on_other_cells(tmp_path):
+    """The teacher cache is keyed by the exact training-side cells: the same fold number of another
+    split (cell vs donor grouping, another fold count) trains on other cells and gets its own file;
+    the same split finds its teachers again."""
+    from helpers import write_spike_folder
+    from trainer.evaluate import Method, cells_digest, make_folds, run_method
 
-    method = Method("m", "genetic5", "cnn", TrainConfig())
-    # fold 0 of 10 trains on other cells than fold 0 of 5: loading one for the other would leak test cells
-    assert teacher_key(method, 0, 0, 0, 0, n_folds=10) != teacher_key(method, 0, 0, 0, 0)
-    assert teacher_key(method, 0, 0, 0, 0, n_folds=5) == teacher_key(method, 0, 0, 0, 0)
+    data = load_spike_set(write_spike_folder(tmp_path / "spikes", n_per_model=6), WindowSpec())
+    assert cells_digest(["2", "1"]) == cells_digest(["1", "2"]) != cells_digest(["1", "3"])
+    cfg = TrainConfig(channels=4, depth=2, max_epochs=1, val_fraction=0.0, members=2, distil=True, threads=1)
+    method, cache = Method("m", "broad2", "cnn", cfg), tmp_path / "teachers"
+    donors = np.array([f"d{i // 2}" for i in range(len(data.specimen_ids))])  # two cells per mouse
+    by_cell, by_donor = make_folds(data, 2, 1, 0), make_folds(data, 2, 1, 0, donors)
+    assert not np.array_equal(by_cell, by_donor)
+    for folds in (by_cell, by_donor):
+        run_method(method, data, folds, 0, {}, None, lambda: None, cache)
+    assert len(list(cache.glob("*.pt"))) == 8  # 2 splits x 2 folds x 2 members: nothing shared
+    before = {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    run_method(method, data, by_donor, 0, {}, None, lambda: None, cache)
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == before  # found again, not retrained
+
+
+def test_folds_grouped_by_donor_keep_each_mouse_in_one_fold(tmp_path):
+    from helpers import write_spike_folder
+    from trainer.data import read_donors
+    from trainer.evaluate import make_folds
+
+    data = load_spike_set(write_spike_folder(tmp_path / "spikes", n_per_model=12), WindowSpec())
+    donors = np.array([f"d{i % 7}" for i in range(len(data.specimen_ids))])
+    folds = make_folds(data, 3, 2, 0, donors)
+    for r in range(2):
+        for d in np.unique(donors):
+            assert len(set(folds[r, donors == d])) == 1
+    assert set(folds[0]) == {0, 1, 2}
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    ids = list(data.specimen_ids)
+    rows = "".join(f"{s},{100 + k % 3}\n" for k, s in enumerate(ids[:-1]))
+    (meta / "cell_types_specimen_details.csv").write_text("specimen__id,donor__id\n" + rows)
+    with pytest.raises(ValueError, match=f"no donor__id for 1 cells.*{ids[-1]}"):
+        read_donors(meta, data.specimen_ids)
+    assert list(read_donors(meta, data.specimen_ids[:4])) == ["100", "101", "102", "100"]
+
+

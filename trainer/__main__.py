@@ -75,6 +75,9 @@ def load(data_dir, fs_hz):
 @click.option("--out", "out_dir", default="docs/report", show_default=True, help="Report folder.")
 @click.option("--folds", default=5, show_default=True)
 @click.option("--repeats", default=2, show_default=True)
+@click.option("--group-by", type=click.Choice(["donor", "cell"]), default="donor", show_default=True,
+              help="What the folds keep together: donor (no test cell shares a mouse with a training cell; needs "
+                   "--metadata) or cell.")
 @click.option("--ablation-repeats", default=1, show_default=True)
 @click.option("--ensemble", default=None, type=int, help="Members of the main CNNs (default: as shipped, "
               + ", ".join(f"{k} {v}" for k, v in SHIPPED.items()) + ").")
@@ -90,9 +93,9 @@ def load(data_dir, fs_hz):
                    "--set genetic5.student_channels=32 (repeatable; options: trainer/fit.py:TrainConfig; "
                    "VALUE as JSON). For trying variants into a scratch --out.")
 @window_options
-def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, ensemble, methods, bootstrap,
+def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, group_by, ablation_repeats, ensemble, methods, bootstrap,
              readme, update, teacher_cache, settings, fs_hz, seed, epochs, channels):
-    """Cross-validate every method by cell and write the report (Markdown, JSON, PNGs)."""
+    """Cross-validate every method (folds grouped by donor) and write the report (Markdown, JSON, PNGs)."""
     from tqdm import tqdm
 
     from trainer.evaluate import evaluate_method, make_folds
@@ -107,15 +110,17 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
         if unknown:
             raise click.ClickException(f"unknown methods {sorted(unknown)}; valid: {[m.name for m in chosen]}")
         chosen = [m for m in chosen if m.name in wanted]
-    fold_ids = make_folds(data, folds, repeats, seed)
+    groups = fold_groups(group_by, metadata_dir, data)
+    fold_ids = make_folds(data, folds, repeats, seed, groups)
     n_fits = sum((m.repeats or repeats) * folds * fits_per_fold(m) for m in chosen)
     results = {"methods": {}, "skipped": data.skipped}
     previous = Path(out_dir) / "report.json"
     if update and previous.is_file():
         old = json.loads(previous.read_text())
-        if (old["meta"]["folds"], old["meta"]["repeats"], old["meta"]["seed"]) != (folds, repeats, seed):
+        made = (old["meta"]["folds"], old["meta"]["repeats"], old["meta"]["seed"], old["meta"].get("group_by", "cell"))
+        if made != (folds, repeats, seed, group_by):
             raise click.ClickException(f"{previous} was made with other folds; --update needs the same "
-                                       "--folds, --repeats and --seed")
+                                       "--folds, --repeats, --seed and --group-by")
         results["methods"] = old["methods"]
         results["meta_history"] = old.get("meta_history", []) + [old["meta"]]
     fold_models, oof = {}, {}
@@ -134,6 +139,7 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
         "elapsed_min": (time.time() - t0) / 60, "machine": f"{platform.machine()}, {cpu_count()} CPU threads",
         "data": data_dir, "n_cells": len(data.specimen_ids), "n_skipped": len(data.skipped),
         "window": data.spec.to_dict(), "folds": folds, "repeats": repeats, "seed": seed,
+        "group_by": group_by, "donors": None if groups is None else len(set(groups)),
     }
     path = write_report(results, Path(out_dir))
     write_predictions(oof, data.specimen_ids, Path(out_dir), update)
@@ -141,6 +147,18 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, ablation_repeats, 
     if readme and Path(readme).is_file():
         update_readme(results, Path(readme))
         click.echo(f"figures written into {readme}")
+
+
+def fold_groups(group_by: str, metadata_dir, data):
+    """(N,) donor of each cell for folds grouped by donor, None for folds by cell."""
+    from trainer.data import read_donors
+
+    if group_by == "cell":
+        return None
+    try:
+        return read_donors(Path(metadata_dir), data.specimen_ids)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def configured_methods(epochs, channels, ensemble, settings, ablation_repeats: int = 1) -> list:
@@ -274,7 +292,7 @@ def collect_learning_curves(report_dirs, method: str, data_dir) -> tuple[dict, f
     for d in report_dirs:
         report, saved, y = read_predictions(d, method, data_dir)
         meta, cells = report["meta"], y >= 0
-        folds_seen.add((meta["folds"], meta["repeats"], meta["seed"]))
+        folds_seen.add((meta["folds"], meta["repeats"], meta["seed"], meta.get("group_by", "cell")))
         share = report["methods"][method]["config"].get("train_fraction", 1.0) * (meta["folds"] - 1) / meta["folds"]
         for name in (method, method + "_teachers"):
             if saved.get(name) is not None:  # scores as saved: no further output shift
@@ -282,7 +300,7 @@ def collect_learning_curves(report_dirs, method: str, data_dir) -> tuple[dict, f
                 points.setdefault(name, []).append(
                     (share * cells.sum(), sweep_output_bias(saved[name][:, cells], y[cells], np.zeros(k), [0.0])[0]))
     if len(folds_seen) > 1:
-        raise click.ClickException(f"the report folders were made on other folds (folds, repeats, seed): "
+        raise click.ClickException(f"the report folders were made on other folds (folds, repeats, seed, grouping): "
                                    f"{sorted(folds_seen)}; a learning curve needs identical test folds")
     curves = {}
     for name, rows in points.items():
@@ -335,10 +353,14 @@ def learning_curve(report_dirs, method, data_dir, targets, plot):
 @click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True)
 @click.option("--folds", default=5, show_default=True)
 @click.option("--repeats", default=2, show_default=True)
+@click.option("--group-by", type=click.Choice(["donor", "cell"]), default="donor", show_default=True,
+              help="The --group-by of the evaluate run whose teachers to read.")
+@click.option("--metadata", "metadata_dir", default=DEFAULT_METADATA, show_default=True)
 @click.option("--set", "settings", multiple=True, metavar="TASK.OPTION=VALUE",
               help="The --set options of the evaluate run whose teachers to read.")
 @click.option("--seed", default=0, show_default=True)
-def teacher_spread(teacher_cache, members, size, method, data_dir, folds, repeats, settings, seed):
+def teacher_spread(teacher_cache, members, size, method, data_dir, folds, repeats, group_by, metadata_dir, settings,
+                   seed):
     """How much a teacher ensemble's score is the luck of its seeds: every cached teacher's out-of-fold
     predictions (inference only, seconds), then the scores of every ensemble of SIZE of the MEMBERS,
     per repeat. Judge a variant's ensemble against this spread, not against one draw."""
@@ -354,7 +376,8 @@ def teacher_spread(teacher_cache, members, size, method, data_dir, folds, repeat
         raise click.BadParameter(f"{method!r} has no teachers; distilled methods: {sorted(chosen)}", param_hint="--method")
     m = chosen[method]
     try:
-        probs = cached_member_probs(m, data, make_folds(data, folds, repeats, seed), seed, Path(teacher_cache), members)
+        fold_ids = make_folds(data, folds, repeats, seed, fold_groups(group_by, metadata_dir, data))
+        probs = cached_member_probs(m, data, fold_ids, seed, Path(teacher_cache), members)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     y = data.labels(get_task(m.task))
@@ -533,16 +556,15 @@ def calibration(report_dir, method, data_dir, metadata_dir, splits, apply_to):
     """Calibration of a method's saved out-of-fold probabilities: ECE of the top probability (10
     bins) before and after a temperature fitted on half of the donors, scored on the other half."""
     import numpy as np
-    import pandas as pd
 
     from trainer.calibration import donor_split_calibration
+    from trainer.data import read_donors
 
     report, saved, y = read_predictions(report_dir, method, data_dir)
-    ids = saved["specimen_id"].astype(int)
-    details = pd.read_csv(Path(metadata_dir) / "cell_types_specimen_details.csv").set_index("specimen__id")
-    donors = details.reindex(ids)["donor__id"].to_numpy()
-    if pd.isna(donors).any():
-        raise click.ClickException(f"{metadata_dir}: no donor__id for {int(pd.isna(donors).sum())} cells")
+    try:
+        donors = read_donors(Path(metadata_dir), saved["specimen_id"])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     rows = donor_split_calibration(saved[method], y, donors, splits)
     click.echo(f"{method}: {len(np.unique(donors[y >= 0]))} donors; temperature fitted on half of them, "
                "scored on the other half")

@@ -73,3 +73,21 @@ def load_spike_set(folder: Path, spec: WindowSpec) -> SpikeSet:
         skipped=skipped,
         layers=np.array([r.columns.get("layer") or "" for r in keep]),
     )
+
+
+def read_donors(metadata_dir: Path, specimen_ids: np.ndarray) -> np.ndarray:
+    """(N,) donor__id (str) of each cell, from cell_types_specimen_details.csv in the Allen metadata
+    folder. Raises ValueError naming the file and the cells it has no donor for."""
+    import pandas as pd
+
+    path = Path(metadata_dir) / "cell_types_specimen_details.csv"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: folds grouped by donor need the allen-ctdb-metadata folder "
+                         "(--metadata), or choose --group-by cell")
+    table = pd.read_csv(path, usecols=["specimen__id", "donor__id"], dtype=str).drop_duplicates("specimen__id")
+    donors = table.set_index("specimen__id")["donor__id"].reindex(np.asarray(specimen_ids).astype(str))
+    missing = donors.index[donors.isna()]
+    if len(missing):
+        raise ValueError(f"{path}: no donor__id for {len(missing)} cells (e.g. {list(missing[:3])}); "
+                         "add them or choose --group-by cell")
+    return donors.to_numpy(dtype=str)

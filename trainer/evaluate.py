@@ -1,9 +1,10 @@
-"""Repeated stratified k-fold cross-validation by cell, every method on identical folds.
+"""Repeated stratified k-fold cross-validation, grouped by donor, every method on identical folds.
 
 Each cell holds one AP, so a fold of cells is a fold of windows: no cell is ever in both the
-training and the test side. The folds are drawn once over all cells (stratified on genetic class,
-dendrite type and sampling rate) and shared by every task and method; the early-stopping
-validation split is drawn inside each training fold.
+training and the test side; grouped by donor (the report's default), no mouse either. The folds
+are drawn once over all cells (stratified on genetic class, dendrite type and sampling rate) and
+shared by every task and method; the early-stopping validation split is drawn inside each
+training fold.
 """
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,9 +39,14 @@ class Method:
     description: str = ""
 
 
-def make_folds(data: SpikeSet, k: int, repeats: int, seed: int) -> np.ndarray:
-    """(repeats, N) fold index of every cell, stratified on genetic class x dendrite type x rate."""
-    from sklearn.model_selection import StratifiedKFold
+def make_folds(data: SpikeSet, k: int, repeats: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """(repeats, N) fold index of every cell, stratified on genetic class x dendrite type x rate.
+
+    groups: (N,) group of each cell (its donor): all cells of a group fall in one fold, so that no
+    test cell shares a mouse with a training cell (StratifiedGroupKFold keeps the strata as even
+    as the groups allow). None: folds by cell.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     g5 = data.labels(get_task("genetic5"))
     key = np.array([f"{a}|{b}|{c:g}" for a, b, c in zip(g5, data.dendrite_types, data.fs_hz)])
@@ -50,8 +56,12 @@ def make_folds(data: SpikeSet, k: int, repeats: int, seed: int) -> np.ndarray:
     key = np.where(np.isin(key, list(rare)), "rare", key)
     folds = np.zeros((repeats, len(key)), dtype=int)
     for r in range(repeats):
-        skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r)
-        for f, (_, test) in enumerate(skf.split(np.zeros(len(key)), key)):
+        if groups is None:
+            splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r).split(np.zeros(len(key)), key)
+        else:
+            splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed + r).split(
+                np.zeros(len(key)), key, groups)
+        for f, (_, test) in enumerate(splits):
             folds[r, test] = f
     return folds
 
@@ -75,7 +85,6 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     teacher_probs = np.full_like(probs, np.nan) if distil else None
     features = method_features(method, data, metadata_dir)
     with_aux = method.kind == "cnn" and method.cfg.aux_weight > 0  # the members' auxiliary output
-    n_folds = int(folds.max()) + 1
     for r in range(repeats):
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
@@ -97,8 +106,8 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
                 if distil:
                     x, y_fit, aux_fit = with_auxiliary_cells(*args[:2], aux.get("aux"), data.windows[outside],
                                                              aux.get("unlabelled_aux"), method.cfg)
-                    teachers = fit_cached_teachers(method, (x, y_fit) + args[2:], teacher_cache, r, f, aux_fit,
-                                                   n_folds=n_folds)
+                    cells = cells_digest(data.specimen_ids[train | outside])  # the training side, exactly
+                    teachers = fit_cached_teachers(method, (x, y_fit) + args[2:], teacher_cache, cells, aux_fit)
                     student, _ = fit_distilled(*args, teachers=teachers, unlabelled=data.windows[outside])
                     nets = [student.model]
                     teacher_probs[r, test] = predict_proba(teachers, data.windows[test])
@@ -142,42 +151,49 @@ def fold_seed(seed: int, repeat: int, fold: int) -> int:
     return int(seed + 100 * repeat + fold)
 
 
-def teacher_key(method: Method, repeat: int, fold: int, fit_seed: int, member: int, n_folds: int = 5) -> str:
-    """Cache key of one fold's teacher number `member`: everything that shapes it, with the member's own
-    options (TrainConfig.member) — not the student's options, nor the ensemble's size: member m is the
-    same network whether there are 5 or 8, and whatever the other members' options. The fold is the
-    fold-th of n_folds (make_folds); the data folder is not in the key: one cache per dataset."""
+def cells_digest(specimen_ids) -> str:
+    """A short digest of a set of cells (order ignored): the cache key's record of which cells a
+    network was trained on."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(map(str, specimen_ids))).encode()).hexdigest()[:16]
+
+
+def teacher_key(method: Method, fit_seed: int, member: int, cells: str) -> str:
+    """Cache key of one teacher, member number `member` of a fold: everything that shapes it, with the
+    member's own options (TrainConfig.member) — not the student's options, nor the ensemble's size:
+    member m is the same network whether there are 5 or 8, and whatever the other members' options.
+    cells: cells_digest of the fold's training-side cells, exactly: a teacher is only ever reused for
+    a fold that trains on the same cells, so no fold (of another split, grouping or fold count) can
+    be handed a teacher that saw its test cells. The data folder is not in the key otherwise."""
     import hashlib
     import json
 
     cfg = {k: v for k, v in method.cfg.member(member).to_dict().items()
            if k not in TEACHER_FIELDS_IGNORED and not (k in TEACHER_FIELDS_NEUTRAL and v == TEACHER_FIELDS_NEUTRAL[k])}
-    blob = json.dumps({"task": method.task, "cfg": cfg, "transfer_from": method.transfer_from, "repeat": int(repeat),
-                       "fold": int(fold), "seed": int(fit_seed), "member": int(member)}
-                      # 5 folds (the report's) left out of the key: caches made before it was there stay valid
-                      | ({"n_folds": int(n_folds)} if n_folds != 5 else {}), sort_keys=True)
+    blob = json.dumps({"task": method.task, "cfg": cfg, "transfer_from": method.transfer_from, "cells": cells,
+                       "seed": int(fit_seed), "member": int(member)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def teacher_path(cache: Path, method: Method, repeat: int, fold: int, fit_seed: int, member: int,
-                 n_folds: int = 5) -> Path:
-    """The cache file of one fold's teacher number `member` (see teacher_key)."""
-    return cache / f"{teacher_key(method, repeat, fold, fit_seed, member, n_folds)}.pt"
+def teacher_path(cache: Path, method: Method, fit_seed: int, member: int, cells: str) -> Path:
+    """The cache file of one teacher (see teacher_key)."""
+    return cache / f"{teacher_key(method, fit_seed, member, cells)}.pt"
 
 
-def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, repeat: int, fold: int,
-                        aux: np.ndarray | None = None, n_folds: int = 5) -> list:
+def fit_cached_teachers(method: Method, args: tuple, cache: Path | None, cells: str,
+                        aux: np.ndarray | None = None) -> list:
     """The fold's method.cfg.members teacher networks, each loaded from the cache folder when there
     (one file per member) or trained by fit_member and then cached.
-    args: the fit_members arguments (x, y, n_classes, fs_hz, cfg, fit_seed, init); aux: auxiliary
-    labels of x (TrainConfig.aux_weight; x then also holds cells outside the task, y = -1); n_folds:
-    folds of the split the fold belongs to."""
+    args: the fit_members arguments (x, y, n_classes, fs_hz, cfg, fit_seed, init); cells: cells_digest
+    of the fold's training-side cells; aux: auxiliary labels of x (TrainConfig.aux_weight; x then
+    also holds cells outside the task, y = -1)."""
     import torch
 
     x, y, n_classes, fs_hz, cfg, fit_seed, init = args
     nets = []
     for m in range(cfg.members):
-        path = teacher_path(cache, method, repeat, fold, fit_seed, m, n_folds) if cache else None
+        path = teacher_path(cache, method, fit_seed, m, cells) if cache else None
         if path is not None and path.exists():
             nets.append(torch.load(path, weights_only=False).eval())
             continue
@@ -203,14 +219,15 @@ def cached_member_probs(method: Method, data: SpikeSet, folds: np.ndarray, seed:
     for r in range(folds.shape[0]):
         for f in np.unique(folds[r]):
             test = (folds[r] == f) & (y >= 0)
+            cells = cells_digest(data.specimen_ids[folds[r] != f])
             for m in range(members):
-                path = teacher_path(cache, method, r, int(f), fold_seed(seed, r, f), m, n_folds)
+                path = teacher_path(cache, method, fold_seed(seed, r, f), m, cells)
                 if not path.is_file():
                     raise FileNotFoundError(
                         f"{path}: teacher {m} of repeat {r}, fold {f} is not cached; train it with `python -m "
                         f"trainer evaluate --methods {method.name} --ensemble {members} --repeats {folds.shape[0]} "
                         f"--folds {n_folds} "
-                        f"--teacher-cache {cache}` (and the same --set options)")
+                        f"--teacher-cache {cache}` (and the same --set and --group-by options)")
                 out[r, m, test] = predict_proba([torch.load(path, weights_only=False)], data.windows[test])
     return out
 

@@ -57,6 +57,13 @@ def load_predictions(report_dir: Path) -> dict:
         return {name: f[name] for name in f.files}
 
 
+def grouping(meta: dict) -> str:
+    """What the report's folds kept together, in words (reports before --group-by were by cell)."""
+    if meta.get("group_by", "cell") == "donor":
+        return f"grouped by donor ({meta.get('donors')} mice: no test cell shares a mouse with a training cell)"
+    return "by cell"
+
+
 def render_markdown(results: dict, pngs: list[str]) -> str:
     meta = results["meta"]
     lines = [
@@ -69,7 +76,7 @@ def render_markdown(results: dict, pngs: list[str]) -> str:
         f"Data: {meta['n_cells']} cells from `{meta['data']}` ({meta['n_skipped']} skipped), one AP per cell, "
         f"windows {meta['window']['before_ms']} ms before to {meta['window']['after_ms']} ms after the peak, "
         f"resampled to {meta['window']['fs_hz'] / 1000:g} kHz.",
-        f"Protocol: stratified {meta['folds']}-fold cross-validation **by cell**, repeated {meta['repeats']} times "
+        f"Protocol: stratified {meta['folds']}-fold cross-validation **{grouping(meta)}**, repeated {meta['repeats']} times "
         "(ablations: repeats as listed), every method on identical folds; early stopping on a validation split "
         "drawn by cell inside each training fold. Figures: mean over repeats, [95% bootstrap interval over cells]. "
         "Out-of-fold probabilities per cell (methods run since this file was introduced): `predictions.npz`.",
@@ -194,7 +201,7 @@ def headline_markdown(results: dict) -> str:
             lines.append(f"| {label} | {s['n']} | {fmt(s, 'balanced_accuracy')} | {fmt(s, 'macro_f1')} | "
                          f"{fmt(s, 'accuracy')} | {m['classes'][worst]} {s['recall'][worst]:.2f} |")
     meta = results["meta"]
-    lines += ["", f"Cross-validated by cell ({meta['folds']}-fold x {meta['repeats']}), mean [95% bootstrap CI]; "
+    lines += ["", f"Cross-validated {grouping(meta)} ({meta['folds']}-fold x {meta['repeats']}), mean [95% bootstrap CI]; "
               f"made by `{meta['command']}`"
               + "".join(f" and `{m['command']}`" for m in results.get("meta_history", []))
               + ". `gbm_allen_genetic5` uses Allen's features from all of a cell's "
