@@ -32,6 +32,19 @@ def test_intervals_bracket_the_estimate():
     assert 0.7 < s["balanced_accuracy"] < 0.9
 
 
+def test_intervals_hold_the_spread_between_repeats():
+    # two repeats (seeds) that disagree by 0.2 in accuracy: an interval over cells alone, with the
+    # repeats averaged inside each resample, would be as narrow as for one repeat
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 2000)
+    good = np.where(rng.random(2000) < 0.9, y, 1 - y)
+    bad = np.where(rng.random(2000) < 0.7, y, 1 - y)
+    lo, hi = score_repeats(y, np.stack([good, bad]), 2, n_boot=400)["ci95"]["accuracy"]
+    assert lo < 0.75 and hi > 0.85  # each repeat alone: +-0.02 around 0.9 and 0.7
+    one_lo, one_hi = score_repeats(y, good[None], 2, n_boot=400)["ci95"]["accuracy"]
+    assert one_hi - one_lo < 0.05
+
+
 def test_output_bias_sweep_moves_decisions_towards_the_rare_class():
     from trainer.metrics import choose_across_repeats, sweep_output_bias
 

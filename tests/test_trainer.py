@@ -644,3 +644,31 @@ def test_folds_grouped_by_donor_keep_each_mouse_in_one_fold(tmp_path):
     assert list(read_donors(meta, data.specimen_ids[:4])) == ["100", "101", "102", "100"]
 
 
+
+
+def test_the_final_split_is_frozen_and_never_seen_by_the_development_stage(tmp_path):
+    """Every choice is made on the dev stage, which never trains on or tests a cell of the final split;
+    the final stage tests only those cells, with networks trained on every development cell and on
+    nothing else; the split is the same on every run and keeps each mouse whole."""
+    from helpers import write_spike_folder
+    from trainer.evaluate import (TRAIN_ONLY, UNUSED, Method, cells_digest, final_split, run_method, stage_folds,
+                                  teacher_path)
+
+    data = load_spike_set(write_spike_folder(tmp_path / "spikes", n_per_model=10), WindowSpec())
+    donors = np.array([f"d{i // 2}" for i in range(len(data.specimen_ids))])
+    final = final_split(data, donors)
+    assert np.array_equal(final, final_split(data, donors)) and 0 < final.sum() < len(final) / 2
+    assert not set(donors[final]) & set(donors[~final])
+    dev = stage_folds("dev", data, 2, 2, 0, donors)
+    assert (dev[:, final] == UNUSED).all() and (dev[:, ~final] >= 0).all()
+    scored = stage_folds("final", data, 2, 3, 0, donors)
+    assert scored.shape == (3, len(final))
+    assert (scored[:, final] == 0).all() and (scored[:, ~final] == TRAIN_ONLY).all()
+
+    cfg = TrainConfig(channels=4, depth=2, max_epochs=1, val_fraction=0.0, members=2, distil=True, threads=1)
+    method, cache = Method("m", "broad2", "cnn", cfg), tmp_path / "teachers"
+    probs, _ = run_method(method, data, scored[:1], 0, {}, None, lambda: None, cache)
+    assert np.isfinite(probs[0, final]).all() and np.isnan(probs[0, ~final]).all()
+    assert teacher_path(cache, method, 0, 1, cells_digest(data.specimen_ids[~final])).is_file()
+    probs, _ = run_method(method, data, dev[:1], 0, {}, None, lambda: None, cache)
+    assert np.isnan(probs[0, final]).all() and np.isfinite(probs[0, ~final]).all()

@@ -42,6 +42,15 @@ def window_options(f):
     return f
 
 
+def stage_option(f):
+    """The --stage option of the commands that draw the evaluation's folds (trainer.evaluate.stage_folds)."""
+    return click.option("--stage", type=click.Choice(["dev", "final", "all"]), default="dev", show_default=True,
+                        help="dev: cross-validation on the development cells, where every choice is made; final: "
+                             "networks trained on all development cells score the frozen final split (one donor "
+                             "in 5) once, each repeat a new seed, no choice made; all: cross-validation on every "
+                             "cell.")(f)
+
+
 def make_config(epochs, channels, task: str | None = None):
     from trainer.fit import TrainConfig
 
@@ -78,6 +87,7 @@ def load(data_dir, fs_hz):
 @click.option("--group-by", type=click.Choice(["donor", "cell"]), default="donor", show_default=True,
               help="What the folds keep together: donor (no test cell shares a mouse with a training cell; needs "
                    "--metadata) or cell.")
+@stage_option
 @click.option("--ablation-repeats", default=1, show_default=True)
 @click.option("--ensemble", default=None, type=int, help="Members of the main CNNs (default: as shipped, "
               + ", ".join(f"{k} {v}" for k, v in SHIPPED.items()) + ").")
@@ -93,13 +103,15 @@ def load(data_dir, fs_hz):
                    "--set genetic5.student_channels=32 (repeatable; options: trainer/fit.py:TrainConfig; "
                    "VALUE as JSON). For trying variants into a scratch --out.")
 @window_options
-def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, group_by, ablation_repeats, ensemble, methods, bootstrap,
-             readme, update, teacher_cache, settings, fs_hz, seed, epochs, channels):
+def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, group_by, stage, ablation_repeats, ensemble, methods,
+             bootstrap, readme, update, teacher_cache, settings, fs_hz, seed, epochs, channels):
     """Cross-validate every method (folds grouped by donor) and write the report (Markdown, JSON, PNGs)."""
     from tqdm import tqdm
 
-    from trainer.evaluate import evaluate_method, make_folds
+    from trainer.evaluate import UNUSED, evaluate_method, stage_folds
     from trainer.report import update_readme, write_predictions, write_report
+
+    import numpy as np
 
     t0 = time.time()
     data = load(data_dir, fs_hz)
@@ -111,16 +123,18 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, group_by, ablation
             raise click.ClickException(f"unknown methods {sorted(unknown)}; valid: {[m.name for m in chosen]}")
         chosen = [m for m in chosen if m.name in wanted]
     groups = fold_groups(group_by, metadata_dir, data)
-    fold_ids = make_folds(data, folds, repeats, seed, groups)
+    fold_ids = stage_folds(stage, data, folds, repeats, seed, groups)
+    folds = len(np.unique(fold_ids[fold_ids >= 0]))  # the final stage has one
     n_fits = sum((m.repeats or repeats) * folds * fits_per_fold(m) for m in chosen)
     results = {"methods": {}, "skipped": data.skipped}
     previous = Path(out_dir) / "report.json"
     if update and previous.is_file():
         old = json.loads(previous.read_text())
-        made = (old["meta"]["folds"], old["meta"]["repeats"], old["meta"]["seed"], old["meta"].get("group_by", "cell"))
-        if made != (folds, repeats, seed, group_by):
+        made = (old["meta"]["folds"], old["meta"]["repeats"], old["meta"]["seed"], old["meta"].get("group_by", "cell"),
+                old["meta"].get("stage", "all"))
+        if made != (folds, repeats, seed, group_by, stage):
             raise click.ClickException(f"{previous} was made with other folds; --update needs the same "
-                                       "--folds, --repeats, --seed and --group-by")
+                                       "--folds, --repeats, --seed, --group-by and --stage")
         results["methods"] = old["methods"]
         results["meta_history"] = old.get("meta_history", []) + [old["meta"]]
     fold_models, oof = {}, {}
@@ -139,7 +153,8 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, group_by, ablation
         "elapsed_min": (time.time() - t0) / 60, "machine": f"{platform.machine()}, {cpu_count()} CPU threads",
         "data": data_dir, "n_cells": len(data.specimen_ids), "n_skipped": len(data.skipped),
         "window": data.spec.to_dict(), "folds": folds, "repeats": repeats, "seed": seed,
-        "group_by": group_by, "donors": None if groups is None else len(set(groups)),
+        "group_by": group_by, "donors": None if groups is None else len(set(groups[fold_ids[0] != UNUSED])),
+        "stage": stage, "tested_cells": int((fold_ids[0] >= 0).sum()),
     }
     path = write_report(results, Path(out_dir))
     write_predictions(oof, data.specimen_ids, Path(out_dir), update)
@@ -260,8 +275,9 @@ def bias_sweep(report_dir, method, data_dir, shifts):
 
 def read_predictions(report_dir, method: str, data_dir) -> tuple[dict, dict, "np.ndarray"]:
     """A report folder's report.json, its saved out-of-fold predictions ({name: (R, N, K)}, which hold
-    `method`) and the true classes y (N,; -1 outside the task) of the same cells, read from data_dir;
-    a clear error when the method, its predictions or the cells do not match."""
+    `method`) and the true classes y (N,; -1 outside the task or not tested in the report's stage) of
+    the same cells, read from data_dir; a clear error when the method, its predictions or the cells do
+    not match."""
     import numpy as np
 
     from trainer.labels import get_task
@@ -277,7 +293,8 @@ def read_predictions(report_dir, method: str, data_dir) -> tuple[dict, dict, "np
     data = load(data_dir, report["meta"]["window"]["fs_hz"])
     if not np.array_equal(data.specimen_ids, saved.get("specimen_id")):
         raise click.ClickException(f"{data_dir} holds other cells than {report_dir}/predictions.npz")
-    return report, saved, data.labels(get_task(report["methods"][method]["task"]))
+    tested = np.isfinite(saved[method]).all(axis=(0, 2))
+    return report, saved, np.where(tested, data.labels(get_task(report["methods"][method]["task"])), -1)
 
 
 def collect_learning_curves(report_dirs, method: str, data_dir) -> tuple[dict, float]:
@@ -358,13 +375,16 @@ def learning_curve(report_dirs, method, data_dir, targets, plot):
 @click.option("--metadata", "metadata_dir", default=DEFAULT_METADATA, show_default=True)
 @click.option("--set", "settings", multiple=True, metavar="TASK.OPTION=VALUE",
               help="The --set options of the evaluate run whose teachers to read.")
+@stage_option
 @click.option("--seed", default=0, show_default=True)
 def teacher_spread(teacher_cache, members, size, method, data_dir, folds, repeats, group_by, metadata_dir, settings,
-                   seed):
+                   stage, seed):
     """How much a teacher ensemble's score is the luck of its seeds: every cached teacher's out-of-fold
     predictions (inference only, seconds), then the scores of every ensemble of SIZE of the MEMBERS,
     per repeat. Judge a variant's ensemble against this spread, not against one draw."""
-    from trainer.evaluate import cached_member_probs, make_folds
+    import numpy as np
+
+    from trainer.evaluate import cached_member_probs, stage_folds
     from trainer.labels import get_task
     from trainer.metrics import score_member_subsets
 
@@ -376,12 +396,12 @@ def teacher_spread(teacher_cache, members, size, method, data_dir, folds, repeat
         raise click.BadParameter(f"{method!r} has no teachers; distilled methods: {sorted(chosen)}", param_hint="--method")
     m = chosen[method]
     try:
-        fold_ids = make_folds(data, folds, repeats, seed, fold_groups(group_by, metadata_dir, data))
+        fold_ids = stage_folds(stage, data, folds, repeats, seed, fold_groups(group_by, metadata_dir, data))
         probs = cached_member_probs(m, data, fold_ids, seed, Path(teacher_cache), members)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     y = data.labels(get_task(m.task))
-    cells = y >= 0
+    cells = (y >= 0) & (fold_ids[0] >= 0)
     click.echo(f"{method} teachers: balanced accuracy / macro-F1, unshifted")
     for r, p in enumerate(probs[:, :, cells]):
         single = score_member_subsets(p, y[cells], 1)

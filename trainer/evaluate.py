@@ -39,31 +39,84 @@ class Method:
     description: str = ""
 
 
-def make_folds(data: SpikeSet, k: int, repeats: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+TRAIN_ONLY = -1  # fold index of a cell that trains every fold and is never tested (the final stage's dev cells)
+UNUSED = -2  # fold index of a cell that is neither trained on nor tested (the dev stage's final cells)
+FINAL_SEED = 20261203  # draws the final split, once: never change it, or its cells will have been seen
+FINAL_SHARE = 5  # one donor in FINAL_SHARE (stratified) is in the final split
+
+
+def strata_key(data: SpikeSet, k: int) -> np.ndarray:
+    """(N,) stratum of every cell for the folds: genetic class x dendrite type x rate, strata with
+    fewer than k cells pooled into one (they cannot be spread over k folds)."""
+    g5 = data.labels(get_task("genetic5"))
+    key = np.array([f"{a}|{b}|{c:g}" for a, b, c in zip(g5, data.dendrite_types, data.fs_hz)])
+    values, counts = np.unique(key, return_counts=True)
+    return np.where(np.isin(key, values[counts < k]), "rare", key)
+
+
+def split_by_group(key: np.ndarray, k: int, seed: int, groups: np.ndarray | None):
+    """The (train, test) index pairs of a stratified k-fold split, grouped when groups (N,) is given."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if groups is None:
+        return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(key)), key)
+    return StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(key)), key, groups)
+
+
+def make_folds(data: SpikeSet, k: int, repeats: int, seed: int, groups: np.ndarray | None = None,
+               cells: np.ndarray | None = None) -> np.ndarray:
     """(repeats, N) fold index of every cell, stratified on genetic class x dendrite type x rate.
 
     groups: (N,) group of each cell (its donor): all cells of a group fall in one fold, so that no
     test cell shares a mouse with a training cell (StratifiedGroupKFold keeps the strata as even
-    as the groups allow). None: folds by cell.
+    as the groups allow). None: folds by cell. cells: (N,) bool, the cells to fold (default all);
+    the others get UNUSED.
     """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
-    g5 = data.labels(get_task("genetic5"))
-    key = np.array([f"{a}|{b}|{c:g}" for a, b, c in zip(g5, data.dendrite_types, data.fs_hz)])
-    # strata smaller than k cannot be spread over the folds: pool them into one
-    values, counts = np.unique(key, return_counts=True)
-    rare = set(values[counts < k])
-    key = np.where(np.isin(key, list(rare)), "rare", key)
-    folds = np.zeros((repeats, len(key)), dtype=int)
+    cells = np.ones(len(data.specimen_ids), bool) if cells is None else cells
+    idx = np.flatnonzero(cells)
+    key = strata_key(data, k)[idx]
+    folds = np.full((repeats, len(cells)), UNUSED, dtype=int)
     for r in range(repeats):
-        if groups is None:
-            splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r).split(np.zeros(len(key)), key)
-        else:
-            splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed + r).split(
-                np.zeros(len(key)), key, groups)
-        for f, (_, test) in enumerate(splits):
-            folds[r, test] = f
+        for f, (_, test) in enumerate(split_by_group(key, k, seed + r, None if groups is None else groups[idx])):
+            folds[r, idx[test]] = f
     return folds
+
+
+def final_split(data: SpikeSet, groups: np.ndarray | None) -> np.ndarray:
+    """(N,) bool: the cells of the frozen final split, one donor in FINAL_SHARE (stratified like the
+    folds, whole donors; by cell when groups is None), drawn with FINAL_SEED so that every run sees
+    the same cells. Every choice is made on the others (the dev stage); the final stage scores once."""
+    _, test = next(iter(split_by_group(strata_key(data, FINAL_SHARE), FINAL_SHARE, FINAL_SEED, groups)))
+    out = np.zeros(len(data.specimen_ids), bool)
+    out[test] = True
+    return out
+
+
+def stage_folds(stage: str, data: SpikeSet, k: int, repeats: int, seed: int,
+                groups: np.ndarray | None) -> np.ndarray:
+    """(repeats, N) fold index of every cell for one evaluation stage:
+    "dev": k-fold over the development cells, the final split UNUSED (every choice is made here);
+    "final": one fold, the final split tested once per repeat (each repeat a new training seed) by
+    networks trained on all development cells (TRAIN_ONLY);
+    "all": k-fold over every cell (the reports made before the split existed)."""
+    if stage == "all":
+        return make_folds(data, k, repeats, seed, groups)
+    final = final_split(data, groups)
+    if stage == "dev":
+        return make_folds(data, k, repeats, seed, groups, cells=~final)
+    if stage == "final":
+        return np.tile(np.where(final, 0, TRAIN_ONLY), (repeats, 1))
+    raise ValueError(f"unknown stage {stage!r}: dev, final or all")
+
+
+def tested_folds(folds_row: np.ndarray) -> np.ndarray:
+    """The fold indices of one repeat that are tested (not TRAIN_ONLY, not UNUSED)."""
+    return np.unique(folds_row[folds_row >= 0])
+
+
+def training_side(folds_row: np.ndarray, f: int) -> np.ndarray:
+    """(N,) bool: the cells a network of fold f trains on (every used cell outside fold f)."""
+    return (folds_row != f) & (folds_row != UNUSED)
 
 
 def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fold_models: dict,
@@ -86,11 +139,12 @@ def run_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int, fol
     features = method_features(method, data, metadata_dir)
     with_aux = method.kind == "cnn" and method.cfg.aux_weight > 0  # the members' auxiliary output
     for r in range(repeats):
-        for f in np.unique(folds[r]):
+        for f in tested_folds(folds[r]):
+            side = training_side(folds[r], f)
             test = (folds[r] == f) & (y >= 0)
-            train = (folds[r] != f) & (y_train >= 0)
+            train = side & (y_train >= 0)
             # cells outside the task on the training side only: nothing of the test fold is seen
-            outside = (folds[r] != f) & (y_train < 0)
+            outside = side & (y_train < 0)
             fit_seed = fold_seed(seed, r, f)
             if method.cfg.train_fraction < 1:
                 train, outside = subsample_training_side(train, outside, y_train, method.cfg.train_fraction, fit_seed)
@@ -217,9 +271,9 @@ def cached_member_probs(method: Method, data: SpikeSet, folds: np.ndarray, seed:
     n_folds = int(folds.max()) + 1
     out = np.full((folds.shape[0], members, len(y), len(get_task(method.task).classes)), np.nan)
     for r in range(folds.shape[0]):
-        for f in np.unique(folds[r]):
+        for f in tested_folds(folds[r]):
             test = (folds[r] == f) & (y >= 0)
-            cells = cells_digest(data.specimen_ids[folds[r] != f])
+            cells = cells_digest(data.specimen_ids[training_side(folds[r], f)])
             for m in range(members):
                 path = teacher_path(cache, method, fold_seed(seed, r, f), m, cells)
                 if not path.is_file():
@@ -270,7 +324,7 @@ def score_method(method: Method, data: SpikeSet, probs: np.ndarray, n_boot: int)
     """Pooled and rate-stratified scores of one method's out-of-fold predictions."""
     task = get_task(method.task)
     y = data.labels(task)
-    cells = y >= 0
+    cells = (y >= 0) & np.isfinite(probs).all(axis=(0, 2))  # tested cells of the task (a stage may test few)
     preds = probs[:, cells].argmax(axis=2)
     out = {"task": method.task, "classes": list(task.classes), "kind": method.kind,
            "description": method.description, "repeats": int(probs.shape[0]),

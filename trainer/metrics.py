@@ -59,11 +59,12 @@ def column_nanpercentile(rows, q: float) -> np.ndarray:
 
 def score_repeats(y_true: np.ndarray, preds: np.ndarray, n_classes: int, classes_present=None,
                   n_boot: int = 1000, seed: int = 0) -> dict:
-    """Scores averaged over repeats, with 95% bootstrap intervals over cells.
+    """Scores averaged over repeats, with 95% intervals over cells and repeats.
 
-    y_true: (N,) class indices; preds: (R, N) predicted indices, one row per repeat of the
-    cross-validation. Each bootstrap sample draws N cells with replacement and averages the metric
-    over the R repeats.
+    y_true: (N,) class indices; preds: (R, N) predicted indices, one row per repeat (of the
+    cross-validation, or training seed). Each bootstrap sample draws N cells with replacement and
+    one repeat at random, so the interval holds the repeats' spread (seeds, folds, training) as
+    well as the cells' — averaging the repeats inside each sample would hide it.
     """
     preds = np.atleast_2d(preds)
     per_repeat = [scores_from_confusion(confusion(y_true, p, n_classes), classes_present) for p in preds]
@@ -79,10 +80,11 @@ def score_repeats(y_true: np.ndarray, preds: np.ndarray, n_classes: int, classes
     n = len(y_true)
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
-        s = [scores_from_confusion(confusion(y_true[idx], p[idx], n_classes), classes_present) for p in preds]
+        s = scores_from_confusion(confusion(y_true[idx], preds[rng.integers(len(preds))][idx], n_classes),
+                                  classes_present)
         for k in HEADLINE:
-            boots[k].append(np.mean([x[k] for x in s]))
-        boots["recall"].append(column_nanmean([x["recall"] for x in s]))
+            boots[k].append(s[k])
+        boots["recall"].append(s["recall"])
     out["ci95"] = {k: [float(column_nanpercentile(np.reshape(boots[k], (-1, 1)), q)[0]) for q in (2.5, 97.5)]
                    for k in HEADLINE}
     rec = np.array(boots["recall"])

@@ -64,6 +64,18 @@ def grouping(meta: dict) -> str:
     return "by cell"
 
 
+def protocol(meta: dict) -> str:
+    """The report's protocol in one sentence, by stage (reports made before stages were over all cells)."""
+    stage, repeats = meta.get("stage", "all"), meta["repeats"]
+    if stage == "final":
+        return (f"**final scoring**: networks trained on all development cells score the frozen final split once "
+                f"({meta.get('tested_cells')} cells of {meta.get('donors')} mice that gave no development cell), "
+                f"{repeats} training seeds; no choice of recipe, output shift or calibration was made on these cells")
+    cells = ("the development cells (the frozen final split, one donor in 5, left out: every choice is made here)"
+             if stage == "dev" else "every cell")
+    return f"stratified {meta['folds']}-fold cross-validation **{grouping(meta)}** on {cells}, repeated {repeats} times"
+
+
 def render_markdown(results: dict, pngs: list[str]) -> str:
     meta = results["meta"]
     lines = [
@@ -76,9 +88,10 @@ def render_markdown(results: dict, pngs: list[str]) -> str:
         f"Data: {meta['n_cells']} cells from `{meta['data']}` ({meta['n_skipped']} skipped), one AP per cell, "
         f"windows {meta['window']['before_ms']} ms before to {meta['window']['after_ms']} ms after the peak, "
         f"resampled to {meta['window']['fs_hz'] / 1000:g} kHz.",
-        f"Protocol: stratified {meta['folds']}-fold cross-validation **{grouping(meta)}**, repeated {meta['repeats']} times "
+        f"Protocol: {protocol(meta)} "
         "(ablations: repeats as listed), every method on identical folds; early stopping on a validation split "
-        "drawn by cell inside each training fold. Figures: mean over repeats, [95% bootstrap interval over cells]. "
+        "drawn by cell inside each training fold. Figures: mean over repeats, [95% interval: bootstrap over cells, "
+        "each resample scored on one repeat drawn at random, so that it holds the repeats' spread too]. "
         "Out-of-fold probabilities per cell (methods run since this file was introduced): `predictions.npz`.",
         "",
         "**Sampling-rate confound.** Vip and Ndnf cells were almost all recorded at 50 kHz, most Pvalb and Sst "
@@ -201,7 +214,7 @@ def headline_markdown(results: dict) -> str:
             lines.append(f"| {label} | {s['n']} | {fmt(s, 'balanced_accuracy')} | {fmt(s, 'macro_f1')} | "
                          f"{fmt(s, 'accuracy')} | {m['classes'][worst]} {s['recall'][worst]:.2f} |")
     meta = results["meta"]
-    lines += ["", f"Cross-validated {grouping(meta)} ({meta['folds']}-fold x {meta['repeats']}), mean [95% bootstrap CI]; "
+    lines += ["", f"Protocol: {protocol(meta)}; mean [95% interval over cells and repeats]; "
               f"made by `{meta['command']}`"
               + "".join(f" and `{m['command']}`" for m in results.get("meta_history", []))
               + ". `gbm_allen_genetic5` uses Allen's features from all of a cell's "
