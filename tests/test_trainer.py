@@ -672,3 +672,44 @@ def test_the_final_split_is_frozen_and_never_seen_by_the_development_stage(tmp_p
     assert teacher_path(cache, method, 0, 1, cells_digest(data.specimen_ids[~final])).is_file()
     probs, _ = run_method(method, data, dev[:1], 0, {}, None, lambda: None, cache)
     assert np.isnan(probs[0, final]).all() and np.isfinite(probs[0, ~final]).all()
+
+
+def test_the_report_shows_calibration_and_errors_by_line(tmp_path):
+    """score_method on made-up out-of-fold probabilities: an over-confident model (every decision at
+    0.99, a quarter wrong) has the ECE that definition gives, a cross-fitted temperature brings it
+    down, the wrong cells are listed under their own line and rate, and the report shows them all."""
+    from helpers import write_spike_folder
+    from trainer.calibration import expected_calibration_error
+    from trainer.evaluate import Method, make_folds, score_method
+    from trainer.report import write_report
+
+    data = load_spike_set(write_spike_folder(tmp_path / "spikes", n_per_model=16), WindowSpec())
+    y = data.labels(get_task("broad2"))
+    rng = np.random.default_rng(0)
+    wrong = (data.line_names == "Sst-IRES-Cre") & (rng.random(len(y)) < 0.75)  # ~12 of the 16 Sst cells
+    decided = np.where(wrong, 1 - y, y)
+    probs = np.where(np.arange(2)[None] == decided[:, None], 0.99, 0.01)[None]
+    folds = make_folds(data, 2, 1, 0)
+    method = Method("cnn_broad2", "broad2", "cnn")
+    s = score_method(method, data, probs, 10, folds)
+    c = s["calibration"]
+    assert np.isclose(c["ece"], expected_calibration_error(probs[0], y))
+    assert np.isclose(c["ece"], wrong.mean() - 0.01 + 0.0, atol=1e-6)  # confidence 0.99, accuracy 1 - wrong
+    assert c["ece_calibrated"] < c["ece"] / 2 and all(t > 1 for t in c["temperatures"])
+    assert sum(c["reliability"]["count"]) == len(y)
+    top = s["errors_by_line"][0]
+    assert (top["line"], top["class"], top["fs_khz"], top["errors"]) == ("Sst-IRES-Cre", "Inh", 50, wrong.sum())
+    assert top["called"] == {"Exc": wrong.sum()} and all(r["errors"] == 0 for r in s["errors_by_line"][1:])
+    assert [r["precision"] for r in c["evidence"] if r["threshold"] == 0.95] == [pytest.approx(1 - wrong.mean())]
+    fixed = score_method(method, data, probs, 10, None, temperature=2.0)["calibration"]
+    assert fixed["temperatures"] == [2.0] and fixed["ece_calibrated"] < fixed["ece"]
+
+    s["config"] = {}
+    results = {"methods": {"cnn_broad2": s}, "skipped": {},
+               "meta": {"command": "test", "created": "now", "elapsed_min": 0.0, "machine": "m", "data": "d",
+                        "n_cells": len(y), "n_skipped": 0, "window": data.spec.to_dict(), "folds": 2, "repeats": 1,
+                        "seed": 0, "group_by": "cell", "stage": "dev"}}
+    md = write_report(results, tmp_path / "report").read_text()
+    assert "## Calibration" in md and f"| cnn_broad2 | {len(y)} | {c['ece']:.3f} | {c['ece_calibrated']:.3f}" in md
+    assert f"| Sst-IRES-Cre | Inh | 50 kHz | 16 | {wrong.sum():g} (" in md
+    assert "development cells" in md and (tmp_path / "report" / "reliability.png").stat().st_size > 0

@@ -11,19 +11,27 @@ from scipy.optimize import minimize_scalar
 T_BOUNDS = (0.05, 20.0)
 
 
+def reliability(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
+    """The reliability diagram of the top probability: probs (N, K), y (N,) true classes, `bins`
+    equal-width bins of the top probability. Per bin: cells, mean top probability ("confidence")
+    and share right ("accuracy"; NaN in an empty bin)."""
+    conf = probs.max(axis=1)
+    right = probs.argmax(axis=1) == y
+    which = np.clip(np.digitize(conf, np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore"):  # empty bins: NaN, said in the docstring
+        confidence = np.bincount(which, conf, bins) / count
+        accuracy = np.bincount(which, right, bins) / count
+    return {"count": count.tolist(), "confidence": confidence.tolist(), "accuracy": accuracy.tolist()}
+
+
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     """ECE of the top probability: probs (N, K), y (N,) true classes; `bins` equal-width bins of
     the top probability, each weighted by its share of the cells."""
-    conf = probs.max(axis=1)
-    right = probs.argmax(axis=1) == y
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            ece += sel.mean() * abs(right[sel].mean() - conf[sel].mean())
-    return float(ece)
+    r = reliability(probs, y, bins)
+    count = np.array(r["count"])
+    gap = np.abs(np.array(r["accuracy"]) - np.array(r["confidence"]))
+    return float(np.sum(count[count > 0] * gap[count > 0]) / max(count.sum(), 1))
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -68,4 +76,55 @@ def donor_split_calibration(probs: np.ndarray, y: np.ndarray, donors: np.ndarray
                         "ece_after": expected_calibration_error(apply_temperature(p[held], t), y[held]),
                         "accuracy": float((p[held].argmax(axis=1) == y[held]).mean()),
                         "held_out_cells": int(held.sum())})
+    return out
+
+
+def crossfit_temperature(probs: np.ndarray, y: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, list]:
+    """Out-of-fold probabilities calibrated without a cell's own fold: probs (R, N, K), y (N,) classes
+    (-1: not scored), folds (R, N) fold of each cell. Each fold's cells get the temperature fitted on
+    the other folds' cells of the same repeat. Returns the calibrated (R, N, K) and the (R x folds)
+    temperatures."""
+    out = np.array(probs, copy=True)
+    temperatures = []
+    for r in range(len(probs)):
+        for f in np.unique(folds[r][folds[r] >= 0]):
+            test, fit = (folds[r] == f) & (y >= 0), (folds[r] != f) & (folds[r] >= 0) & (y >= 0)
+            t = fit_temperature(probs[r, fit], y[fit])
+            out[r, test] = apply_temperature(probs[r, test], t)
+            temperatures.append(t)
+    return out, temperatures
+
+
+def evidence_table(probs: np.ndarray, y: np.ndarray, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95)) -> list[dict]:
+    """For each threshold t: the share of cells whose top probability reaches t ("coverage") and the
+    share of those decided right ("precision"); probs (R, N, K) pooled over repeats, y (N,)."""
+    conf = probs.max(axis=2).ravel()
+    right = (probs.argmax(axis=2) == y[None]).ravel()
+    rows = []
+    for t in thresholds:
+        sel = conf >= t
+        rows.append({"threshold": t, "coverage": float(sel.mean()),
+                     "precision": float(right[sel].mean()) if sel.any() else float("nan")})
+    return rows
+
+
+def calibration_scores(probs: np.ndarray, y: np.ndarray, strata: dict, calibrated: np.ndarray | None,
+                       temperatures: list) -> dict:
+    """The report's calibration figures of one method: probs (R, N, K) out-of-fold, y (N,) true
+    classes of the same cells, strata {name: (N,) bool}; calibrated: the same probabilities
+    temperature-scaled without seeing their own cells (or None). ECE is the mean over repeats."""
+    def ece(p, sel):
+        return float(np.mean([expected_calibration_error(q[sel], y[sel]) for q in p]))
+
+    everyone = np.ones(len(y), bool)
+    out = {"ece": ece(probs, everyone), "strata": {k: {"ece": ece(probs, m)} for k, m in strata.items()},
+           "reliability": reliability(probs.reshape(-1, probs.shape[2]), np.tile(y, len(probs))),
+           "evidence": evidence_table(probs, y)}
+    if calibrated is not None:
+        out["temperatures"] = [float(t) for t in temperatures]
+        out["ece_calibrated"] = ece(calibrated, everyone)
+        for k, m in strata.items():
+            out["strata"][k]["ece_calibrated"] = ece(calibrated, m)
+        out["reliability_calibrated"] = reliability(calibrated.reshape(-1, probs.shape[2]), np.tile(y, len(probs)))
+        out["evidence_calibrated"] = evidence_table(calibrated, y)
     return out

@@ -306,11 +306,27 @@ def evaluate_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int
     scored = [(method, probs)] + ([(teachers_of(method), teacher_probs)] if teacher_probs is not None else [])
     rows = {}
     for m, p in scored:
-        scores = score_method(m, data, p, n_boot)
+        scores = score_method(m, data, p, n_boot, folds, shipped_temperature(m) if is_final(folds) else None)
         if m.kind == "cnn":
             scores["config"] = m.cfg.to_dict()
         rows[m.name] = (scores, p)
     return rows
+
+
+def is_final(folds: np.ndarray) -> bool:
+    """Folds of the final stage: one tested fold, trained on everything else."""
+    return len(np.unique(folds[folds >= 0])) == 1 and (folds == TRAIN_ONLY).any()
+
+
+def shipped_temperature(method: Method) -> float | None:
+    """The calibration temperature of the shipped model a method's networks stand for (cnn_genetic5 ->
+    rtclassify/models/genetic5.pt; chosen on the dev stage), None for any other method."""
+    if method.name != f"cnn_{method.task}":
+        return None
+    from rtclassify.modelfile import load_model
+
+    card = load_model(method.task, runtime="torchscript").card
+    return (card.get("calibration") or {}).get("temperature")
 
 
 def teachers_of(method: Method) -> Method:
@@ -320,8 +336,14 @@ def teachers_of(method: Method) -> Method:
                                "(M times its inference cost)")
 
 
-def score_method(method: Method, data: SpikeSet, probs: np.ndarray, n_boot: int) -> dict:
-    """Pooled and rate-stratified scores of one method's out-of-fold predictions."""
+def score_method(method: Method, data: SpikeSet, probs: np.ndarray, n_boot: int, folds: np.ndarray | None = None,
+                 temperature: float | None = None) -> dict:
+    """Pooled and rate-stratified scores of one method's out-of-fold predictions probs (R, N, K), their
+    calibration and the errors by Cre line and rate. folds (R, N): the folds that made them, for a
+    temperature cross-fitted over the folds (cross-validation stages); temperature: the one to apply
+    instead (the final stage: the shipped model's, chosen on the dev stage); neither: raw only."""
+    from trainer.calibration import apply_temperature, calibration_scores, crossfit_temperature
+
     task = get_task(method.task)
     y = data.labels(task)
     cells = (y >= 0) & np.isfinite(probs).all(axis=(0, 2))  # tested cells of the task (a stage may test few)
@@ -329,14 +351,37 @@ def score_method(method: Method, data: SpikeSet, probs: np.ndarray, n_boot: int)
     out = {"task": method.task, "classes": list(task.classes), "kind": method.kind,
            "description": method.description, "repeats": int(probs.shape[0]),
            "pooled": score_repeats(y[cells], preds, len(task.classes), n_boot=n_boot)}
-    strata = {}
+    strata, masks = {}, {}
     for name, (rate, classes) in RATE_STRATA.get(method.task, {}).items():
         idx = [task.classes.index(c) for c in classes]
-        sel = (data.fs_hz[cells] == rate) & np.isin(y[cells], idx)
+        masks[name] = sel = (data.fs_hz[cells] == rate) & np.isin(y[cells], idx)
         strata[name] = score_repeats(y[cells][sel], preds[:, sel], len(task.classes), classes_present=idx,
                                      n_boot=n_boot)
     out["rate_strata"] = strata
+    calibrated, temperatures = None, []
+    if folds is not None and len(np.unique(folds[folds >= 0])) > 1:
+        calibrated, temperatures = crossfit_temperature(probs, np.where(cells, y, -1), folds)
+        calibrated = calibrated[:, cells]
+    elif temperature is not None:
+        calibrated, temperatures = apply_temperature(probs[:, cells], temperature), [temperature]
+    out["calibration"] = calibration_scores(probs[:, cells], y[cells], masks, calibrated, temperatures)
+    out["errors_by_line"] = errors_by_line(data, y, preds, cells, task.classes)
     return out
+
+
+def errors_by_line(data: SpikeSet, y: np.ndarray, preds: np.ndarray, cells: np.ndarray, classes) -> list[dict]:
+    """Per Cre line, true class and native rate of the scored cells: cells, errors (mean over the
+    repeats' decisions preds (R, n scored)) and what the errors were called, most errors first."""
+    lines, rates, truth = data.line_names[cells], data.fs_hz[cells], y[cells]
+    rows = []
+    for key in sorted(set(zip(lines, truth, rates))):
+        sel = (lines == key[0]) & (truth == key[1]) & (rates == key[2])
+        wrong = preds[:, sel] != key[1]
+        called = np.bincount(preds[:, sel][wrong], minlength=len(classes)) / len(preds)
+        rows.append({"line": str(key[0]), "class": classes[key[1]], "fs_khz": float(key[2]) / 1000,
+                     "cells": int(sel.sum()), "errors": float(wrong.sum() / len(preds)),
+                     "called": {c: float(n) for c, n in zip(classes, called) if n}})
+    return sorted(rows, key=lambda r: (-r["errors"], r["line"]))
 
 
 def default_methods(cfg: TrainConfig, shipped: dict, ablation_repeats: int = 1) -> list[Method]:

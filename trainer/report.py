@@ -24,7 +24,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(results, indent=1))
-    pngs = plot_confusions(results, out_dir) + [plot_recalls(results, out_dir)]
+    pngs = plot_confusions(results, out_dir) + plot_recalls(results, out_dir) + plot_reliability(results, out_dir)
     md = render_markdown(results, [p.name for p in pngs])
     path = out_dir / "report.md"
     path.write_text(md)
@@ -124,10 +124,103 @@ def render_markdown(results: dict, pngs: list[str]) -> str:
             lines.append(f"| {c} | {s['precision'][i]:.3f} | {s['recall'][i]:.3f} [{lo:.2f}, {hi:.2f}] | "
                          f"{s['f1'][i]:.3f} | {s['support'][i]} |")
         lines.append("")
+    lines += calibration_markdown(results) + line_errors_markdown(results)
     lines += ["## Figures", ""] + [f"![{p}]({p})" for p in pngs] + [""]
     if results.get("skipped"):
         lines += ["## Cells skipped", ""] + [f"- {k}: {v}" for k, v in list(results["skipped"].items())[:50]] + [""]
     return "\n".join(lines)
+
+
+SHOWN = ("cnn_genetic5", "cnn_broad2")  # the shipped models' rows: calibration and errors by line
+
+
+def calibration_markdown(results: dict) -> list[str]:
+    """The shipped models' calibration: ECE of the top probability (10 equal-width bins) pooled and per
+    rate stratum, raw and temperature-calibrated, and how often a cell whose top probability reaches a
+    threshold is decided right (what the overlay's "enough evidence" rests on)."""
+    rows = [(n, results["methods"][n]) for n in SHOWN if "calibration" in results["methods"].get(n, {})]
+    if not rows:
+        return []
+    out = ["## Calibration", "",
+           "Expected calibration error of the top probability (10 equal-width bins; mean over repeats). "
+           "Calibrated: a temperature applied to the out-of-fold probabilities that never saw their own cells "
+           "(cross-validation: fitted on the other folds; final stage: the shipped model's, chosen on the dev "
+           "stage). Strata scored on the pooled model's predictions.", "",
+           "| model | cells | ECE raw | ECE calibrated | temperature |", "|---|---|---|---|---|"]
+    for name, m in rows:
+        c = m["calibration"]
+        t = c.get("temperatures") or []
+        temp = f"{np.median(t):.2f} [{min(t):.2f}, {max(t):.2f}]" if len(t) > 1 else (f"{t[0]:.2f}" if t else "–")
+        out.append(f"| {name} | {m['pooled']['n']} | {c['ece']:.3f} | {c.get('ece_calibrated', float('nan')):.3f} | {temp} |")
+        for stratum, sc in c["strata"].items():
+            out.append(f"|   ↳ {stratum} | {m['rate_strata'][stratum]['n']} | {sc['ece']:.3f} | "
+                       f"{sc.get('ece_calibrated', float('nan')):.3f} | |")
+    out += ["", "Decisions whose top probability reaches a threshold (calibrated where available): share of "
+            "cells, and share of those right.", "",
+            "| model | " + " | ".join(f"≥ {r['threshold']:g}" for r in rows[0][1]["calibration"]["evidence"]) + " |",
+            "|---|" + "---|" * len(rows[0][1]["calibration"]["evidence"])]
+    for name, m in rows:
+        ev = m["calibration"].get("evidence_calibrated") or m["calibration"]["evidence"]
+        out.append(f"| {name} | " + " | ".join(f"{r['coverage']:.0%} of cells, {r['precision']:.3f} right"
+                                                 for r in ev) + " |")
+    return out + [""]
+
+
+def line_errors_markdown(results: dict, shown: int = 12) -> list[str]:
+    """The shipped models' errors by Cre line, true class and native rate (most first)."""
+    out = []
+    for name in SHOWN:
+        m = results["methods"].get(name, {})
+        rows = [r for r in m.get("errors_by_line", []) if r["errors"]][:shown]
+        if not rows:
+            continue
+        if not out:
+            out = ["## Errors by Cre line and rate", ""]
+        out += [f"### {name}", "", "| line | true class | rate | cells | errors (mean over repeats) | called |",
+                "|---|---|---|---|---|---|"]
+        for r in rows:
+            called = ", ".join(f"{c} {n:g}" for c, n in r["called"].items())
+            out.append(f"| {r['line']} | {r['class']} | {r['fs_khz']:g} kHz | {r['cells']} | "
+                       f"{r['errors']:g} ({r['errors'] / r['cells']:.0%}) | {called} |")
+        out.append("")
+    return out
+
+
+def plot_reliability(results: dict, out_dir: Path) -> list[Path]:
+    """One reliability diagram per shipped model: share right against mean top probability per bin,
+    raw and calibrated, with the cells per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(n, results["methods"][n]["calibration"]) for n in SHOWN
+            if "calibration" in results["methods"].get(n, {})]
+    if not rows:
+        return []
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.8), dpi=120, squeeze=False)
+    for ax, (name, c) in zip(axes[0], rows):
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        for key, label, color in (("reliability", f"raw, ECE {c['ece']:.3f}", "tab:red"),
+                                  ("reliability_calibrated", f"calibrated, ECE {c.get('ece_calibrated', 0):.3f}",
+                                   "tab:blue")):
+            if key in c:
+                conf, acc = np.array(c[key]["confidence"]), np.array(c[key]["accuracy"])
+                ax.plot(conf, acc, "o-", ms=3, color=color, label=label)
+        counts = np.array(c.get("reliability_calibrated", c["reliability"])["count"])
+        ax.bar(np.arange(len(counts)) / len(counts) + 0.05, counts / counts.sum(), 0.09, color="lightgrey",
+               zorder=0, label="share of cells (calibrated)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("top probability (bin mean)")
+        ax.set_ylabel("share decided right")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path = out_dir / "reliability.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return [path]
 
 
 def plot_confusions(results: dict, out_dir: Path) -> list[Path]:
@@ -166,15 +259,17 @@ def plot_confusions(results: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def plot_recalls(results: dict, out_dir: Path) -> Path:
-    """Per-class recall with 95% intervals for every genetic5 method."""
+def plot_recalls(results: dict, out_dir: Path) -> list[Path]:
+    """Per-class recall with 95% intervals for every genetic5 method (none: no figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     methods = [(n, m) for n, m in results["methods"].items() if m["task"] == "genetic5"]
-    classes = methods[0][1]["classes"] if methods else []
+    if not methods:
+        return []
+    classes = methods[0][1]["classes"]
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=120)
     width = 0.8 / max(len(methods), 1)
     for j, (name, m) in enumerate(methods):
@@ -196,7 +291,7 @@ def plot_recalls(results: dict, out_dir: Path) -> Path:
     path = out_dir / "recall_genetic5.png"
     fig.savefig(path)
     plt.close(fig)
-    return path
+    return [path]
 
 
 def headline_markdown(results: dict) -> str:
