@@ -713,3 +713,26 @@ def test_the_report_shows_calibration_and_errors_by_line(tmp_path):
     assert "## Calibration" in md and f"| cnn_broad2 | {len(y)} | {c['ece']:.3f} | {c['ece_calibrated']:.3f}" in md
     assert f"| Sst-IRES-Cre | Inh | 50 kHz | 16 | {wrong.sum():g} (" in md
     assert "development cells" in md and (tmp_path / "report" / "reliability.png").stat().st_size > 0
+
+
+def test_evaluate_stages_from_the_command_line(tmp_path):
+    """`evaluate --stage dev` tests only the development cells, `--stage final` only the final split
+    (each repeat a seed), and a report of one stage is never updated with another's folds."""
+    from helpers import write_spike_folder
+    from trainer.__main__ import main as trainer_main
+    from trainer.evaluate import final_split
+
+    spikes = write_spike_folder(tmp_path / "spikes", n_per_model=15)
+    final = final_split(load_spike_set(spikes, WindowSpec()), None)
+    args = ["evaluate", "--data", str(spikes), "--group-by", "cell", "--methods", "gbm_ap_broad2", "--folds", "3",
+            "--bootstrap", "10", "--readme", ""]
+    for stage, tested in (("dev", (~final).sum()), ("final", final.sum())):
+        run = CliRunner().invoke(trainer_main, args + ["--stage", stage, "--out", str(tmp_path / stage)])
+        assert run.exit_code == 0, run.output
+        report = json.loads((tmp_path / stage / "report.json").read_text())
+        assert report["meta"]["stage"] == stage and report["meta"]["tested_cells"] == tested
+        assert report["methods"]["gbm_ap_broad2"]["pooled"]["n"] == tested
+    assert "final scoring" in (tmp_path / "final" / "report.md").read_text()
+    assert "development cells" in (tmp_path / "dev" / "report.md").read_text()
+    run = CliRunner().invoke(trainer_main, args + ["--stage", "final", "--update", "--out", str(tmp_path / "dev")])
+    assert run.exit_code != 0 and "--stage" in run.output

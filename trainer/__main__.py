@@ -11,7 +11,11 @@ import click
 
 DEFAULT_DATA = "../shared/data/allen-ctdb-spikes"
 DEFAULT_METADATA = "../shared/data/allen-ctdb-metadata"
-SHIPPED = {"genetic5": 5, "broad2": 3}  # task -> teacher networks the shipped network is distilled from
+SHIPPED = {"genetic5": 5, "broad2": 3}
+REPORT_DIRS = {"final": "docs/report", "dev": "docs/report-dev", "all": "docs/report-all"}  # evaluate --stage -> --out
+# what the final stage scores unless --methods says otherwise: the shipped models and the feature baselines
+FINAL_METHODS = ("cnn_genetic5", "cnn_broad2", "gbm_ap_genetic5", "gbm_allen_genetic5", "gbm_ap_broad2",
+                 "gbm_allen_broad2")  # task -> teacher networks the shipped network is distilled from
 # Per-task training options of the shipped models, chosen by cross-validation (docs/report):
 # for genetic5, early stopping on a 15% validation split cost 0.025 balanced accuracy against a
 # fixed 100 epochs on all training cells (same folds), and softened class weights (power 0.5)
@@ -81,7 +85,8 @@ def load(data_dir, fs_hz):
 @click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, help="allen-ctdb-spikes folder.")
 @click.option("--metadata", "metadata_dir", default=DEFAULT_METADATA, show_default=True,
               help="allen-ctdb-metadata folder (for the Allen-feature baseline).")
-@click.option("--out", "out_dir", default="docs/report", show_default=True, help="Report folder.")
+@click.option("--out", "out_dir", default=None,
+              help="Report folder (default by --stage: " + ", ".join(f"{k} {v}" for k, v in REPORT_DIRS.items()) + ").")
 @click.option("--folds", default=5, show_default=True)
 @click.option("--repeats", default=2, show_default=True)
 @click.option("--group-by", type=click.Choice(["donor", "cell"]), default="donor", show_default=True,
@@ -105,7 +110,9 @@ def load(data_dir, fs_hz):
 @window_options
 def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, group_by, stage, ablation_repeats, ensemble, methods,
              bootstrap, readme, update, teacher_cache, settings, fs_hz, seed, epochs, channels):
-    """Cross-validate every method (folds grouped by donor) and write the report (Markdown, JSON, PNGs)."""
+    """Evaluate the methods in one stage and write the report (Markdown, JSON, PNGs): dev cross-validates
+    on the development cells (folds grouped by donor), where every choice is made; final scores the
+    shipped recipes and the feature baselines once on the frozen final split (docs/report)."""
     from tqdm import tqdm
 
     from trainer.evaluate import UNUSED, evaluate_method, stage_folds
@@ -116,8 +123,9 @@ def evaluate(data_dir, metadata_dir, out_dir, folds, repeats, group_by, stage, a
     t0 = time.time()
     data = load(data_dir, fs_hz)
     chosen = configured_methods(epochs, channels, ensemble, settings, ablation_repeats)
-    if methods:
-        wanted = methods.split(",")
+    out_dir = out_dir or REPORT_DIRS[stage]
+    if methods or stage == "final":
+        wanted = methods.split(",") if methods else FINAL_METHODS
         unknown = set(wanted) - {m.name for m in chosen}
         if unknown:
             raise click.ClickException(f"unknown methods {sorted(unknown)}; valid: {[m.name for m in chosen]}")
@@ -483,7 +491,9 @@ def evaluation_for(report_json, task_name) -> dict:
     if not method:
         return {}
     keep = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_precision", "recall", "ci95", "n")
-    return {"protocol": f"{results['meta']['folds']}-fold x {results['meta']['repeats']} by cell",
+    from trainer.report import protocol
+
+    return {"protocol": protocol(results["meta"]).replace("**", ""),
             "pooled": {k: method["pooled"][k] for k in keep},
             "rate_strata": {s: {k: v[k] for k in keep} for s, v in method["rate_strata"].items()},
             "report": "docs/report/report.md"}
