@@ -736,3 +736,7 @@ def test_evaluate_stages_from_the_command_line(tmp_path):
     assert "development cells" in (tmp_path / "dev" / "report.md").read_text()
     run = CliRunner().invoke(trainer_main, args + ["--stage", "final", "--update", "--out", str(tmp_path / "dev")])
     assert run.exit_code != 0 and "--stage" in run.output
+    for choice in (["calibration", "--report"], ["bias-sweep", "--report-dir"]):  # no choice on the final split
+        run = CliRunner().invoke(trainer_main, choice + [str(tmp_path / "final"), "--method", "gbm_ap_broad2",
+                                                         "--data", str(spikes)])
+        assert run.exit_code != 0 and "final stage's report" in run.output, run.output

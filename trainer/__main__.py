@@ -244,8 +244,8 @@ def figures(report_json, readme):
 
 
 @main.command("bias-sweep")
-@click.option("--report-dir", default="docs/report", show_default=True, type=click.Path(file_okay=False),
-              help="Report folder with report.json and predictions.npz.")
+@click.option("--report-dir", default=REPORT_DIRS["dev"], show_default=True, type=click.Path(file_okay=False),
+              help="Report folder with report.json and predictions.npz (choices are made on the dev stage's).")
 @click.option("--method", default="cnn_genetic5", show_default=True)
 @click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, help="allen-ctdb-spikes folder (labels).")
 @click.option("--shifts", default="-0.25,-0.125,0,0.125,0.25,0.375", show_default=True,
@@ -259,6 +259,7 @@ def bias_sweep(report_dir, method, data_dir, shifts):
     from trainer.metrics import agreement_with_teachers, choose_across_repeats, sweep_output_bias
 
     report, saved, y = read_predictions(report_dir, method, data_dir)
+    refuse_final(report, report_dir)
     cells = y >= 0
     probs = saved[method]
     log_freq = log_class_frequencies(y[cells], probs.shape[2])
@@ -279,6 +280,14 @@ def bias_sweep(report_dir, method, data_dir, shifts):
         held = choose_across_repeats(scores)
         click.echo(f"shift chosen on the other repeat(s), scored on each: {held[:, 0].mean():.3f} / "
                    f"{held[:, 1].mean():.3f}")
+
+
+def refuse_final(report: dict, report_dir) -> None:
+    """Choices (an output shift, a temperature) are made on the dev stage only: a final-stage report
+    is refused, so that its cells stay unseen by every choice."""
+    if report["meta"].get("stage") == "final":
+        raise click.ClickException(f"{report_dir} is the final stage's report: choose on the dev stage's "
+                                   f"({REPORT_DIRS['dev']}, `python -m trainer evaluate --stage dev`)")
 
 
 def read_predictions(report_dir, method: str, data_dir) -> tuple[dict, dict, "np.ndarray"]:
@@ -574,7 +583,9 @@ def build(folder, labels_csv, out_path, anchor, before_ms, after_ms, fs_hz, work
 
 
 @main.command()
-@click.option("--report", "report_dir", default="docs/report", show_default=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--report", "report_dir", default=REPORT_DIRS["dev"], show_default=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Report folder whose out-of-fold probabilities to calibrate (the dev stage's: never the final's).")
 @click.option("--method", default="cnn_genetic5", show_default=True)
 @click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True)
 @click.option("--metadata", "metadata_dir", default=DEFAULT_METADATA, show_default=True)
@@ -591,6 +602,7 @@ def calibration(report_dir, method, data_dir, metadata_dir, splits, apply_to):
     from trainer.data import read_donors
 
     report, saved, y = read_predictions(report_dir, method, data_dir)
+    refuse_final(report, report_dir)
     try:
         donors = read_donors(Path(metadata_dir), saved["specimen_id"])
     except ValueError as exc:
