@@ -736,6 +736,12 @@ def test_evaluate_stages_from_the_command_line(tmp_path):
     assert "development cells" in (tmp_path / "dev" / "report.md").read_text()
     run = CliRunner().invoke(trainer_main, args + ["--stage", "final", "--update", "--out", str(tmp_path / "dev")])
     assert run.exit_code != 0 and "--stage" in run.output
+    before = json.loads((tmp_path / "dev" / "report.json").read_text())["methods"]["gbm_ap_broad2"]
+    run = CliRunner().invoke(trainer_main, ["rescore", "--report-dir", str(tmp_path / "dev"), "--data", str(spikes),
+                                            "--bootstrap", "10"])
+    after = json.loads((tmp_path / "dev" / "report.json").read_text())["methods"]["gbm_ap_broad2"]
+    assert run.exit_code == 0, run.output
+    assert after["pooled"] == before["pooled"] and after["calibration"] == before["calibration"]  # same folds again
     for choice in (["calibration", "--report"], ["bias-sweep", "--report-dir"]):  # no choice on the final split
         run = CliRunner().invoke(trainer_main, choice + [str(tmp_path / "final"), "--method", "gbm_ap_broad2",
                                                          "--data", str(spikes)])

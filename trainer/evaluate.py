@@ -306,11 +306,17 @@ def evaluate_method(method: Method, data: SpikeSet, folds: np.ndarray, seed: int
     scored = [(method, probs)] + ([(teachers_of(method), teacher_probs)] if teacher_probs is not None else [])
     rows = {}
     for m, p in scored:
-        scores = score_method(m, data, p, n_boot, folds, shipped_temperature(m) if is_final(folds) else None)
+        scores = evaluate_scores(m, data, p, folds, n_boot)
         if m.kind == "cnn":
             scores["config"] = m.cfg.to_dict()
         rows[m.name] = (scores, p)
     return rows
+
+
+def evaluate_scores(method: Method, data: SpikeSet, probs: np.ndarray, folds: np.ndarray, n_boot: int) -> dict:
+    """score_method with the calibration of the stage the folds (R, N) belong to: cross-fitted over
+    the folds, or in the final stage the shipped model's temperature."""
+    return score_method(method, data, probs, n_boot, folds, shipped_temperature(method) if is_final(folds) else None)
 
 
 def is_final(folds: np.ndarray) -> bool:
