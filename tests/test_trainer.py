@@ -701,6 +701,8 @@ def test_the_report_shows_calibration_and_errors_by_line(tmp_path):
     assert (top["line"], top["class"], top["fs_khz"], top["errors"]) == ("Sst-IRES-Cre", "Inh", 50, wrong.sum())
     assert top["called"] == {"Exc": wrong.sum()} and all(r["errors"] == 0 for r in s["errors_by_line"][1:])
     assert [r["precision"] for r in c["evidence"] if r["threshold"] == 0.95] == [pytest.approx(1 - wrong.mean())]
+    exc_right = (y[decided == 0] == 0).mean()  # the Sst cells called Exc make Exc the least precise class
+    assert c["evidence"][-1]["worst_class"] == 0 and np.isclose(c["evidence"][-1]["worst_precision"], exc_right)
     fixed = score_method(method, data, probs, 10, None, temperature=2.0)["calibration"]
     assert fixed["temperatures"] == [2.0] and fixed["ece_calibrated"] < fixed["ece"]
 

@@ -96,15 +96,23 @@ def crossfit_temperature(probs: np.ndarray, y: np.ndarray, folds: np.ndarray) ->
 
 
 def evidence_table(probs: np.ndarray, y: np.ndarray, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95)) -> list[dict]:
-    """For each threshold t: the share of cells whose top probability reaches t ("coverage") and the
-    share of those decided right ("precision"); probs (R, N, K) pooled over repeats, y (N,)."""
+    """For each threshold t: the share of cells whose top probability reaches t ("coverage"), the
+    share of those decided right ("precision"), and the lowest such share over the classes decided
+    ("worst_class", "worst_precision": a rare class can be right less often than the pool); probs
+    (R, N, K) pooled over repeats, y (N,)."""
     conf = probs.max(axis=2).ravel()
-    right = (probs.argmax(axis=2) == y[None]).ravel()
+    decided = probs.argmax(axis=2).ravel()
+    right = decided == np.tile(y, len(probs))
     rows = []
     for t in thresholds:
         sel = conf >= t
-        rows.append({"threshold": t, "coverage": float(sel.mean()),
-                     "precision": float(right[sel].mean()) if sel.any() else float("nan")})
+        row = {"threshold": t, "coverage": float(sel.mean()),
+               "precision": float(right[sel].mean()) if sel.any() else float("nan")}
+        per_class = {int(k): right[sel & (decided == k)].mean() for k in np.unique(decided[sel])}
+        if per_class:
+            worst = min(per_class, key=per_class.get)
+            row.update(worst_class=worst, worst_precision=float(per_class[worst]))
+        rows.append(row)
     return rows
 
 

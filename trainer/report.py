@@ -156,13 +156,15 @@ def calibration_markdown(results: dict) -> list[str]:
             out.append(f"|   ↳ {stratum} | {m['rate_strata'][stratum]['n']} | {sc['ece']:.3f} | "
                        f"{sc.get('ece_calibrated', float('nan')):.3f} | |")
     out += ["", "Decisions whose top probability reaches a threshold (calibrated where available): share of "
-            "cells, and share of those right.", "",
+            "cells, share of those right, and the class decided right least often above it.", "",
             "| model | " + " | ".join(f"≥ {r['threshold']:g}" for r in rows[0][1]["calibration"]["evidence"]) + " |",
             "|---|" + "---|" * len(rows[0][1]["calibration"]["evidence"])]
     for name, m in rows:
         ev = m["calibration"].get("evidence_calibrated") or m["calibration"]["evidence"]
-        out.append(f"| {name} | " + " | ".join(f"{r['coverage']:.0%} of cells, {r['precision']:.3f} right"
-                                                 for r in ev) + " |")
+        out.append(f"| {name} | " + " | ".join(
+            f"{r['coverage']:.0%} of cells, {r['precision']:.3f} right"
+            + (f" ({m['classes'][r['worst_class']]} {r['worst_precision']:.2f})" if "worst_class" in r else "")
+            for r in ev) + " |")
     return out + [""]
 
 
