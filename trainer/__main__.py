@@ -541,11 +541,15 @@ def evaluation_for(report_json, task_name) -> dict:
 @click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True)
 @click.option("--report", "report_json", default="docs/report/report.json", show_default=True)
 @click.option("--out", "out_dir", default="rtclassify/models", show_default=True)
+@click.option("--task", "tasks", multiple=True, type=click.Choice(list(SHIPPED)),
+              help="Build only this model (repeatable; default: all).")
 @window_options
-def ship(data_dir, report_json, out_dir, fs_hz, seed, epochs, channels):
+def ship(data_dir, report_json, out_dir, tasks, fs_hz, seed, epochs, channels):
     """Build the built-in models (genetic5, broad2) from the shared data."""
     report = report_json if Path(report_json).is_file() else None
     for task, members in SHIPPED.items():
+        if tasks and task not in tasks:
+            continue
         out = Path(out_dir) / f"{task}.pt"
         card = train_and_export(task, data_dir, out, members, task, report, fs_hz, seed, epochs, channels)
         click.echo(f"{out}: {card['classes']} sha256 {card['weights_sha256'][:12]}")
