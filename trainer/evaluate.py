@@ -2,9 +2,9 @@
 
 Each cell holds one AP, so a fold of cells is a fold of windows: no cell is ever in both the
 training and the test side; grouped by donor (the report's default), no mouse either. The folds
-are drawn once over all cells (stratified on genetic class, dendrite type and sampling rate) and
-shared by every task and method; the early-stopping validation split is drawn inside each
-training fold.
+are drawn once per stage (stage_folds: over the development cells, or every cell; stratified on
+genetic class, dendrite type and sampling rate) and shared by every task and method; the
+early-stopping validation split is drawn inside each training fold.
 """
 from dataclasses import dataclass, field, replace
 from pathlib import Path
