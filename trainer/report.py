@@ -89,8 +89,9 @@ def render_markdown(results: dict, pngs: list[str]) -> str:
         f"windows {meta['window']['before_ms']} ms before to {meta['window']['after_ms']} ms after the peak, "
         f"resampled to {meta['window']['fs_hz'] / 1000:g} kHz.",
         f"Protocol: {protocol(meta)} "
-        "(ablations: repeats as listed), every method on identical folds; early stopping on a validation split "
-        "drawn by cell inside each training fold. Figures: mean over repeats, [95% interval: bootstrap over cells, "
+        "(ablations: repeats as listed), every method on identical folds; a method that stops early does so on a "
+        "validation split drawn inside its training cells (the shipped recipes train a fixed 100 epochs on all of "
+        "them: see each method's description). Figures: mean over repeats, [95% interval: bootstrap over cells, "
         "each resample scored on one repeat drawn at random, so that it holds the repeats' spread too]. "
         "Out-of-fold probabilities per cell (methods run since this file was introduced): `predictions.npz`.",
         "",
