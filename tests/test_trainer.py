@@ -748,3 +748,21 @@ def test_evaluate_stages_from_the_command_line(tmp_path):
         run = CliRunner().invoke(trainer_main, choice + [str(tmp_path / "final"), "--method", "gbm_ap_broad2",
                                                          "--data", str(spikes)])
         assert run.exit_code != 0 and "final stage's report" in run.output, run.output
+
+
+def test_readme_figures_follow_the_committed_final_report(tmp_path):
+    """The README's figures come from docs/report: its stage, its methods only, notes for those shown."""
+    from pathlib import Path
+
+    from trainer.report import update_readme
+
+    results = json.loads((Path(__file__).parents[1] / "docs/report/report.json").read_text())
+    assert results["meta"]["stage"] == "final" and results["meta"]["repeats"] >= 3
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- figures:start -->\nold\n<!-- figures:end -->\ntail\n")
+    update_readme(results, readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("tail\n") and "old" not in text
+    assert "**final scoring**" in text and "`cnn_genetic5`" in text and "`cnn_broad2`" in text
+    assert ("ablation_v_re_im" in text) == ("ablation_v_re_im" in results["methods"])
+    assert "`gbm_allen_*` use Allen's features" in text
