@@ -50,3 +50,31 @@ def test_calibration_command_on_the_committed_report(spikes_dir, metadata_dir):
                                        "--method", "cnn_broad2", "--splits", "1"])
     assert result.exit_code == 0, result.output
     assert "cnn_broad2:" in result.output and "held-out ECE after median" in result.output
+
+
+def test_apply_refuses_a_calibrated_file_and_replace_sets_the_fitted_temperature(spikes_dir, metadata_dir, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from rtclassify.modelfile import BUILTIN_DIR, load_model
+    from trainer.__main__ import main
+
+    model = tmp_path / "broad2.pt"
+    shutil.copy(BUILTIN_DIR / "broad2.pt", model)
+    before = load_model(str(model), runtime="torchscript")
+    windows = np.random.default_rng(1).normal(-55, 15, (8, before.spec.n_samples)).astype(np.float32)
+    args = ["calibration", "--data", str(spikes_dir), "--metadata", str(metadata_dir), "--method", "cnn_broad2",
+            "--splits", "1", "--apply", str(model)]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code != 0 and "--replace" in refused.output
+    result = CliRunner().invoke(main, args + ["--replace"])
+    assert result.exit_code == 0, result.output
+    cal = load_model(str(model)).card["calibration"]
+    old_t = before.card["calibration"]["temperature"]
+    assert cal["replaces_temperature"] == old_t and cal["temperature"] != old_t
+    # same network: undo both temperatures and the outputs agree
+    logit_old = np.log(before.run(windows)) * old_t
+    logit_new = np.log(load_model(str(model)).run(windows)) * cal["temperature"]
+    diff = logit_old - logit_new
+    assert np.allclose(diff, diff[:, :1], atol=1e-3)  # equal up to a per-window constant (softmax)

@@ -628,7 +628,10 @@ def build(folder, labels_csv, out_path, anchor, before_ms, after_ms, fs_hz, work
 @click.option("--apply", "apply_to", default=None, metavar="MODEL",
               help="Also fit the temperature on all out-of-fold cells and build it into MODEL (a model file "
                    "or built-in name, rewritten in place) of the method's recipe.")
-def calibration(report_dir, method, data_dir, metadata_dir, splits, apply_to):
+@click.option("--replace", is_flag=True,
+              help="With --apply: MODEL is calibrated already; its temperature is replaced by the one fitted "
+                   "here (the out-of-fold probabilities are uncalibrated, so the new T is the total).")
+def calibration(report_dir, method, data_dir, metadata_dir, splits, apply_to, replace):
     """Calibration of a method's saved out-of-fold probabilities: ECE of the top probability (10
     bins) before and after a temperature fitted on half of the donors, scored on the other half."""
     import numpy as np
@@ -656,8 +659,10 @@ def calibration(report_dir, method, data_dir, metadata_dir, splits, apply_to):
         from rtclassify.modelfile import apply_temperature_to_file, load_model
         from trainer.calibration import expected_calibration_error, fit_temperature
 
-        if load_model(apply_to, runtime="torchscript").card.get("calibration"):
-            raise click.ClickException(f"{apply_to} is calibrated already; apply to an uncalibrated export")
+        previous = (load_model(apply_to, runtime="torchscript").card.get("calibration") or {}).get("temperature")
+        if previous and not replace:
+            raise click.ClickException(f"{apply_to} is calibrated already (T {previous:g}); apply to an uncalibrated "
+                                       "export, or pass --replace to replace its temperature")
         scored = y >= 0
         pooled = np.concatenate([p[scored] for p in saved[method]])
         labels = np.concatenate([y[scored]] * len(saved[method]))
@@ -668,8 +673,12 @@ def calibration(report_dir, method, data_dir, metadata_dir, splits, apply_to):
                     "ece_held_out_donors_after": {"median": round(float(np.median(after)), 4),
                                                   "min": round(float(after.min()), 4), "max": round(float(after.max()), 4),
                                                   "splits": len(rows)}}
-        card = apply_temperature_to_file(apply_to, temperature, evidence)
-        click.echo(f"{apply_to}: temperature {temperature:.3f} built in; weights sha256 {card['weights_sha256'][:12]}")
+        if previous:
+            evidence["replaces_temperature"] = previous
+        # temperatures compose inside the module: dividing by T / previous leaves T in all
+        card = apply_temperature_to_file(apply_to, temperature / (previous or 1.0), evidence)
+        click.echo(f"{apply_to}: temperature {card['calibration']['temperature']:.3f} built in"
+                   + (f" (was {previous:g})" if previous else "") + f"; weights sha256 {card['weights_sha256'][:12]}")
 
 
 @main.command("fit-neurons")
