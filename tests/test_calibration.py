@@ -62,6 +62,10 @@ def test_apply_refuses_a_calibrated_file_and_replace_sets_the_fitted_temperature
 
     model = tmp_path / "broad2.pt"
     shutil.copy(BUILTIN_DIR / "broad2.pt", model)
+    from rtclassify.modelfile import apply_temperature_to_file
+
+    fitted = load_model("broad2").card["calibration"]["temperature"]  # the shipped T: fitted on this report
+    apply_temperature_to_file(str(model), 0.9, {"fitted_on": "test: a stale temperature"})
     before = load_model(str(model), runtime="torchscript")
     windows = np.random.default_rng(1).normal(-55, 15, (8, before.spec.n_samples)).astype(np.float32)
     args = ["calibration", "--data", str(spikes_dir), "--metadata", str(metadata_dir), "--method", "cnn_broad2",
@@ -72,7 +76,7 @@ def test_apply_refuses_a_calibrated_file_and_replace_sets_the_fitted_temperature
     assert result.exit_code == 0, result.output
     cal = load_model(str(model)).card["calibration"]
     old_t = before.card["calibration"]["temperature"]
-    assert cal["replaces_temperature"] == old_t and cal["temperature"] != old_t
+    assert cal["replaces_temperature"] == old_t and cal["temperature"] == pytest.approx(fitted, abs=1e-4)
     # same network: undo both temperatures and the outputs agree
     logit_old = np.log(before.run(windows)) * old_t
     logit_new = np.log(load_model(str(model)).run(windows)) * cal["temperature"]
