@@ -57,13 +57,11 @@ def test_apply_refuses_a_calibrated_file_and_replace_sets_the_fitted_temperature
 
     from click.testing import CliRunner
 
-    from rtclassify.modelfile import BUILTIN_DIR, load_model
+    from rtclassify.modelfile import BUILTIN_DIR, apply_temperature_to_file, load_model
     from trainer.__main__ import main
 
     model = tmp_path / "broad2.pt"
     shutil.copy(BUILTIN_DIR / "broad2.pt", model)
-    from rtclassify.modelfile import apply_temperature_to_file
-
     fitted = load_model("broad2").card["calibration"]["temperature"]  # the shipped T: fitted on this report
     apply_temperature_to_file(str(model), 0.9, {"fitted_on": "test: a stale temperature"})
     before = load_model(str(model), runtime="torchscript")

@@ -324,7 +324,7 @@ def headline_markdown(results: dict) -> str:
     lines += ["", f"Protocol: {protocol(meta)}; mean [95% interval over cells and repeats]; "
               f"made by `{meta['command']}`"
               + "".join(f" and `{m['command']}`" for m in results.get("meta_history", []))
-              + ". " + "".join(f"{n}; " for n in notes[:-1]) + (f"{notes[-1]}. " if notes else "")
+              + ". " + ("; ".join(notes) + ". " if notes else "")
               + "Full report: [docs/report/report.md](docs/report/report.md)."]
     return "\n".join(lines)
 
