@@ -163,14 +163,15 @@ def bench_inference(quick: bool) -> dict:
                 rows.append({"runtime": name, "threads": threads, "batch": batch, **percentiles(t),
                              "per_window_p50_ms": round(float(np.median(t)) / batch, 4)})
     torch.set_num_threads(1)
-    # the daemon's own path (rtclassify.serving): ONNX Runtime on the file's serving graph, one thread
-    ts_model = load_model("genetic5", runtime="torchscript")
+    # the daemon's runtimes (load_model): the compiled kernels (its default on the CPU), ONNX Runtime on
+    # the file's serving graph (one thread), TorchScript; the same windows, one after the other
+    runners = {r: load_model("genetic5", runtime=r).run for r in ("kernels", "onnx", "torchscript")}
     for batch in (1, 8):
         x = (np.full((batch, n), -60.0) + np.random.default_rng(batch).normal(size=(batch, n))).astype(np.float32)
-        for name, run in (("onnx", model.run), ("torchscript", ts_model.run)):
+        for name, run in runners.items():
             for _ in range(20):
                 run(x)
-            if name == "onnx":  # TorchScript back to back is the "torchscript" row above
+            if name != "torchscript":  # TorchScript back to back is the "torchscript" row above
                 t = time_calls(lambda: run(x), runs) * 1e3
                 rows.append({"runtime": f"{name} (daemon path)", "threads": 1, "batch": batch, **percentiles(t),
                              "per_window_p50_ms": round(float(np.median(t)) / batch, 4)})

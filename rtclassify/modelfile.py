@@ -25,7 +25,7 @@ CARD_SCHEMA = "rtclassify.card/1"
 CARD_FILE = "card.json"
 REQUIRED_CARD_KEYS = ("schema", "name", "task", "classes", "window", "normalisation", "weights_sha256")
 BUILTIN_DIR = Path(__file__).parent / "models"
-RUNTIMES = ("auto", "onnx", "torchscript")
+RUNTIMES = ("auto", "kernels", "onnx", "torchscript")
 
 
 class ModelFileError(ValueError):
@@ -41,8 +41,9 @@ class LoadedModel:
     spec: WindowSpec
     path: Path
     device: str = "cpu"
-    runtime: str = "torchscript"  # what `run` uses: "onnx" (ONNX Runtime, CPU) or "torchscript"
+    runtime: str = "torchscript"  # what `run` uses: "kernels" (compiled, CPU), "onnx" (ONNX Runtime, CPU), "torchscript"
     run: object = None  # (N, L) float32 mV ndarray -> (N, K) float64 probabilities, by `runtime`
+    runtime_note: str = ""  # why "auto" did not take the fastest runtime, if it did not
 
     @property
     def classes(self) -> list[str]:
@@ -165,8 +166,11 @@ def resolve_model_path(model: str) -> Path:
 def load_model(model: str, device: str = "cpu", runtime: str = "auto") -> LoadedModel:
     """Load a built-in model by name or a model file by path, verifying card and checksum.
 
-    runtime: "onnx" (the file's serving graph on ONNX Runtime; CPU only), "torchscript", or "auto":
-    onnx on the CPU when the file has a serving graph, torchscript otherwise (CUDA, older files).
+    runtime (the CPU ones are verified against the TorchScript module at load, or refused):
+    "kernels" (the folded network as compiled numba kernels, rtclassify.cnn_kernels), "onnx" (the
+    file's serving graph on ONNX Runtime), "torchscript", or "auto": on the CPU kernels, else onnx,
+    else torchscript, whichever first loads (`runtime_note` says why one was passed over); on CUDA
+    torchscript. `rtclassify bench` compares them.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}: expected one of {RUNTIMES}")
@@ -194,15 +198,35 @@ def load_model(model: str, device: str = "cpu", runtime: str = "auto") -> Loaded
     spec = WindowSpec.from_dict(card["window"])
     check_output_shape(module, spec, card, path, device)
     loaded = LoadedModel(module=module, card=card, spec=spec, path=path, device=device)
-    graph = extra[SERVING_FILE]
-    if runtime == "onnx" and (device != "cpu" or not graph):
-        raise ModelFileError(f"{path}: runtime onnx needs the CPU and a serving graph in the file "
-                             f"({'none in it: re-save it with `python -m trainer cards`' if not graph else 'device ' + device})")
-    if runtime == "onnx" or (runtime == "auto" and device == "cpu" and graph):
-        loaded.runtime, loaded.run = "onnx", load_serving_graph(graph, module, spec, path)
-    else:
-        loaded.runtime, loaded.run = "torchscript", torchscript_runner(module, device)
+    loaded.runtime, loaded.run, loaded.runtime_note = choose_runtime(runtime, module, spec, path, device,
+                                                                     extra[SERVING_FILE])
     return loaded
+
+
+def choose_runtime(runtime: str, module, spec: WindowSpec, path: Path, device: str, graph: bytes):
+    """(runtime name, runner, note) for load_model; ModelFileError when the runtime asked for cannot run."""
+    if runtime in ("kernels", "onnx") and device != "cpu":
+        raise ModelFileError(f"{path}: runtime {runtime} runs on the CPU only (device {device}); use --runtime torchscript")
+    if runtime == "onnx" and not graph:
+        raise ModelFileError(f"{path}: runtime onnx needs a serving graph in the file, and it has none: "
+                             "re-save it with `python -m trainer cards`")
+    if runtime == "torchscript" or (runtime == "auto" and device != "cpu"):
+        return "torchscript", torchscript_runner(module, device), ""
+    # a serving graph in the file is checked whichever runtime runs: an altered file is refused
+    onnx = load_serving_graph(graph, module, spec, path) if graph else None
+    if runtime == "onnx":
+        return "onnx", onnx, ""
+    from rtclassify.serving import verified_kernels
+
+    try:
+        return "kernels", verified_kernels(module, spec.n_samples, spec.fs_hz), ""
+    except ValueError as exc:
+        if runtime == "kernels":
+            raise ModelFileError(f"{path}: runtime kernels: {exc}; use --runtime onnx or torchscript") from None
+        note = f"compiled kernels passed over: {exc}"
+    if onnx is not None:
+        return "onnx", onnx, note
+    return "torchscript", torchscript_runner(module, device), note + "; no serving graph in the file"
 
 
 def load_serving_graph(graph: bytes, module, spec: WindowSpec, path: Path):

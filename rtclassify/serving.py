@@ -250,11 +250,27 @@ class OnnxRunner:
 def verified_runner(graph: bytes, module, n_samples: int, fs_hz: float) -> OnnxRunner:
     """An OnnxRunner for `graph`; ValueError unless it matches the TorchScript `module` within
     VERIFY_TOLERANCE on the verification windows (the check at export and at every load)."""
-    runner = OnnxRunner(graph)
+    return verify(OnnxRunner(graph), module, n_samples, fs_hz, "the serving graph")
+
+
+def verified_kernels(module, n_samples: int, fs_hz: float):
+    """The folded network in `module` as compiled kernels (rtclassify.cnn_kernels.PackedNetwork);
+    ValueError unless they match the TorchScript `module` within VERIFY_TOLERANCE, or when the
+    module is not a folded network."""
+    from rtclassify.cnn_kernels import PackedNetwork
+
+    try:
+        net = ServingCNN(module)
+    except (AttributeError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"not a folded network ({type(exc).__name__}: {exc})") from None
+    return verify(PackedNetwork(net), module, n_samples, fs_hz, "the compiled kernels")
+
+
+def verify(runner, module, n_samples: int, fs_hz: float, what: str):
+    """`runner`, or ValueError naming `what` when it differs from the TorchScript `module`."""
     diff = check_against_reference(runner, module, n_samples, fs_hz)
     if diff > VERIFY_TOLERANCE:
-        raise ValueError(f"the serving graph's probabilities differ from the network's by {diff:.2g} "
-                         f"(> {VERIFY_TOLERANCE:g})")
+        raise ValueError(f"{what}'s probabilities differ from the network's by {diff:.2g} (> {VERIFY_TOLERANCE:g})")
     return runner
 
 

@@ -26,9 +26,10 @@ def test_quick_bench_writes_every_required_key(tmp_path):
     assert r["inference"]["weights_sha256"] == load_model("genetic5").card["weights_sha256"]  # which build was timed
     assert r["inference"]["weights_sha256"][:12] in (tmp_path / "b.md").read_text()
     runtimes = {row["runtime"] for row in r["inference"]["cpu"]}
-    assert runtimes == {"torchscript", "torchscript_unfolded", "eager", "onnx (daemon path)",
+    assert runtimes == {"torchscript", "torchscript_unfolded", "eager", "kernels (daemon path)",
+                        "kernels (daemon path), after 5 ms idle", "onnx (daemon path)",
                         "onnx (daemon path), after 5 ms idle", "torchscript (daemon path), after 5 ms idle"}
-    assert r["inference"]["runtime"] == "onnx"  # what the daemon runs on this CPU
+    assert r["inference"]["runtime"] == "kernels"  # what the daemon runs on this CPU
     assert r["inference"]["gc_full_collection_ms"]["all_tracked"] > 0
     assert (tmp_path / "b.png").stat().st_size > 1000 and "| figure | value |" in (tmp_path / "b.md").read_text()
 

@@ -1,9 +1,11 @@
-"""The ONNX serving path computes what the folded network computes, and a model file's serving
-graph is checked against its TorchScript module when written and when loaded."""
+"""The CPU serving paths (ONNX Runtime on the serving graph, the compiled kernels) compute what the
+folded network computes, and both are checked against the TorchScript module when loaded (the
+serving graph also when written)."""
 import numpy as np
 import pytest
 import torch
 
+from rtclassify.cnn_kernels import PackedNetwork
 from rtclassify.fold import FoldedCNN
 from rtclassify.model import TripleInputCNN
 from rtclassify.modelfile import ModelFileError, load_model, save_model
@@ -30,6 +32,10 @@ def test_serving_graph_matches_the_folded_network(branches, depth, negative):
     assert np.abs(runner(v.numpy()) - expected).max() < 1e-5
     assert np.abs(runner(v[:1].numpy()) - expected[:1]).max() < 1e-5
     assert check_against_reference(runner, folded, 150, 50_000.0) < 1e-5
+    kernels = PackedNetwork(ServingCNN(folded))
+    assert np.abs(kernels(v.numpy()) - expected).max() < 1e-5
+    assert np.abs(kernels(v[:1].numpy()) - expected[:1]).max() < 1e-5
+    assert check_against_reference(kernels, folded, 150, 50_000.0) < 1e-5
 
 
 def test_a_bias_map_becomes_edge_weights_exactly():
@@ -51,13 +57,16 @@ def folded_file(path):
     return save_model(FoldedCNN(net), tiny_card(), path)
 
 
-def test_a_saved_folded_model_runs_on_onnx_and_matches_torchscript(tmp_path):
+def test_a_saved_folded_model_runs_on_every_cpu_runtime_alike(tmp_path):
     folded_file(tmp_path / "m.pt")
-    onnx_model = load_model(str(tmp_path / "m.pt"))
-    ts_model = load_model(str(tmp_path / "m.pt"), runtime="torchscript")
-    assert (onnx_model.runtime, ts_model.runtime) == ("onnx", "torchscript")
+    models = {r: load_model(str(tmp_path / "m.pt"), runtime=r) for r in ("auto", "kernels", "onnx", "torchscript")}
+    assert {r: m.runtime for r, m in models.items()} == {"auto": "kernels", "kernels": "kernels", "onnx": "onnx",
+                                                         "torchscript": "torchscript"}
     x = verification_windows(150, 50_000.0)
-    assert np.abs(onnx_model.run(x) - ts_model.run(x)).max() < 1e-5
+    reference = models["torchscript"].run(x)
+    for runtime in ("kernels", "onnx"):
+        assert np.abs(models[runtime].run(x) - reference).max() < 1e-5
+        assert np.abs(models[runtime].run(x[3:4]) - reference[3:4]).max() < 1e-5
 
 
 def test_a_serving_graph_that_disagrees_is_refused_at_load(tmp_path):
@@ -74,19 +83,24 @@ def test_a_serving_graph_that_disagrees_is_refused_at_load(tmp_path):
     assert load_model(str(tmp_path / "swapped.pt"), runtime="torchscript").runtime == "torchscript"
 
 
-def test_runtime_onnx_is_refused_for_a_file_without_a_serving_graph(tmp_path):
+def test_an_ensemble_file_runs_on_torchscript_and_says_why(tmp_path):
     from test_modelfile import save_tiny
 
-    save_tiny(tmp_path / "ens.pt")  # an ensemble file: TorchScript only
-    assert load_model(str(tmp_path / "ens.pt")).runtime == "torchscript"
+    save_tiny(tmp_path / "ens.pt")  # an ensemble file: not folded, no serving graph
+    auto = load_model(str(tmp_path / "ens.pt"))
+    assert auto.runtime == "torchscript"
+    assert "not a folded network" in auto.runtime_note and "no serving graph" in auto.runtime_note
     with pytest.raises(ModelFileError, match="serving graph"):
         load_model(str(tmp_path / "ens.pt"), runtime="onnx")
+    with pytest.raises(ModelFileError, match="runtime kernels: not a folded network"):
+        load_model(str(tmp_path / "ens.pt"), runtime="kernels")
 
 
 @pytest.mark.parametrize("name", ["genetic5", "broad2"])
-def test_shipped_models_carry_a_verified_serving_graph(name):
-    m = load_model(name)
-    assert m.runtime == "onnx"
-    x = verification_windows(m.spec.n_samples, m.spec.fs_hz)
-    with torch.inference_mode():
-        assert np.abs(m.run(x) - m.module(torch.from_numpy(x)).numpy()).max() < 1e-5
+def test_shipped_models_run_on_the_kernels_and_carry_a_verified_serving_graph(name):
+    x = verification_windows(150, 50_000.0)
+    for runtime in ("auto", "onnx"):
+        m = load_model(name, runtime=runtime)
+        assert m.runtime == {"auto": "kernels", "onnx": "onnx"}[runtime]
+        with torch.inference_mode():
+            assert np.abs(m.run(x) - m.module(torch.from_numpy(x)).numpy()).max() < 1e-5

@@ -26,9 +26,12 @@ from rtclassify.cli.options import device_option, model_option
               help="Append every label, skip and heartbeat to this JSONL file.")
 @click.option("--budget-ms", default=2.0, show_default=True, help="Latency budget per label, ms; later labels are marked late.")
 @device_option
-@click.option("--runtime", type=click.Choice(["auto", "onnx", "torchscript"]), default="auto", show_default=True,
-              help="Model runtime: onnx (ONNX Runtime, CPU) has a fraction of TorchScript's per-call cost; "
-                   "auto: onnx on the CPU when the model file carries its serving graph, else torchscript.")
+@click.option("--runtime", type=click.Choice(["auto", "kernels", "onnx", "torchscript"]), default="auto",
+              show_default=True,
+              help="Model runtime on the CPU, each checked against TorchScript at load: kernels (the network "
+                   "compiled with numba, the least per-call cost), onnx (ONNX Runtime on the file's serving graph), "
+                   "torchscript (also the CUDA path). auto: kernels, else onnx, else torchscript on the CPU; "
+                   "torchscript on CUDA. `rtclassify bench` compares them.")
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads for inference.")
 @click.option("--onsets", type=click.Choice(["auto", "channel", "events"]), default="auto", show_default=True,
               help="Where stimulus onsets come from: auto = steps on the I channel and `stimulus` events alike "
@@ -83,6 +86,8 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
         model = load_model(model_name, device=choose_device(device), runtime=runtime)
     except (ModelFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    if model.runtime_note:
+        warn(f"runtime {model.runtime}: {model.runtime_note}")
     warm_up_model(model)
     cfg = ServeConfig(budget_ms=budget_ms, onsets=onsets, include_window=label_window)
     publisher = Publisher(publish, lsl_out, log_path)
