@@ -147,6 +147,34 @@ def find_hidden_upstroke(v_mv, start, stop, span, scale, knee_gain, floor):
 
 
 @numba.jit(**JIT)
+def extend_by_lines(x, ext, row):
+    """row (len(x) + 2 * ext,) = x extended by `ext` samples at either end along the straight line
+    through its first and last samples (scipy's padtype="line")."""
+    n = len(x)
+    slope = (x[n - 1] - x[0]) / (n - 1) if n > 1 else 0.0
+    for q in range(ext):
+        row[q] = x[0] - (ext - q) * slope
+        row[ext + n + q] = x[n - 1] + (q + 1) * slope
+    for i in range(n):
+        row[ext + i] = x[i]
+
+
+@numba.jit(**JIT)
+def fir_output(row, taps, up, down, k, ext):
+    """Output sample k of upfirdn(taps, row[ext:-ext] line-extended, up, down): only every up-th
+    tap meets a real (not inserted) sample."""
+    pos = k * down  # index into the upsampled signal
+    acc = 0.0
+    j = pos % up
+    m = (pos - j) // up + ext
+    while j < len(taps):
+        acc += taps[j] * row[m]
+        j += up
+        m -= 1
+    return acc
+
+
+@numba.jit(**JIT)
 def resample_rows(x, taps, up, down, first, out):
     """Polyphase FIR resampling of each row of x, as scipy's upfirdn(taps, row, up, down,
     mode="line")[first:first + n_out]: the row is extended beyond its ends by the straight line
@@ -155,26 +183,40 @@ def resample_rows(x, taps, up, down, first, out):
 
     x: (rows, n) float64; taps: (m,) float64 (already scaled by up); out: (rows, n_out) float64.
     """
-    n = x.shape[1]
     ext = len(taps) // up + 2  # samples of line extension needed on either side
-    row = np.empty(n + 2 * ext)
+    row = np.empty(x.shape[1] + 2 * ext)
     for r in range(x.shape[0]):
-        slope = (x[r, n - 1] - x[r, 0]) / (n - 1) if n > 1 else 0.0
-        for q in range(ext):
-            row[q] = x[r, 0] - (ext - q) * slope
-            row[ext + n + q] = x[r, n - 1] + (q + 1) * slope
-        for i in range(n):
-            row[ext + i] = x[r, i]
+        extend_by_lines(x[r], ext, row)
         for k in range(out.shape[1]):
-            pos = (first + k) * down  # index into the upsampled signal
-            acc = 0.0
-            j = pos % up  # only every up-th tap meets a real (non-inserted) sample
-            m = (pos - j) // up + ext
-            while j < len(taps):
-                acc += taps[j] * row[m]
-                j += up
-                m -= 1
-            out[r, k] = acc
+            out[r, k] = fir_output(row, taps, up, down, first + k, ext)
+
+
+@numba.jit(**dict(JIT, fastmath=True))
+def resample_ring_window(ring, row0, n, ext, phase_taps, phases, starts, out):
+    """One window straight from a ring buffer: the n samples of column 0 from row `row0` on
+    (wrapping at the end), line-extended by `ext` samples, and at each output i the dot product of
+    phase_taps[phases[i]] with the extended samples from starts[i] on, into out (float32).
+
+    The plan (windows.WindowCutter) makes this resample_rows' polyphase filter at the kept outputs,
+    with each phase's taps reversed so that the sums run forwards over contiguous samples, which
+    LLVM vectorises (fastmath: reassociated sums, equal to resample_rows within float64 rounding).
+    """
+    row = np.empty(n + 2 * ext)
+    capacity = ring.shape[0]
+    head = min(n, capacity - row0)  # samples before the ring wraps
+    for i in range(head):
+        row[ext + i] = ring[row0 + i, 0]
+    for i in range(head, n):
+        row[ext + i] = ring[i - head, 0]
+    extend_by_lines(row[ext:ext + n], ext, row)  # in place: it rewrites the middle unchanged
+    width = phase_taps.shape[1]
+    for i in range(len(phases)):
+        taps = phase_taps[phases[i]]
+        s = starts[i]
+        acc = 0.0
+        for j in range(width):
+            acc += taps[j] * row[s + j]
+        out[i] = acc
 
 
 def warm_up() -> None:
@@ -190,6 +232,8 @@ def warm_up() -> None:
     scan_step_edges(interleaved[:, 1], 0.0, 10.0, False, np.zeros(16, np.int64))
     scan_step_edges(i, 0.0, 10.0, False, np.zeros(16, np.int64))
     resample_rows(np.zeros((1, 16)), np.ones(9), 1, 4, 1, np.zeros((1, 4)))
+    resample_ring_window(interleaved, 12, 8, 4, np.ones((1, 3)), np.zeros(2, np.int64), np.arange(2),
+                         np.zeros(2, np.float32))
     dv = np.zeros(16)
     compute_dvdt(v, 50_000.0, dv)
     compute_dvdt(v.astype(np.float32), 50_000.0, dv)

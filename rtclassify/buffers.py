@@ -57,14 +57,20 @@ class RingBuffer:
         self.end += n
         self.start = max(self.start, self.end - self.capacity)
 
-    def read(self, a: int, b: int) -> np.ndarray:
-        """Copy of absolute samples [a, b) as (b - a, 2); raises if not held."""
+    def locate(self, a: int, b: int) -> int:
+        """Row of self.data holding absolute sample a, after checking that [a, b) is held (the
+        range may wrap past the last row); raises IndexError if not."""
         if a < self.start or b > self.end or a > b:
             raise IndexError(
                 f"samples [{a}, {b}) not in buffer [{self.start}, {self.end}); "
                 "raise --buffer-s if this happens on a live stream"
             )
-        pa, pb = (a - self.base) % self.capacity, (b - self.base) % self.capacity
+        return (a - self.base) % self.capacity
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Copy of absolute samples [a, b) as (b - a, 2); raises if not held."""
+        pa = self.locate(a, b)
+        pb = (b - self.base) % self.capacity
         if b - a == 0:
             return np.zeros((0, 2))
         if pa < pb or pb == 0:

@@ -2,7 +2,7 @@
 
     transport (rtclassify/io: zmq_in, lsl_in, replay) -> Engine.on_data / Engine.on_event
     -> tracking.Headstage (ring buffer, step scan, open stimuli, answered onsets, cells)
-    -> detection.detect_spikes (the evoked AP) -> windows.window_from_segment (cut, resample)
+    -> detection.detect_spikes (the evoked AP) -> windows.WindowCutter (cut, resample)
     -> inference.InferenceBatch (the model) -> messages (label / skip JSON) -> emit (publish.py)
 
 Transport-free: sources call `on_data` / `on_event`, then `classify_ready`; every decision leaves
@@ -27,7 +27,7 @@ from rtclassify.inference import InferenceBatch, ReadyWindow
 from rtclassify.messages import build_heartbeat, build_label, build_skip
 from rtclassify.modelfile import LoadedModel
 from rtclassify.tracking import Headstage, Stimulus
-from rtclassify.windows import check_stream_rate, samples_at, window_from_segment
+from rtclassify.windows import WindowCutter, check_stream_rate, samples_at
 
 ONSET_MODES = ("auto", "channel", "events")
 PLACEHOLDER_FS = 1.0  # rate of a headstage known only from events so far
@@ -162,9 +162,8 @@ class Engine:
         if unusable:
             self.notify(f"headstage {number}: {unusable}; its stimuli are answered with skip reason qc")
             self.emit("status", {"schema": "rtclassify.status/1", "headstage": number, "unusable": unusable})
-        else:  # prepare this rate's resampling filter now, not on the first live window
-            n = samples_at(self.model.spec.before_ms, fs) + samples_at(self.model.spec.after_ms, fs)
-            window_from_segment(np.full(n, -60.0), fs, samples_at(self.model.spec.before_ms, fs), self.model.spec)
+        else:  # this rate's resampling plan, made now, not on the first live window
+            hs.cutter = WindowCutter(fs, self.model.spec)
         return hs
 
     def report_gap(self, hs: Headstage, first_sample: int, seq) -> None:
@@ -261,8 +260,7 @@ class Engine:
             self.skip(hs, stim, "gap", "window start is older than the buffer")
             return False
         t1 = self.clock()
-        seg = hs.buf.read(stim.peak - n_before, stim.peak + n_after)[:, 0]
-        window = window_from_segment(seg, hs.fs, n_before, self.model.spec)
+        window = hs.cutter.cut(hs.buf, stim.peak - n_before)
         lat = {"queue": queue_ms, "detect": stim.detect_ms, "features": (self.clock() - t1) * 1e3}
         hs.mark_decided(stim)
         self.batch.add(ReadyWindow(hs.number, stim, window, stim.peak + n_after - 1, in_buffer, lat))

@@ -105,6 +105,7 @@ class Headstage:
         self.number = number
         self.fs = float(fs)
         self.unusable = unusable  # why this rate cannot be classified (None: it can)
+        self.cutter = None  # its windows.WindowCutter, set by the engine for a usable rate
         self.buf = RingBuffer(max(int(buffer_s * fs), 1024))
         self.next_sample: int | None = None
         self.next_seq: int | None = None

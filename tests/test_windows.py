@@ -105,3 +105,49 @@ def test_the_numpy_lowpass_is_scipys_firwin(n_taps, cutoff):
 
     np.testing.assert_allclose(kaiser_lowpass(n_taps, cutoff, 5.0), firwin(n_taps, cutoff, window=("kaiser", 5.0)),
                                rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("fs", [200_000.0, 100_000.0, 96_000.0, 41_666.0, 33_333.333, 25_000.0, 50_000.0, 10_000.0])
+def test_the_daemons_cutter_gives_window_from_segment_from_a_wrapping_ring(fs):
+    """WindowCutter.cut reads the segment out of the ring buffer (wrapping or not) and resamples
+    only the kept outputs: the same window as the general path, to float32 rounding."""
+    from rtclassify.buffers import RingBuffer
+    from rtclassify.windows import WindowCutter
+
+    spec, rng = WindowSpec(), np.random.default_rng(int(fs))
+    cutter, buf = WindowCutter(fs, spec), RingBuffer(1000)
+    compared = 0
+    for _ in range(60):
+        n = int(rng.integers(1, 700))
+        buf.write(np.stack([-60 + 2 * rng.standard_normal(n).cumsum(), rng.standard_normal(n)], 1))
+        if buf.end - buf.start < cutter.n_in:
+            continue
+        a = int(rng.integers(buf.start, buf.end - cutter.n_in + 1))
+        expected = window_from_segment(buf.read(a, a + cutter.n_in)[:, 0], fs, cutter.n_before, spec)
+        got = cutter.cut(buf, a)
+        assert got.dtype == np.float32 and got.shape == (spec.n_samples,)
+        assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+        compared += 1
+    assert compared > 30
+    with pytest.raises(IndexError, match="not in buffer"):
+        cutter.cut(buf, buf.end - cutter.n_in + 1)
+
+
+def test_the_daemons_cutter_on_real_200khz_action_potentials(spikes_dir):
+    """The recorded 3 ms APs (200 kHz) written into a ring so that each straddles its wrap."""
+    import csv
+
+    from rtclassify.buffers import RingBuffer
+    from rtclassify.windows import WindowCutter
+
+    rows = [r for r in csv.DictReader(open(spikes_dir / "cells.csv")) if r["fs_hz"] == "200000"][:25]
+    spec = WindowSpec()
+    cutter = WindowCutter(200_000.0, spec)
+    for k, row in enumerate(rows):
+        v = np.load(spikes_dir / "traces" / f"{row['specimen_id']}.npy").astype(np.float64).ravel()[:cutter.n_in]
+        buf = RingBuffer(1024)
+        buf.write(np.zeros((1024 - 50 - 10 * k, 2)))  # the AP's segment wraps 50 + 10 k samples in
+        a = buf.end
+        buf.write(np.stack([v, np.zeros_like(v)], 1))
+        expected = window_from_segment(v, 200_000.0, cutter.n_before, spec)
+        assert np.abs(cutter.cut(buf, a) - expected).max() <= 1e-4  # mV
