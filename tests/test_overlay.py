@@ -45,7 +45,9 @@ def test_widget_shows_the_received_verdict_and_warns_when_heartbeats_stop(tmp_pa
                                "--publish", label_ep, "--model", "genetic5", "--label-window"], stderr=subprocess.DEVNULL)
     feed = ZmqFeed(label_ep)
     state = FeedState()
-    widget = OverlayWidget(state, label_ep, stale_s=2.0)
+    # stale after 3 s: above the daemon's 2 s heartbeat interval and its poll slack (at 2.0 the
+    # check raced the next heartbeat and failed now and then)
+    widget = OverlayWidget(state, label_ep, stale_s=3.0)
     widget.show()
     sim = None
     try:
@@ -79,7 +81,7 @@ def test_widget_shows_the_received_verdict_and_warns_when_heartbeats_stop(tmp_pa
         assert len(colours) > 20  # not blank
         daemon.terminate()
         daemon.wait(20)
-        time.sleep(2.5)
+        time.sleep(3.5)
         widget.refresh()
         assert "NO HEARTBEAT" in widget.banner.text()
     finally:
