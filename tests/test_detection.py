@@ -249,3 +249,62 @@ def test_allen_short_square_aps_are_found_where_they_were(spikes_dir):
         if len(det.peaks) != 1 or abs(det.peaks[0] - peak) > fs * 0.05e-3:
             misses.append(row.specimen_id)
     assert len(misses) <= 0.01 * len(cells), misses
+
+
+def find_spikes_run_by_run(v, dvdt, masked, dvdt_threshold, min_acceleration, min_amplitude_mv, refractory):
+    """The AP search as it was before the `hot` pre-pass: every run decided one by one (plain
+    Python). Returns (thresholds, peaks, complete)."""
+    n, k, thr, pk, complete = len(v), 1, [], [], len(v)
+    while k < n:
+        if masked[k] or dvdt[k] < dvdt_threshold:
+            k += 1
+            continue
+        start = low = best_low = best_top = j = k
+        best_gain = 0.0
+        while j < n and not masked[j] and dvdt[j] > 0.0:
+            if dvdt[j] < dvdt[low]:
+                low = j
+            if dvdt[j] - dvdt[low] > best_gain:
+                best_gain, best_low, best_top = dvdt[j] - dvdt[low], low, j
+            j += 1
+        if j >= n:
+            return thr, pk, start
+        peak = j - 1
+        if best_top < peak and best_gain >= min_acceleration and v[peak] - v[best_low] >= min_amplitude_mv:
+            thr.append(best_low)
+            pk.append(peak)
+            k = peak + refractory
+        else:
+            k = j
+        while k < n and dvdt[k] >= dvdt_threshold and not masked[k]:
+            k += 1
+    return thr, pk, complete
+
+
+def test_the_jump_over_runs_that_cannot_be_aps_changes_no_result():
+    """find_spikes skips runs whose rise cannot reach min_amplitude_mv: on noisy 200 kHz traces
+    with APs, step artefacts and traces cut mid-upstroke, it gives the run-by-run search's spikes
+    and `complete` exactly."""
+    from rtclassify.detection import DetectorConfig, artifact_mask
+
+    cfg, fs, rng = DetectorConfig(), 200_000.0, np.random.default_rng(7)
+    t = np.arange(int(0.004 * fs)) / fs * 1e3
+    ap = np.where(t < 1.0, 95 * np.exp(-((t - 1.0) / 0.3) ** 2), 95 * np.exp(-((t - 1.0) / 0.7) ** 2))
+    cut_mid_rise = 0
+    for trial in range(60):
+        n = int(rng.integers(400, 6000))
+        v = -70 + rng.normal(0, rng.choice([0.02, 0.1, 0.3]), n)
+        for start in rng.integers(0, n, int(rng.integers(0, 4))):
+            seg = ap[:n - start] * rng.uniform(0.2, 1.2)
+            v[start:start + len(seg)] += seg
+        onsets = np.sort(rng.integers(0, n, int(rng.integers(0, 3))))
+        dv = np.empty(n)
+        _kernels.compute_dvdt(v, fs, dv)
+        mask = artifact_mask(n, onsets, fs, cfg)
+        thr, pk, complete = np.empty(64, np.int64), np.empty(64, np.int64), np.zeros(1, np.int64)
+        args = (cfg.dvdt_threshold, cfg.min_acceleration, cfg.min_amplitude_mv, 60)
+        count = _kernels.find_spikes(v, dv, mask, *args, thr, pk, complete)
+        ref_thr, ref_pk, ref_complete = find_spikes_run_by_run(v, dv, mask, *args)
+        assert list(thr[:count]) == ref_thr and list(pk[:count]) == ref_pk and complete[0] == ref_complete
+        cut_mid_rise += ref_complete < n
+    assert cut_mid_rise > 5  # the end-of-data rule was exercised
