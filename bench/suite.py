@@ -9,7 +9,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -267,12 +266,10 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
             data_dir: str | None = None, tmp: Path = Path("/tmp")) -> dict:
     """A real daemon and a real client on loopback; latency from sending the window's last sample
     to receiving its label, per stimulus; unanswered stimuli; the daemon's CPU share."""
-    import zmq
 
     from rtclassify.serve import freeze_startup_objects
     from rtclassify.simulate import HeadstageStream, load_cells, run_simulation
 
-    sys.setswitchinterval(1e-4)  # the client's sender and receiver threads share the GIL
     freeze_startup_objects()  # no 100 ms collection over torch's objects in the client's timing
     rng = np.random.default_rng(0)
     if data_dir:
@@ -284,12 +281,12 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
     streams = [HeadstageStream(h, cells[h::headstages] or cells, fs, 4, 4, np.random.default_rng(h))
                for h in range(headstages)]
     chunk_n = max(1, int(round(chunk_ms * fs / 1000)))
+    for hs in streams:  # simulated before the clock starts: the sender then paces like a rig
+        hs.prepare(int(seconds * fs) + chunk_n)
     log = tmp / f"bench-{transport}-{headstages}-{int(fs)}.jsonl"
     log.unlink(missing_ok=True)
     label_ep = free_tcp_endpoint()
     sends = SendLog()
-    received = []
-    stop_rx = threading.Event()
     name = f"rtclassify-bench-{os.getpid()}-{headstages}"
     if transport == "zmq":
         from rtclassify.io.sinks import ZmqSink
@@ -304,23 +301,11 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
         sink = LslSink(names, fs, chunk_n)
         daemon = start_daemon(["--source", "lsl", "--publish", label_ep, "--lsl-out", f"{name}-labels",
                                *sum((["--stream", n] for n in names), [])], log)
-    sub = zmq.Context.instance().socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(label_ep)
-
-    def receive():
-        while not stop_rx.is_set():
-            if sub.poll(20):
-                topic, body = sub.recv_multipart()
-                t = time.perf_counter()
-                if topic in (b"label", b"skip"):
-                    received.append((t, json.loads(body)))
-
+    receiver = LabelReceiver(label_ep)
+    received = []
     try:
-        if not sub.poll(60_000):
+        if not receiver.started.wait(60):
             raise RuntimeError("daemon did not start")
-        rx = threading.Thread(target=receive, daemon=True)
-        rx.start()
         if not sink.wait_for_subscriber(60):
             raise RuntimeError("daemon did not subscribe")
         truth_lines = []
@@ -334,13 +319,12 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
         wall = time.perf_counter() - t0
         cpu = cpu_seconds(daemon.pid) - cpu0
         deadline = time.time() + 5
-        while time.time() < deadline and len(received) < len(truth_lines):
+        while time.time() < deadline and receiver.answers.value < len(truth_lines):
             time.sleep(0.05)
     finally:
-        stop_rx.set()
+        received = receiver.close()
         stop(daemon)
         sink.close()
-        sub.close()
     answers = {(m["headstage"], m["stim_onset_sample"]): (t, m) for t, m in received}
     latencies, process, inference = [], [], []
     for t, m in received:
@@ -363,6 +347,49 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
             "latency_ms": percentiles(latencies), "latency_drift_ms": latency_drift(latencies),
             "process_ms": percentiles(process), "inference_ms": percentiles(inference), "skips": skips,
             "gaps": gaps, "daemon_cpu_share": round(cpu / wall, 3) if wall else None}
+
+
+class LabelReceiver:
+    """The client's label subscriber, in a process of its own, as an acquisition host would have it:
+    sharing the sender's interpreter (and its GIL) would delay the receive timestamps of labels
+    that arrive while the sender runs. `started` is set at the daemon's first message; `answers`
+    counts labels and skips; close() returns [(perf_counter at receipt, message)] of both."""
+
+    def __init__(self, endpoint: str):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")  # the child uses only zmq and json, from a fresh context
+        self.started, self.stop, self.answers = ctx.Event(), ctx.Event(), ctx.Value("i", 0)
+        self.queue = ctx.Queue()
+        self.process = ctx.Process(target=self.receive, args=(endpoint,), daemon=True)
+        self.process.start()
+
+    def receive(self, endpoint: str) -> None:
+        import zmq
+
+        sub = zmq.Context().socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(endpoint)
+        got = []
+        while not self.stop.is_set():
+            if sub.poll(20):
+                topic, body = sub.recv_multipart()
+                t = time.perf_counter()  # CLOCK_MONOTONIC: comparable with the sender's send times
+                self.started.set()
+                if topic in (b"label", b"skip"):
+                    got.append((t, json.loads(body)))
+                    self.answers.value += 1
+        self.queue.put(got)
+        sub.close(0)
+
+    def close(self) -> list:
+        self.stop.set()
+        try:
+            got = self.queue.get(timeout=30)
+        except Exception:  # the receiver died: nothing to report, and the caller says so
+            got = []
+        self.process.join(5)
+        return got
 
 
 def latency_drift(latencies_ms: list) -> float | None:

@@ -166,10 +166,15 @@ class HeadstageStream:
             offset += len(plan.v_mv)
         self.v, self.i = np.concatenate(vs), np.concatenate(is_)
 
-    def take(self, n: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """The next n samples: (first_sample, v mV, i pA)."""
+    def prepare(self, n: int) -> None:
+        """Generate the cells' sweeps until n samples are ready, so that streaming them only slices
+        (a cell's sweeps take tens of ms to simulate: in the stream that is a stall, then a burst)."""
         while len(self.v) < n:
             self.extend()
+
+    def take(self, n: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """The next n samples: (first_sample, v mV, i pA)."""
+        self.prepare(n)
         first = self.base
         v, i = self.v[:n], self.i[:n]
         self.v, self.i = self.v[n:], self.i[n:]
