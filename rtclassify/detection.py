@@ -111,14 +111,12 @@ def detect_spikes(v_mv: np.ndarray, fs_hz: float, steps=((), ()), cfg: DetectorC
     v_mv = np.ascontiguousarray(v_mv, dtype=np.float64)
     onsets = np.asarray(steps[0], dtype=np.int64)
     offsets = np.asarray(steps[1], dtype=np.int64)
-    dv = np.empty(len(v_mv))
-    _kernels.compute_dvdt(v_mv, float(fs_hz), dv)
     mask = artifact_mask(len(v_mv), onsets, fs_hz, cfg)
     thr = np.empty(cfg.max_events, np.int64)
     pk = np.empty(cfg.max_events, np.int64)
     complete = np.zeros(1, np.int64)
     refractory = max(1, int(round(cfg.refractory_ms * fs_hz / 1000.0)))
-    n = _kernels.find_spikes(v_mv, dv, mask, cfg.dvdt_threshold, cfg.min_acceleration, cfg.min_amplitude_mv,
+    n = _kernels.find_spikes(v_mv, float(fs_hz) / 1000.0, mask, cfg.dvdt_threshold, cfg.min_acceleration, cfg.min_amplitude_mv,
                              refractory, thr, pk, complete)
     thr, pk = thr[:n].copy(), pk[:n].copy()
     obscured = np.array([p + 1 < len(v_mv) and mask[p + 1] for p in pk], dtype=np.bool_)
