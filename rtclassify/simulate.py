@@ -246,5 +246,22 @@ def run_simulation(sink, streams: list[HeadstageStream], chunk_n: int, speed: fl
 
 
 def completed_cells(streams: list[HeadstageStream]) -> int:
-    """Cells whose stimuli have all been streamed (a cell's sweeps are queued when it starts)."""
-    return sum(hs.cells_started - (1 if hs.truth else 0) for hs in streams)
+    """Cells whose stimuli have all been streamed (a cell's sweeps are queued when it starts,
+    possibly ahead of time: see prepare_streams)."""
+    return sum(hs.cells_started - len({t["cell_id"] for t in hs.truth}) for hs in streams)
+
+
+def prepare_streams(streams: list[HeadstageStream], max_cells: int | None = None,
+                    seconds: float | None = None) -> None:
+    """Simulate ahead what a bounded run will play (its cells, or its seconds), so that streaming
+    only slices: a cell's sweeps take tens of ms to simulate, which in the stream is a stall and a
+    burst, and beside the daemon on a small machine, CPU taken from it. Unbounded runs simulate
+    as they go."""
+    if max_cells is not None:
+        per_stream = -(-max_cells // len(streams))
+        for hs in streams:
+            while hs.cells_started < per_stream:
+                hs.extend()
+    if seconds is not None:
+        for hs in streams:
+            hs.prepare(int(seconds * hs.fs))

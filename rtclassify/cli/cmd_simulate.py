@@ -37,7 +37,7 @@ def simulate(sink, endpoint, streams, data_dir, headstages, fs_hz, chunk_ms, swe
 
     import numpy as np
 
-    from rtclassify.simulate import HeadstageStream, load_cells, run_simulation
+    from rtclassify.simulate import HeadstageStream, load_cells, prepare_streams, run_simulation
 
     rng = np.random.default_rng(seed)
     if data_dir:
@@ -61,6 +61,7 @@ def simulate(sink, endpoint, streams, data_dir, headstages, fs_hz, chunk_ms, swe
 
         names = list(streams) + [f"{streams[0]}-hs{h}" for h in range(len(streams), headstages)]
         out = LslSink(names[:headstages], fs_hz, chunk_n)
+    prepare_streams(hs_streams, max_cells, seconds)  # while the daemon starts up
     if not out.wait_for_subscriber(wait_s):
         click.echo(f"simulate: no subscriber after {wait_s:g} s; streaming anyway", err=True)
     stop = threading.Event()
