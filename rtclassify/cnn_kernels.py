@@ -2,9 +2,9 @@
 
 `pack_network` lays a `serving.ServingCNN` (the folded network in fused form: constant-1 channels
 carry the edge biases, the real and imaginary branches are two groups) out as flat float32 weights
-and an int64 layer table; `forward_windows` runs it on (N, L) windows with numba, one call, no
-allocation (the workspace comes with the pack). A window costs ~1.2 M multiply-adds; the inner
-loops run along the time axis, contiguous, so LLVM vectorises them.
+and an int64 layer table; `forward_windows` runs it on (N, L) windows with numba in one call,
+in a workspace that comes with the pack. A window costs ~1.2 M multiply-adds: each convolution
+is a BLAS matrix product (numba's np.dot), the rest loops along the time axis.
 
 Why not only ONNX Runtime: its call walks a graph of ~40 nodes through the runtime's executor, a
 large body of code that the daemon's other work (and other processes) evict from the CPU caches

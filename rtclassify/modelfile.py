@@ -3,8 +3,9 @@
 A model file is a TorchScript archive whose `card.json` extra file describes it (classes, window
 spec, normalisation, training data, evaluation, sha256 of the weights). The exported module maps
 (N, L) windows in mV to (N, K) class probabilities. A folded network also carries `serving.onnx`,
-the same function for ONNX Runtime (rtclassify.serving: the CPU path, a fraction of TorchScript's
-per-call cost), verified against the TorchScript module when written and at every load.
+the same function for ONNX Runtime (rtclassify.serving), verified against the TorchScript module
+when written and at every load. On the CPU the daemon runs the folded network as compiled kernels
+(rtclassify.cnn_kernels), built from the module at load and verified the same way.
 TorchScript is deprecated upstream; if it is replaced (e.g. by torch.export), only this module
 changes.
 """

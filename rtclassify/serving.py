@@ -1,6 +1,7 @@
-"""The CPU serving path: the exported network run by ONNX Runtime, whose per-call cost is close to
-the network's arithmetic (TorchScript's interpreter costs ~0.4 ms per call back to back here and
-~1 ms after a pause, many times the ~1.5 M multiply-adds of the shipped genetic5).
+"""The CPU serving paths: the exported network run by ONNX Runtime, or as compiled kernels
+(rtclassify.cnn_kernels, the daemon's default), whose per-call cost is close to the network's
+arithmetic (TorchScript's interpreter costs ~0.4 ms per call back to back here and ~1.4 ms after a
+pause, many times the ~1.2 M multiply-adds of the shipped genetic5). Both start from ServingCNN.
 
 `ServingCNN` computes exactly the function of a folded network (rtclassify.fold.FoldedCNN, also
 read back from a saved TorchScript file) with operations ONNX Runtime runs well:
