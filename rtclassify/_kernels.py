@@ -182,10 +182,10 @@ def extend_by_lines(x, ext, row):
     """row (len(x) + 2 * ext,) = x extended by `ext` samples at either end along the straight line
     through its first and last samples (scipy's padtype="line")."""
     n = len(x)
-    slope = (x[n - 1] - x[0]) / (n - 1) if n > 1 else 0.0
+    gradient = (x[n - 1] - x[0]) / (n - 1) if n > 1 else 0.0
     for q in range(ext):
-        row[q] = x[0] - (ext - q) * slope
-        row[ext + n + q] = x[n - 1] + (q + 1) * slope
+        row[q] = x[0] - (ext - q) * gradient
+        row[ext + n + q] = x[n - 1] + (q + 1) * gradient
     for i in range(n):
         row[ext + i] = x[i]
 

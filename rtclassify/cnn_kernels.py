@@ -1,6 +1,6 @@
 """The serving network as one compiled function: the CPU path whose per-call cost is the arithmetic.
 
-`pack_network` lays a `serving.ServingCNN` (the folded network in fused form: constant-1 channels
+`PackedNetwork` lays a `serving.ServingCNN` (the folded network in fused form: constant-1 channels
 carry the edge biases, the real and imaginary branches are two groups) out as flat float32 weights
 and an int64 layer table; `forward_windows` runs it on (N, L) windows with numba in one call,
 in a workspace that comes with the pack. A window costs ~1.2 M multiply-adds: each convolution
@@ -12,7 +12,7 @@ between stimuli; the call after a pause then costs several times a warm one (`rt
 rows "after 5 ms idle"). This function is a few kilobytes of code over ~0.3 MB of weights.
 
 Checked like the ONNX graph: against the TorchScript module on the verification windows at every
-load (serving.verified_runner), and in tests/test_serving.py.
+load (serving.verified_kernels), and in tests/test_serving.py.
 """
 import numba
 import numpy as np
