@@ -269,7 +269,7 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
     to receiving its label, per stimulus; unanswered stimuli; the daemon's CPU share."""
 
     from rtclassify.serve import freeze_startup_objects
-    from rtclassify.simulate import HeadstageStream, load_cells, run_simulation
+    from rtclassify.simulate import HeadstageStream, load_cells, prepare_streams, run_simulation
 
     freeze_startup_objects()  # no 100 ms collection over torch's objects in the client's timing
     chunk_n = max(1, int(round(chunk_ms * fs / 1000)))
@@ -296,8 +296,7 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
     cells = load_cells(data_dir, fs, limit=60, rng=np.random.default_rng(0)) if data_dir else builtin_cells_at(fs)
     streams = [HeadstageStream(h, cells[h::headstages] or cells, fs, 4, 4, np.random.default_rng(h))
                for h in range(headstages)]
-    for hs in streams:
-        hs.prepare(int(seconds * fs) + chunk_n)
+    prepare_streams(streams, seconds=seconds + chunk_ms / 1000)
     receiver = LabelReceiver(label_ep)
     received = []
     try:

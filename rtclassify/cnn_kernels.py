@@ -47,15 +47,15 @@ class PackedNetwork:
     def __init__(self, net):
         weights: list = []
         self.time_layers = pack_branch(net.time_branch, weights)
-        self.spectral = bool(net.spectral)
-        self.spectrum_layers = (pack_branch(net.spectrum_branch, weights) if self.spectral
+        spectral = bool(net.spectral)
+        self.spectrum_layers = (pack_branch(net.spectrum_branch, weights) if spectral
                                 else np.zeros((0, LAYER_COLUMNS), np.int64))
         self.weights = np.concatenate(weights).astype(np.float32)
         as32 = lambda t: np.ascontiguousarray(t.detach().float().numpy())  # noqa: E731
         self.time_pool = as32(net.time_pool)  # (L_last, pooled)
-        self.spectrum_pool = as32(net.spectrum_pool) if self.spectral else np.zeros((1, 1), np.float32)
-        self.spectrum_matrix = as32(net.spectrum_matrix) if self.spectral else np.zeros((1, 1), np.float32)
-        self.spectrum_groups = int(net.spectrum_groups) if self.spectral else 0
+        self.spectrum_pool = as32(net.spectrum_pool) if spectral else np.zeros((1, 1), np.float32)
+        self.spectrum_matrix = as32(net.spectrum_matrix) if spectral else np.zeros((1, 1), np.float32)
+        self.spectrum_groups = int(net.spectrum_groups) if spectral else 0
         self.w1, self.b1, self.w2, self.b2 = (as32(t) for t in (net.w1, net.b1, net.w2, net.b2))
         # time inputs: (v - v_offset) / v_scale, dv/dt (mV/ms) / dvdt_scale, as the network's own
         self.inputs = np.array([float(net.use_v), float(net.use_dvdt), net.v_offset, net.v_scale, net.fs_hz / 1e3,
@@ -176,7 +176,7 @@ def forward_windows(windows, inputs, time_layers, spectrum_layers, weights, time
         for t in range(n):
             work[0, c, pad + t] = 1.0
         plane, channels, length = run_branch(time_layers, weights, work, columns, products, n)
-        filled = pool_into(work, plane, channels, length, time_layers[0, PADDING], time_pool, features, 0)
+        filled = pool_into(work, plane, channels, length, pad, time_pool, features, 0)
         if spectrum_layers.shape[0]:
             # spectrum branch: per group [part of the spectrum, 1]
             pad = spectrum_layers[0, PADDING]
