@@ -30,8 +30,8 @@ PUBLISHED_HALF_WINDOW_MS = 25.0
 
 def make_sweeps(n: int, seed: int = 0) -> list[tuple]:
     """n sweeps (v mV, i pA, onset sample, peak sample, class name) from the built-in neuron models."""
-    from rtclassify.neurons import builtin_cells
-    from rtclassify.simulate import synthesise_sweep
+    from rtclassify.simulator.neurons import builtin_cells
+    from rtclassify.simulator.amplifier import synthesise_sweep
 
     rng = np.random.default_rng(seed)
     cells = builtin_cells(FS, variants=2)
@@ -47,8 +47,8 @@ def route_rtclassify(model):
     """Detector + spike-aligned window + model, as in the daemon; returns classify(v, i) -> probs."""
     import torch
 
-    from rtclassify.detection import detect_spikes, detect_steps
-    from rtclassify.windows import samples_at, window_from_segment
+    from rtclassify.dsp.detector import detect_spikes, detect_steps
+    from rtclassify.dsp.windows import samples_at, window_from_segment
 
     n_before, n_after = samples_at(model.spec.before_ms, FS), samples_at(model.spec.after_ms, FS)
 
@@ -90,8 +90,8 @@ def route_published():
     the timing does not depend on them)."""
     import torch
 
-    from rtclassify.model import PUBLISHED_BRANCHES, TripleInputCNN
-    from rtclassify.windows import samples_at
+    from rtclassify.model.network import PUBLISHED_BRANCHES, TripleInputCNN
+    from rtclassify.dsp.windows import samples_at
 
     half = samples_at(PUBLISHED_HALF_WINDOW_MS, FS)
     net = TripleInputCNN(2 * half, FS, 5, branches=PUBLISHED_BRANCHES).eval()
@@ -126,7 +126,7 @@ def bench_alternatives(quick: bool) -> dict:
     """All routes on the same sweeps; routes whose packages are missing are reported as absent."""
     import torch
 
-    from rtclassify.modelfile import load_model
+    from rtclassify.model.file_format import load_model
 
     torch.set_num_threads(1)
     sweeps = make_sweeps(30 if quick else 120, seed=1)

@@ -40,7 +40,7 @@ class EvokedScore:
 
 def score_evoked(folder: Path) -> EvokedScore:
     """Run the detector on every case of `folder` (the evoked-spikes layout) and score it."""
-    from rtclassify.detection import detect_trace
+    from rtclassify.dsp.detector import detect_trace
 
     with open(folder / "cases.csv", newline="") as f:
         cases = list(csv.DictReader(f))

@@ -3,7 +3,7 @@
 What real hosts do that a tidy simulator does not: push chunks of varying size, stall for 3-20 ms
 and then burst to catch up, push LSL chunks without explicit timestamps (liblsl stamps them at
 push time), send `new_cell` ahead of its sample and `stimulus` events late, early or twice, and
-run several headstages at once. The signal itself comes from rtclassify.simulate (HeadstageStream:
+run several headstages at once. The signal itself comes from rtclassify.simulator.amplifier (HeadstageStream:
 sweeps with a 3 ms step, an AP or a passive response, new_cell events, ground truth).
 """
 import json
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rtclassify.simulate import HeadstageStream, SimCell
+from rtclassify.simulator.amplifier import HeadstageStream, SimCell
 
 
 def analytic_cells(fs: float, n: int = 4) -> list[SimCell]:
@@ -46,7 +46,7 @@ class HostBehaviour:
 
 @dataclass
 class HostRun:
-    truth: list = field(default_factory=list)  # one dict per stimulus (rtclassify.simulate's truth)
+    truth: list = field(default_factory=list)  # one dict per stimulus (rtclassify.simulator.amplifier's truth)
     pushes: int = 0
     stalls: int = 0
     seconds: float = 0.0
@@ -103,7 +103,7 @@ class ZmqHost:
     like a busy host: the pushing is play()'s; each headstage's rate may differ."""
 
     def __init__(self, endpoint: str, fs_by_headstage: list[float]):
-        from rtclassify.io.sinks import ZmqSink
+        from rtclassify.simulator.sinks import ZmqSink
 
         self.sink = ZmqSink(endpoint, device="busy-host")
         self.fs = fs_by_headstage

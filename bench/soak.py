@@ -26,11 +26,11 @@ def main(argv=None) -> int:
     p.add_argument("--json")
     a = p.parse_args(argv)
 
-    from rtclassify.io.lsl_log import quiet_liblsl
+    from rtclassify.transport.lsl_log import quiet_liblsl
 
     quiet_liblsl()  # before pylsl loads: liblsl's INFO lines off, as in the daemon
     from bench.hosts import HostBehaviour, LslHost, analytic_cells, play
-    from rtclassify.simulate import HeadstageStream
+    from rtclassify.simulator.amplifier import HeadstageStream
 
     names = [f"soak-{uuid.uuid4().hex[:6]}-hs{h}" for h in range(a.headstages)]
     log = Path(tempfile.mkdtemp(prefix="rtclassify-soak-")) / "serve.jsonl"

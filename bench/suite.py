@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rtclassify.engine import ServeConfig
-from rtclassify.io.ports import free_tcp_endpoint
+from rtclassify.daemon.engine import ServeConfig
+from rtclassify.transport.ports import free_tcp_endpoint
 
 STALE_MS = ServeConfig().budget_ms * ServeConfig().shed_factor  # the daemon's shed horizon (40 ms)
 MAX_DRIFT_MS = 5.0  # a sustained scaling run's latency may grow by at most this over the run
@@ -90,9 +90,9 @@ def synthetic_recording(fs: float, seconds: float, seed: int = 0):
 
 
 def bench_kernels(quick: bool) -> dict:
-    from rtclassify import _kernels
-    from rtclassify.buffers import RingBuffer
-    from rtclassify.detection import detect_spikes, detect_steps, find_spikes_reference, find_steps_reference
+    from rtclassify.dsp import _kernels
+    from rtclassify.daemon.ring_buffer import RingBuffer
+    from rtclassify.dsp.detector import detect_spikes, detect_steps, find_spikes_reference, find_steps_reference
 
     _kernels.warm_up()
     fs = 200_000.0
@@ -133,8 +133,8 @@ def bench_kernels(quick: bool) -> dict:
 def bench_inference(quick: bool) -> dict:
     import torch
 
-    from rtclassify.model import ProbabilityEnsemble, TripleInputCNN, exported_shape
-    from rtclassify.modelfile import load_model
+    from rtclassify.model.network import ProbabilityEnsemble, TripleInputCNN, exported_shape
+    from rtclassify.model.file_format import load_model
 
     model = load_model("genetic5")
     arch = model.card["architecture"]
@@ -150,7 +150,7 @@ def bench_inference(quick: bool) -> dict:
     eager = ProbabilityEnsemble([TripleInputCNN(n, model.spec.fs_hz, len(model.classes),
                                                 branches=tuple(arch["branches"]), hidden=arch["hidden"], **shape)
                                  for _ in range(members)]).eval()
-    unfolded = torch.jit.script(eager)  # the shipped file's form before rtclassify.fold (trainer/export.py)
+    unfolded = torch.jit.script(eager)  # the shipped file's form before rtclassify.model.folding (trainer/export.py)
     for threads in ((1,) if quick else (1, 2)):  # --quick: the daemon's own setting only (serve --threads 1)
         torch.set_num_threads(threads)
         for batch in (1, 8):
@@ -268,8 +268,8 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
     """A real daemon and a real client on loopback; latency from sending the window's last sample
     to receiving its label, per stimulus; unanswered stimuli; the daemon's CPU share."""
 
-    from rtclassify.serve import freeze_startup_objects
-    from rtclassify.simulate import HeadstageStream, load_cells, prepare_streams, run_simulation
+    from rtclassify.daemon.service import freeze_startup_objects
+    from rtclassify.simulator.amplifier import HeadstageStream, load_cells, prepare_streams, run_simulation
 
     freeze_startup_objects()  # no 100 ms collection over torch's objects in the client's timing
     chunk_n = max(1, int(round(chunk_ms * fs / 1000)))
@@ -279,13 +279,13 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
     sends = SendLog()
     name = f"rtclassify-bench-{os.getpid()}-{headstages}"
     if transport == "zmq":
-        from rtclassify.io.sinks import ZmqSink
+        from rtclassify.simulator.sinks import ZmqSink
 
         data_ep = free_tcp_endpoint()
         sink = ZmqSink(data_ep)
         daemon = start_daemon(["--source", "zmq", "--connect", data_ep, "--publish", label_ep], log)
     else:
-        from rtclassify.io.sinks import LslSink
+        from rtclassify.simulator.sinks import LslSink
 
         names = [f"{name}-hs{h}" for h in range(headstages)]
         sink = LslSink(names, fs, chunk_n)
@@ -360,7 +360,7 @@ def wait_for_answers(receiver, expected: int, most_s: float = 5.0, quiet_s: floa
 @functools.lru_cache(maxsize=4)
 def builtin_cells_at(fs: float) -> list:
     """The built-in neurons' cells at fs (~2 s to make), once per rate for all the runs."""
-    from rtclassify.neurons import builtin_cells
+    from rtclassify.simulator.neurons import builtin_cells
 
     return builtin_cells(fs)
 

@@ -7,7 +7,7 @@ new cells. Host-specific glue (an ACQ4 module, an Igor procedure) stays a thin l
 """
 import numpy as np
 
-from rtclassify.io.wire import encode_data, encode_event
+from rtclassify.transport.wire import encode_data, encode_event
 
 
 class SweepForwarder:

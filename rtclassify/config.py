@@ -1,7 +1,7 @@
 """Building the project's settings dataclasses from dicts (JSON, model cards), strictly."""
 from dataclasses import fields
 
-BUILTIN_MODELS = ("genetic5", "broad2")  # shipped in rtclassify/models/<name>.pt
+BUILTIN_MODELS = ("genetic5", "broad2")  # shipped in rtclassify/model/shipped/<name>.pt
 
 
 def dataclass_from_dict(cls, d: dict, what: str):

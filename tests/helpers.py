@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 
-from rtclassify.io.ports import free_tcp_endpoint as free_endpoint  # noqa: F401  (re-exported for the tests)
+from rtclassify.transport.ports import free_tcp_endpoint as free_endpoint  # noqa: F401  (re-exported for the tests)
 
 
 class Subscriber:
@@ -123,7 +123,7 @@ def write_spike_folder(root, n_per_model=8, fs=50_000.0, rates=None):
     import csv
     from pathlib import Path
 
-    from rtclassify.neurons import model_ap
+    from rtclassify.simulator.neurons import model_ap
 
     root = Path(root)
     (root / "traces").mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ def test_quick_bench_writes_every_required_key(tmp_path):
     assert r["detector_msamples_per_s"] > 0
     assert isinstance(r["max_headstages_200khz"], int)
     assert r["machine"]["cores"] >= 1 and r["versions"]["torch"]
-    from rtclassify.modelfile import load_model
+    from rtclassify.model.file_format import load_model
     assert r["inference"]["weights_sha256"] == load_model("genetic5").card["weights_sha256"]  # which build was timed
     assert r["inference"]["weights_sha256"][:12] in (tmp_path / "b.md").read_text()
     runtimes = {row["runtime"] for row in r["inference"]["cpu"]}

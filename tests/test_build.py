@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from helpers import write_allen_file, write_nwb2_file
 from rtclassify.cli import main as rtclassify_main
-from rtclassify.io.stimuli import find_short_square, is_short_square_name
-from rtclassify.neurons import model_ap
-from rtclassify.windows import WindowSpec
+from rtclassify.formats.stimuli import find_short_square, is_short_square_name
+from rtclassify.simulator.neurons import model_ap
+from rtclassify.dsp.windows import WindowSpec
 from trainer.build import build_dataset, load_built
 
 FS_ALLEN = 200_000.0
@@ -80,7 +80,7 @@ def test_build_both_window_modes_onsets_within_one_sample(nwb_folder, tmp_path):
         sel = z["cell_id"] == cell
         assert np.all(np.abs(z["onset_s"][sel] - onset_s) <= 1 / z["fs_native"][sel])
     # at the native rate the window is the recording itself, starting 25 ms before the onset
-    from rtclassify.io.nwb import read_sweeps
+    from rtclassify.formats.nwb import read_sweeps
 
     s0 = read_sweeps(root / "sub-1_ses-333_icephys.nwb")[0]
     first = np.flatnonzero(z["cell_id"] == "sub-1_ses-333_icephys")[0]

@@ -57,7 +57,7 @@ def test_apply_refuses_a_calibrated_file_and_replace_sets_the_fitted_temperature
 
     from click.testing import CliRunner
 
-    from rtclassify.modelfile import BUILTIN_DIR, apply_temperature_to_file, load_model
+    from rtclassify.model.file_format import BUILTIN_DIR, apply_temperature_to_file, load_model
     from trainer.__main__ import main
 
     model = tmp_path / "broad2.pt"

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from rtclassify.cells import CellError, CellRow, load_cell_window, read_cells_table
-from rtclassify.windows import WindowSpec
+from rtclassify.formats.spike_folder import CellError, CellRow, load_cell_window, read_cells_table
+from rtclassify.dsp.windows import WindowSpec
 
 
 def write_folder(tmp_path, rows, traces):

@@ -4,8 +4,8 @@ import csv
 import numpy as np
 import pytest
 
-from rtclassify import _kernels
-from rtclassify.detection import (DetectorConfig, compute_dvdt_reference, detect_spikes, detect_steps, detect_trace,
+from rtclassify.dsp import _kernels
+from rtclassify.dsp.detector import (DetectorConfig, compute_dvdt_reference, detect_spikes, detect_steps, detect_trace,
                                   find_hidden_upstroke_reference, find_spikes_reference, find_steps_reference,
                                   scan_step_edges_reference, summarise_detection)
 
@@ -284,7 +284,7 @@ def test_the_jump_over_runs_that_cannot_be_aps_changes_no_result():
     """find_spikes skips runs whose rise cannot reach min_amplitude_mv: on noisy 200 kHz traces
     with APs, step artefacts and traces cut mid-upstroke, it gives the run-by-run search's spikes
     and `complete` exactly."""
-    from rtclassify.detection import DetectorConfig, artifact_mask
+    from rtclassify.dsp.detector import DetectorConfig, artifact_mask
 
     cfg, fs, rng = DetectorConfig(), 200_000.0, np.random.default_rng(7)
     t = np.arange(int(0.004 * fs)) / fs * 1e3

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from helpers import write_spike_folder
-from rtclassify.modelfile import load_model
+from rtclassify.model.file_format import load_model
 from trainer.fit import batch_indices
 
 pytestmark = pytest.mark.slow

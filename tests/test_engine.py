@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from helpers import spike_sweep
-from rtclassify.engine import Engine, ServeConfig
-from rtclassify.modelfile import load_model
+from rtclassify.daemon.engine import Engine, ServeConfig
+from rtclassify.model.file_format import load_model
 
 # tests that are not about the latency budget must not depend on this machine's load:
 # never shed a window as late
@@ -130,7 +130,7 @@ def test_a_whole_sweep_in_one_message_loses_nothing(model):
 
 
 def test_ring_buffer_wraps_and_grows_without_losing_samples():
-    from rtclassify.buffers import RingBuffer
+    from rtclassify.daemon.ring_buffer import RingBuffer
 
     buf = RingBuffer(100)
     x = np.column_stack([np.arange(600.0), -np.arange(600.0)])

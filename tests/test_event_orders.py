@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from helpers import spike_sweep
-from rtclassify.engine import Engine, ServeConfig
-from rtclassify.modelfile import load_model
+from rtclassify.daemon.engine import Engine, ServeConfig
+from rtclassify.model.file_format import load_model
 
 UNHURRIED = 1e9  # never shed a window as late: these tests are not about this machine's load
 FS = 50_000.0

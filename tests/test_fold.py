@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from rtclassify.fold import FoldedCNN
-from rtclassify.model import PUBLISHED_BRANCHES, TripleInputCNN
+from rtclassify.model.folding import FoldedCNN
+from rtclassify.model.network import PUBLISHED_BRANCHES, TripleInputCNN
 
 
 def trained_like(net: TripleInputCNN, seed: int, negative_gamma: bool = False) -> TripleInputCNN:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rtclassify.model import ProbabilityEnsemble, TripleInputCNN
+from rtclassify.model.network import ProbabilityEnsemble, TripleInputCNN
 
 
 @pytest.mark.parametrize("branches", [("v",), ("v", "fft_re"), ("v", "fft_im"), ("v", "fft_re", "fft_im"),
@@ -59,7 +59,7 @@ def test_ensemble_outputs_probabilities():
 
 @pytest.mark.parametrize("branches", [("v",), ("v", "fft_re", "fft_im"), ("v", "dvdt", "fft_re", "fft_im")])
 def test_fused_ensemble_equals_the_ensemble_of_its_members(branches, tmp_path):
-    from rtclassify.model import FusedEnsemble
+    from rtclassify.model.network import FusedEnsemble
 
     torch.manual_seed(2)
     members = [TripleInputCNN(150, 50_000, 5, branches=branches, channels=8) for _ in range(3)]
@@ -76,7 +76,7 @@ def test_fused_ensemble_equals_the_ensemble_of_its_members(branches, tmp_path):
 
 
 def test_fused_ensemble_refuses_members_of_different_shapes():
-    from rtclassify.model import FusedEnsemble
+    from rtclassify.model.network import FusedEnsemble
 
     members = [TripleInputCNN(150, 50_000, 5, channels=8), TripleInputCNN(150, 50_000, 5, channels=4)]
     with pytest.raises(ValueError, match="different shapes.*distil"):

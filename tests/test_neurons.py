@@ -3,12 +3,12 @@ and the fitting command's pieces."""
 import numpy as np
 import pytest
 
-from rtclassify.neurons import NEURONS, PARAMS_TABLE, builtin_cells, model_ap, read_params
+from rtclassify.simulator.neurons import NEURONS, PARAMS_TABLE, builtin_cells, model_ap, read_params
 
 
 @pytest.fixture(scope="module")
 def genetic5():
-    from rtclassify.modelfile import load_model
+    from rtclassify.model.file_format import load_model
 
     return load_model("genetic5")
 

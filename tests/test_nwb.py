@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import NWB_FIXTURES, need
 from helpers import write_allen_file
 from rtclassify.cli import main
-from rtclassify.io.nwb import NwbError, read_sweeps
+from rtclassify.formats.nwb import NwbError, read_sweeps
 
 
 @pytest.mark.parametrize("name, mode, fs, n", [

@@ -13,7 +13,7 @@ import pytest
 
 from bench.hosts import HostBehaviour, LslHost, analytic_cells, play
 from helpers import Subscriber, free_endpoint
-from rtclassify.simulate import HeadstageStream
+from rtclassify.simulator.amplifier import HeadstageStream
 
 pytestmark = pytest.mark.slow
 pylsl = pytest.importorskip("pylsl")

@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from helpers import Subscriber, free_endpoint, spike_sweep
-from rtclassify.io.wire import encode_data, encode_event
+from rtclassify.transport.wire import encode_data, encode_event
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +70,8 @@ def test_simulated_real_cells_get_one_answer_each_matching_offline_predict(daemo
     got = {(m["headstage"], m["stim_onset_sample"]): m for m in answers(sub)}
     assert len(answers(sub)) == len(stimuli) == len(got)  # exactly one answer per stimulus
 
-    from rtclassify.cells import CellRow, load_cell_window
-    from rtclassify.modelfile import load_model
+    from rtclassify.formats.spike_folder import CellRow, load_cell_window
+    from rtclassify.model.file_format import load_model
 
     model = load_model("genetic5")
     for t in stimuli:
@@ -202,7 +202,7 @@ def test_file_replay_of_real_evoked_spikes_answers_each_pulse(evoked_dir, tmp_pa
 def test_file_replay_of_an_nwb_file_answers_each_short_square(tmp_path):
     """An Allen-layout NWB file (two spiking short squares, one subthreshold) replayed through the daemon."""
     from helpers import write_allen_file
-    from rtclassify.neurons import model_ap
+    from rtclassify.simulator.neurons import model_ap
 
     ap, delay, _ = model_ap("FS", 200_000.0)
     write_allen_file(tmp_path / "cell.nwb", ap, 200_000.0, stim_to_peak_s=delay, n_sweeps=3)
@@ -222,7 +222,7 @@ def test_file_replay_of_an_nwb_file_answers_each_short_square(tmp_path):
 def test_startup_objects_leave_the_garbage_collector():
     import gc
 
-    from rtclassify.serve import freeze_startup_objects
+    from rtclassify.daemon.service import freeze_startup_objects
 
     try:
         freeze_startup_objects()
@@ -238,7 +238,7 @@ def test_busy_host_six_rates_late_duplicated_events_early_new_cell(tmp_path):
     twice, new_cell 40 ms ahead of its sample: exactly one answer per onset, each at its own
     sample, of the right kind, with its own cell; no gap."""
     from bench.hosts import HostBehaviour, ZmqHost, analytic_cells, play
-    from rtclassify.simulate import HeadstageStream
+    from rtclassify.simulator.amplifier import HeadstageStream
 
     rates = [20_000.0, 25_000.0, 100_000.0 / 3, 50_000.0, 100_000.0, 200_000.0]
     connect, publish = free_endpoint(), free_endpoint()

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from rtclassify.neurons import builtin_cells
-from rtclassify.simulate import HeadstageStream, prepare_streams, run_simulation
+from rtclassify.simulator.neurons import builtin_cells
+from rtclassify.simulator.amplifier import HeadstageStream, prepare_streams, run_simulation
 
 
 class RecordingSink:

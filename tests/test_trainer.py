@@ -8,9 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rtclassify.model import TripleInputCNN
-from rtclassify.modelfile import hash_weights, load_model
-from rtclassify.windows import WindowSpec
+from rtclassify.model.network import TripleInputCNN
+from rtclassify.model.file_format import hash_weights, load_model
+from rtclassify.dsp.windows import WindowSpec
 from trainer.data import load_spike_set
 from trainer.export import export_model
 from trainer.fit import (TrainConfig, augment, build_network, fit_ensemble, predict_proba, split_validation,
@@ -311,7 +311,7 @@ def test_bias_sweep_command_scores_saved_predictions_and_names_what_is_missing(t
 
 
 def test_evaluate_settings_override_one_option_of_a_shipped_configuration():
-    from trainer.__main__ import apply_settings
+    from trainer.cli.common import apply_settings
 
     configs = {"genetic5": TrainConfig(mixup=0.2), "broad2": TrainConfig()}
     out = apply_settings(configs, ["genetic5.student_channels=32", "genetic5.branches=[\"v\"]",

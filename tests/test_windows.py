@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rtclassify.windows import WindowSpec, resample_trace, window_from_segment
+from rtclassify.dsp.windows import WindowSpec, resample_trace, window_from_segment
 
 
 def test_spec_geometry_and_roundtrip():
@@ -85,7 +85,7 @@ def test_window_refuses_a_segment_too_short():
 def test_cached_resampling_plan_gives_scipys_resample_poly(fs_in, fs_out):
     from scipy.signal import resample_poly
 
-    from rtclassify.windows import resample_ratio
+    from rtclassify.dsp.windows import resample_ratio
 
     up, down = resample_ratio(fs_in, fs_out)
     for n in (7, 150, 601, 12_000):
@@ -101,7 +101,7 @@ def test_cached_resampling_plan_gives_scipys_resample_poly(fs_in, fs_out):
 def test_the_numpy_lowpass_is_scipys_firwin(n_taps, cutoff):
     from scipy.signal import firwin
 
-    from rtclassify.windows import kaiser_lowpass
+    from rtclassify.dsp.windows import kaiser_lowpass
 
     np.testing.assert_allclose(kaiser_lowpass(n_taps, cutoff, 5.0), firwin(n_taps, cutoff, window=("kaiser", 5.0)),
                                rtol=0, atol=1e-15)
@@ -111,8 +111,8 @@ def test_the_numpy_lowpass_is_scipys_firwin(n_taps, cutoff):
 def test_the_daemons_cutter_gives_window_from_segment_from_a_wrapping_ring(fs):
     """WindowCutter.cut reads the segment out of the ring buffer (wrapping or not) and resamples
     only the kept outputs: the same window as the general path, to float32 rounding."""
-    from rtclassify.buffers import RingBuffer
-    from rtclassify.windows import WindowCutter
+    from rtclassify.daemon.ring_buffer import RingBuffer
+    from rtclassify.dsp.windows import WindowCutter
 
     spec, rng = WindowSpec(), np.random.default_rng(int(fs))
     cutter, buf = WindowCutter(fs, spec), RingBuffer(1000)
@@ -137,8 +137,8 @@ def test_the_daemons_cutter_on_real_200khz_action_potentials(spikes_dir):
     """The recorded 3 ms APs (200 kHz) written into a ring so that each straddles its wrap."""
     import csv
 
-    from rtclassify.buffers import RingBuffer
-    from rtclassify.windows import WindowCutter
+    from rtclassify.daemon.ring_buffer import RingBuffer
+    from rtclassify.dsp.windows import WindowCutter
 
     rows = [r for r in csv.DictReader(open(spikes_dir / "cells.csv")) if r["fs_hz"] == "200000"][:25]
     spec = WindowSpec()

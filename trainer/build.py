@@ -1,8 +1,8 @@
 """`python -m trainer build`: a folder of NWB files + a label table -> one windowed dataset file.
 
-Every short-square sweep (by stimulus name/code or by its command step, rtclassify.io.stimuli)
+Every short-square sweep (by stimulus name/code or by its command step, rtclassify.formats.stimuli)
 whose step evokes exactly one AP (the daemon's detector) gives one window, cut and resampled
-through rtclassify.windows in either mode of the window spec: stimulus-aligned (the published
+through rtclassify.dsp.windows in either mode of the window spec: stimulus-aligned (the published
 25 ms / 25 ms) or spike-aligned. Files are processed in parallel (a local process pool, or an
 existing Dask cluster given its scheduler address); each file's result is saved as it completes,
 so an interrupted build resumes where it stopped; a file that cannot be read is reported with the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtclassify.windows import WindowSpec
+from rtclassify.dsp.windows import WindowSpec
 
 META_COLUMNS = ("cell_id", "nwb_file", "sweep", "stimulus", "by_name", "fs_native", "onset_s", "peak_s")
 LABEL_COLUMNS = ("line_name", "dendrite_type")
@@ -40,8 +40,8 @@ def cell_id_of(path: Path) -> str:
 
 def windows_from_file(path: Path, spec: WindowSpec) -> FileResult:
     """Windows of every usable short-square sweep of one NWB file (never raises for a bad file)."""
-    from rtclassify.io.nwb import NwbError, read_sweeps
-    from rtclassify.io.sweep_windows import windows_from_sweeps
+    from rtclassify.formats.nwb import NwbError, read_sweeps
+    from rtclassify.offline.sweep_windows import windows_from_sweeps
 
     path = Path(path)
     try:

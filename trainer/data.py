@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rtclassify.cells import CellError, load_cell_window, read_cells_table
-from rtclassify.windows import WindowSpec
+from rtclassify.formats.spike_folder import CellError, load_cell_window, read_cells_table
+from rtclassify.dsp.windows import WindowSpec
 from trainer.labels import RELATED_FILE, Task, assign_labels, auxiliary_labels, read_mapping
 
 

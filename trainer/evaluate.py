@@ -326,10 +326,10 @@ def is_final(folds: np.ndarray) -> bool:
 
 def shipped_temperature(method: Method) -> float | None:
     """The calibration temperature of the shipped model a method's networks stand for (cnn_genetic5 ->
-    rtclassify/models/genetic5.pt; chosen on the dev stage), None for any other method."""
+    rtclassify/model/shipped/genetic5.pt; chosen on the dev stage), None for any other method."""
     if method.name != f"cnn_{method.task}":
         return None
-    from rtclassify.modelfile import load_model
+    from rtclassify.model.file_format import load_model
 
     card = load_model(method.task, runtime="torchscript").card
     return (card.get("calibration") or {}).get("temperature")

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtclassify.features import describe_normalisation
-from rtclassify.fold import FoldedCNN
-from rtclassify.model import FusedEnsemble
-from rtclassify.modelfile import save_model
+from rtclassify.model.inputs import describe_normalisation
+from rtclassify.model.folding import FoldedCNN
+from rtclassify.model.network import FusedEnsemble
+from rtclassify.model.file_format import save_model
 from trainer.data import SpikeSet
 from trainer.fit import TrainConfig
 from trainer.labels import Task
@@ -53,7 +53,7 @@ def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarra
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
     # several networks: the fused form computes the same probabilities as ProbabilityEnsemble(nets),
-    # faster; one network (e.g. distilled from an ensemble) is saved folded (rtclassify.fold), the
+    # faster; one network (e.g. distilled from an ensemble) is saved folded (rtclassify.model.folding), the
     # same function in fewer operations, with its softmax
     module = FusedEnsemble(nets) if len(nets) > 1 else FoldedCNN(nets[0])
     return save_model(module, card, Path(path))
@@ -62,7 +62,7 @@ def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarra
 def describe_export(nets: list, cfg: TrainConfig) -> str:
     if len(nets) > 1:
         return f"TripleInputCNN ensemble of {len(nets)} (fused)"
-    folded = "folded for inference (rtclassify.fold)"
+    folded = "folded for inference (rtclassify.model.folding)"
     if cfg.distilled:
         return f"TripleInputCNN distilled from an ensemble of {cfg.members}, {folded}"
     return f"TripleInputCNN, {folded}"

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rtclassify.config import dataclass_from_dict
-from rtclassify.model import DEFAULT_BRANCHES, TripleInputCNN
+from rtclassify.model.network import DEFAULT_BRANCHES, TripleInputCNN
 from trainer.distributed import rank_and_size
 
 
@@ -14,7 +14,7 @@ from trainer.distributed import rank_and_size
 class TrainConfig:
     """Hyper-parameters of one training run (stored in the model card)."""
 
-    branches: tuple = DEFAULT_BRANCHES  # inputs of the CNN (see rtclassify.model.BRANCH_INPUTS)
+    branches: tuple = DEFAULT_BRANCHES  # inputs of the CNN (see rtclassify.model.network.BRANCH_INPUTS)
     channels: int = 32  # conv channels per branch
     depth: int = 6  # conv + ReLU + batch-norm layers per branch (the published model uses 6)
     kernel: int = 5  # convolution kernel size, samples (odd: the padding keeps the length)

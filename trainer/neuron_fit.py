@@ -4,9 +4,9 @@ Target of each neuron: the median AP of its class's cells recorded at 50 kHz (th
 has enough cells at, and the demo's default), 1 ms before to 2 ms after the peak, in mV. Fitted:
 leak conductance and reversal, Na+, K+ and M-current conductances, the threshold shift v_t and
 the Na+ / K+ kinetics factors (log scale for the positive ones), by Nelder-Mead from the published
-model the neuron derives from (rtclassify.neurons.NEURONS).
+model the neuron derives from (rtclassify.simulator.neurons.NEURONS).
 
-Objective (per AP, after the amplifier filter and sampling, rtclassify.neurons.record):
+Objective (per AP, after the amplifier filter and sampling, rtclassify.simulator.neurons.record):
     mean (V - V*)^2 [mV^2] + mean (dV/dt - dV/dt*)^2 / 25 [(mV/ms)^2] - 4 log p(class)
 The waveform terms carry the fit; the last one, the shipped genetic5's probability of the class the
 neuron stands for, breaks the ties the waveform leaves between Exc, Vip and Ndnf, whose median APs
@@ -71,7 +71,7 @@ def unpack(x: np.ndarray, base: dict) -> dict:
 
 def neuron_ap(params: dict):
     """The neuron's AP near threshold at FIT_FS_HZ, or None when it has none (or fires at rest)."""
-    from rtclassify.neurons import near_threshold_ap
+    from rtclassify.simulator.neurons import near_threshold_ap
 
     try:
         return near_threshold_ap(params, FIT_FS_HZ)[0]
@@ -90,11 +90,11 @@ def score(ap: np.ndarray, target: np.ndarray, cls: str, model) -> tuple[float, f
 
 def fit_neuron(name: str, target: np.ndarray, n_cells: int, model, max_evaluations: int = 1000,
                start: dict | None = None) -> NeuronFit:
-    """Fit neuron `name` (rtclassify.neurons.NEURONS) to `target` (150,) mV from `start` (default:
+    """Fit neuron `name` (rtclassify.simulator.neurons.NEURONS) to `target` (150,) mV from `start` (default:
     its published model)."""
     from scipy import optimize
 
-    from rtclassify.neurons import NEURONS, PUBLISHED
+    from rtclassify.simulator.neurons import NEURONS, PUBLISHED
 
     cls, origin = NEURONS[name]
     base = dict(start or PUBLISHED[origin])
@@ -122,7 +122,7 @@ def fit_neuron(name: str, target: np.ndarray, n_cells: int, model, max_evaluatio
 
 def write_table(fits: list, path: Path, source: str) -> None:
     """The package's neuron_params.csv: one row per neuron, numbers only."""
-    from rtclassify.neurons import PARAM_NAMES
+    from rtclassify.simulator.neurons import PARAM_NAMES
 
     with open(path, "w", newline="") as f:
         f.write(f"# written by `python -m trainer fit-neurons` from {source} (class-median APs at 50 kHz)\n")

@@ -39,7 +39,7 @@ def main(debug):
     Tasks: genetic5 (Exc, Ndnf, Pvalb, Sst, Vip) and broad2 (Exc, Inh).
     """
     if not debug:  # liblsl's own INFO lines stay off the terminal
-        from rtclassify.io.lsl_log import quiet_liblsl
+        from rtclassify.transport.lsl_log import quiet_liblsl
 
         quiet_liblsl()
 

@@ -18,9 +18,9 @@ def annotate(paths, model_name, out_dir):
     import json
     from pathlib import Path
 
-    from rtclassify.io.annotate import AnnotateError, annotate_file
-    from rtclassify.io.nwb import NwbError
-    from rtclassify.modelfile import ModelFileError, load_model
+    from rtclassify.offline.annotate import AnnotateError, annotate_file
+    from rtclassify.formats.nwb import NwbError
+    from rtclassify.model.file_format import ModelFileError, load_model
 
     try:
         model = load_model(model_name)

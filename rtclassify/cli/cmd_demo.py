@@ -30,7 +30,7 @@ def demo(model_name, data_dir, cells, headstages, fs_hz, source, seed):
 
     import zmq
 
-    from rtclassify.io.ports import free_tcp_endpoint
+    from rtclassify.transport.ports import free_tcp_endpoint
 
     tmp = Path(tempfile.mkdtemp(prefix="rtclassify-demo-"))
     data_ep, label_ep = free_tcp_endpoint(), free_tcp_endpoint()

@@ -21,8 +21,8 @@ def detect(fs_hz, v_units, i_units, files):
     ends); peak_s is then the last sample before that edge.
     A file that cannot be read gets {"file", "error"} and the exit status is 1 at the end.
     """
-    from rtclassify.detection import detect_trace, summarise_detection
-    from rtclassify.io.npz import read_npz_recording
+    from rtclassify.dsp.detector import detect_trace, summarise_detection
+    from rtclassify.formats.npz import read_npz_recording
 
     if fs_hz <= 0:
         raise click.BadParameter(f"{fs_hz}: must be a positive rate in Hz", param_hint="--fs")

@@ -17,9 +17,9 @@ def predict(model_name, data_dir, out_csv, device):
     Exit status 0 once the file is written, even when some rows carry an error;
     non-zero with a one-line reason when DIR or MODEL is unusable.
     """
-    from rtclassify.device import choose_device
-    from rtclassify.modelfile import ModelFileError, load_model
-    from rtclassify.predict import predict_folder
+    from rtclassify.model.device import choose_device
+    from rtclassify.model.file_format import ModelFileError, load_model
+    from rtclassify.offline.predict import predict_folder
 
     try:
         model = load_model(model_name, device=choose_device(device))

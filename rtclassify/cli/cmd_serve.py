@@ -66,7 +66,7 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
 
     lsl_infos = None
     if source == "lsl":  # find every named stream before anything else: a missing one fails in its timeout
-        from rtclassify.io.lsl_in import LslSourceError, resolve_data_streams
+        from rtclassify.transport.lsl_source import LslSourceError, resolve_data_streams
 
         try:
             lsl_infos = resolve_data_streams(list(streams), timeout_s)
@@ -75,11 +75,11 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
 
     import torch
 
-    from rtclassify.device import choose_device
-    from rtclassify.engine import Engine, ServeConfig
-    from rtclassify.modelfile import ModelFileError, load_model
-    from rtclassify.publish import Publisher, warn
-    from rtclassify.serve import Daemon, freeze_startup_objects
+    from rtclassify.model.device import choose_device
+    from rtclassify.daemon.engine import Engine, ServeConfig
+    from rtclassify.model.file_format import ModelFileError, load_model
+    from rtclassify.daemon.publish import Publisher, warn
+    from rtclassify.daemon.service import Daemon, freeze_startup_objects
 
     torch.set_num_threads(threads)
     try:
@@ -107,15 +107,15 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
 
     try:
         if source == "zmq":
-            from rtclassify.io.zmq_in import run_zmq
+            from rtclassify.transport.zmq_source import run_zmq
 
             run_zmq(daemon, connect, stop, on_ready=ready)
         elif source == "lsl":
-            from rtclassify.io.lsl_in import run_lsl
+            from rtclassify.transport.lsl_source import run_lsl
 
             run_lsl(daemon, lsl_infos, stop, on_ready=ready)
         else:
-            from rtclassify.io.replay import run_replay
+            from rtclassify.transport.file_replay import run_replay
 
             run_replay(daemon, list(replay_files), replay_fs, speed, stop, on_ready=ready)
     finally:

@@ -37,7 +37,7 @@ def simulate(sink, endpoint, streams, data_dir, headstages, fs_hz, chunk_ms, swe
 
     import numpy as np
 
-    from rtclassify.simulate import HeadstageStream, load_cells, prepare_streams, run_simulation
+    from rtclassify.simulator.amplifier import HeadstageStream, load_cells, prepare_streams, run_simulation
 
     rng = np.random.default_rng(seed)
     if data_dir:
@@ -45,7 +45,7 @@ def simulate(sink, endpoint, streams, data_dir, headstages, fs_hz, chunk_ms, swe
         if not cells:
             raise click.ClickException(f"no playable cells in {data_dir} (need cells.csv and traces/*.npy)")
     else:
-        from rtclassify.neurons import builtin_cells
+        from rtclassify.simulator.neurons import builtin_cells
 
         cells = builtin_cells(fs_hz)
     per_hs = [cells[h::headstages] or cells for h in range(headstages)]
@@ -53,11 +53,11 @@ def simulate(sink, endpoint, streams, data_dir, headstages, fs_hz, chunk_ms, swe
                   for h in range(headstages)]
     chunk_n = max(1, int(round(chunk_ms * fs_hz / 1000)))
     if sink == "zmq":
-        from rtclassify.io.sinks import ZmqSink
+        from rtclassify.simulator.sinks import ZmqSink
 
         out = ZmqSink(endpoint)
     else:
-        from rtclassify.io.sinks import LslSink
+        from rtclassify.simulator.sinks import LslSink
 
         names = list(streams) + [f"{streams[0]}-hs{h}" for h in range(len(streams), headstages)]
         out = LslSink(names[:headstages], fs_hz, chunk_n)

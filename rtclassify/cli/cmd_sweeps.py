@@ -13,7 +13,7 @@ def sweeps(path):
     """
     import json
 
-    from rtclassify.io.nwb import NwbError, read_sweeps, summarise_sweep
+    from rtclassify.formats.nwb import NwbError, read_sweeps, summarise_sweep
 
     try:
         found = read_sweeps(path)

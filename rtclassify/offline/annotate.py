@@ -1,0 +1,94 @@
+"""Writing a model's per-sweep labels back into an NWB file, beside the untouched recording.
+
+NWB 2 files get a processing module `rtclassify` holding a DynamicTable `labels` (pynwb; readable
+with pynwb's `nwb.processing["rtclassify"]["labels"].to_dataframe()`). NWB 1 files (Allen, MIES),
+which pynwb does not read, get the same columns as datasets under `/processing/rtclassify/labels`
+(h5py). Only new groups are added; no existing dataset is changed.
+"""
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+MODULE = "rtclassify"
+TABLE = "labels"
+
+
+class AnnotateError(ValueError):
+    pass
+
+
+def label_columns(model, cut, probs) -> dict[str, np.ndarray]:
+    """Columns of the labels table: one row per classified sweep."""
+    cols = {"sweep_number": np.array([r["sweep"] for r in cut.rows], dtype=np.int64),
+            "label": np.array([model.classes[int(k)] for k in probs.argmax(axis=1)] if len(probs) else [], dtype=str),
+            "stim_onset_s": np.array([r["onset_s"] for r in cut.rows], dtype=np.float64),
+            "peak_s": np.array([r["peak_s"] for r in cut.rows], dtype=np.float64)}
+    for k, c in enumerate(model.classes):
+        cols[f"p_{c}"] = probs[:, k].astype(np.float64) if len(probs) else np.zeros(0)
+    return cols
+
+
+def describe(model) -> str:
+    return (f"rtclassify model {model.name} (sha256 {model.sha256[:12]}), window {model.spec.to_dict()}; "
+            "one row per short-square sweep that evoked exactly one AP")
+
+
+def annotate_file(path: Path, model, out: Path | None = None) -> dict:
+    """Classify every usable short-square sweep of `path` and write the labels into `out` (default:
+    into `path` itself). Returns {"file", "labels", "skipped": {sweep: reason}}."""
+    from rtclassify.formats.nwb import read_sweeps
+    from rtclassify.offline.sweep_windows import windows_from_sweeps
+    from rtclassify.offline.predict import classify_windows
+
+    path = Path(path)
+    sweeps = read_sweeps(path)
+    cut = windows_from_sweeps(sweeps, model.spec)
+    probs = classify_windows(model, cut.windows)
+    target = Path(out) if out else path
+    if out:
+        shutil.copy2(path, target)
+    cols = label_columns(model, cut, probs)
+    if sweeps and sweeps[0].layout == "nwb2":
+        write_nwb2(target, cols, describe(model))
+    else:
+        write_hdf5(target, cols, describe(model))
+    return {"file": str(target), "labels": len(cut.rows), "skipped": cut.skipped}
+
+
+def write_nwb2(target: Path, cols: dict, description: str) -> None:
+    from hdmf.common import DynamicTable
+    from pynwb import NWBHDF5IO
+
+    try:
+        io = NWBHDF5IO(str(target), "a", load_namespaces=True)
+        nwb = io.read()
+    except Exception as exc:  # early NWB 2 files (2.0b) do not load in pynwb
+        raise AnnotateError(f"{target}: pynwb cannot open this NWB 2 file for writing ({type(exc).__name__}: {exc})")
+    with io:
+        if MODULE in nwb.processing:
+            raise AnnotateError(f"{target}: already has a processing module {MODULE!r}; annotate a copy "
+                                "(--out) or remove the module first")
+        table = DynamicTable(name=TABLE, description=description)
+        for name, values in cols.items():
+            table.add_column(name=name, description=name.replace("_", " "))
+        for k in range(len(cols["sweep_number"])):
+            table.add_row({name: values[k].item() if hasattr(values[k], "item") else values[k]
+                           for name, values in cols.items()})
+        module = nwb.create_processing_module(name=MODULE, description="cell-type labels from rtclassify")
+        module.add(table)
+        io.write(nwb)
+
+
+def write_hdf5(target: Path, cols: dict, description: str) -> None:
+    import h5py
+
+    with h5py.File(target, "a") as h:
+        group_path = f"processing/{MODULE}/{TABLE}"
+        if group_path in h:
+            raise AnnotateError(f"{target}: already has /{group_path}; annotate a copy (--out) or remove it first")
+        g = h.require_group(group_path)
+        g.attrs["description"] = description
+        for name, values in cols.items():
+            data = values.astype(h5py.string_dtype()) if values.dtype.kind in "US" else values
+            g.create_dataset(name, data=data)

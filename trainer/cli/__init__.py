@@ -1,0 +1,1 @@
+"""The trainer's commands, one module each (as rtclassify/cli/); trainer/__main__.py is the group."""
