@@ -191,3 +191,13 @@ def test_a_backward_jump_is_a_restart_reported_once(model):
         (onsets[0], "gap"), (onsets[0], None), (onsets[1], None)]
     hb = eng.heartbeat()["headstages"]["0"]
     assert hb["gaps"] == 1 and hb["restarts"] == 1
+
+
+def test_events_before_any_data_that_are_one_stimulus_get_one_answer(model):
+    """Found by tests/test_hostile_input.py: two stimulus events 2 samples apart, both sent before
+    the headstage's first data (its rate unknown yet), were kept as two stimuli."""
+    v, i, onsets = sweeps(3, spikes=[False, False, False])
+    eng, out = engine(model)
+    feed(eng, v, i, events={0: [stim(onsets[2]), stim(onsets[2] + 2)]})
+    assert sorted(m["stim_onset_sample"] for m in answers(out)) == onsets
+    assert eng.heartbeat()["headstages"]["0"]["events"]["duplicate"] == 1

@@ -37,6 +37,10 @@ def main(debug):
     """Classify patch-clamped neurons from their evoked action potentials.
 
     Tasks: genetic5 (Exc, Ndnf, Pvalb, Sst, Vip) and broad2 (Exc, Inh).
+
+    Exit status: 0 done (per-item problems are in the output); 1 the inputs exist but cannot be
+    used, or the work failed; 2 the command line is wrong (unknown option, bad value, a file or
+    folder that does not exist), told before anything slow loads.
     """
     if not debug:  # liblsl's own INFO lines stay off the terminal
         from rtclassify.transport.lsl_log import quiet_liblsl

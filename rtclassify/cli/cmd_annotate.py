@@ -1,11 +1,11 @@
 """`rtclassify annotate`: write per-sweep labels into NWB files."""
 import click
 
-from rtclassify.cli.options import model_option
+from rtclassify.cli.options import check_files, model_option
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False), metavar="FILE.nwb…")
+@click.argument("paths", nargs=-1, required=True, callback=check_files, metavar="FILE.nwb…")
 @model_option
 @click.option("--out-dir", default=None, type=click.Path(file_okay=False),
               help="Write annotated copies here (default: add the labels to the files themselves).")

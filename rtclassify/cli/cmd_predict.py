@@ -1,12 +1,12 @@
 """`rtclassify predict`: classify a folder of single action potentials into a CSV."""
 import click
 
-from rtclassify.cli.options import device_option, model_option
+from rtclassify.cli.options import check_folder, device_option, model_option
 
 
 @click.command()
 @model_option
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR",
+@click.option("--data", "data_dir", required=True, callback=check_folder, metavar="DIR",
               help="Folder with cells.csv (specimen_id, fs_hz) and traces/<specimen_id>.npy (mV, 1 ms before to 2 ms after the AP peak).")
 @click.option("--out", "out_csv", required=True, type=click.Path(dir_okay=False), metavar="FILE.csv",
               help="Output CSV: specimen_id,label,p_<class>...,error, one row per cells.csv row.")
@@ -14,9 +14,20 @@ from rtclassify.cli.options import device_option, model_option
 def predict(model_name, data_dir, out_csv, device):
     """Classify every cell of DIR with MODEL and write FILE.csv.
 
-    Exit status 0 once the file is written, even when some rows carry an error;
-    non-zero with a one-line reason when DIR or MODEL is unusable.
+    Exit status 0 once the file is written, even when some rows carry an error; 1 when DIR's table
+    or MODEL cannot be used; 2 when DIR does not exist (`rtclassify --help` has the rule).
     """
+    from pathlib import Path
+
+    from rtclassify.formats.spike_folder import read_cells_table
+
+    if not Path(out_csv).resolve().parent.is_dir():
+        raise click.ClickException(f"--out {out_csv}: its folder {Path(out_csv).parent} does not exist")
+    try:  # the table first: a wrong folder is told in a moment, not after the model has loaded
+        rows = read_cells_table(Path(data_dir))
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
     from rtclassify.model.device import choose_device
     from rtclassify.model.file_format import ModelFileError, load_model
     from rtclassify.offline.predict import predict_folder
@@ -26,7 +37,7 @@ def predict(model_name, data_dir, out_csv, device):
     except ModelFileError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        counts = predict_folder(model, data_dir, out_csv)
+        counts = predict_folder(model, data_dir, out_csv, rows=rows)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(

@@ -1,7 +1,7 @@
 """`rtclassify serve`: the streaming daemon."""
 import click
 
-from rtclassify.cli.options import device_option, model_option
+from rtclassify.cli.options import check_files, device_option, model_option
 
 
 @click.command()
@@ -11,7 +11,7 @@ from rtclassify.cli.options import device_option, model_option
               help="ZMQ endpoint of the acquisition's PUB socket (with --source zmq), e.g. tcp://127.0.0.1:5555.")
 @click.option("--stream", "streams", multiple=True, metavar="NAME",
               help="LSL data stream name (with --source lsl); repeat for several headstages (headstage = position).")
-@click.option("--replay", "replay_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.npz|FILE.nwb",
+@click.option("--replay", "replay_files", multiple=True, callback=check_files, metavar="FILE.npz|FILE.nwb",
               help="With --source file: recordings to play (repeat); each file is a new cell on headstage 0. "
                    "NWB files play their current-clamp sweeps one after the other.")
 @click.option("--fs", "replay_fs", type=float, default=None, metavar="HZ",
@@ -37,6 +37,9 @@ from rtclassify.cli.options import device_option, model_option
               help="Where stimulus onsets come from: auto = steps on the I channel and `stimulus` events alike "
                    "(one stimulus when both report it within 1 ms); channel = I steps only (events counted, "
                    "ignored); events = `stimulus` events only.")
+@click.option("--max-headstages", default=16, show_default=True, type=click.IntRange(1, 65536),
+              help="Serve headstage numbers 0 to N-1; data and events for others are ignored and counted in the "
+                   "heartbeat (a sender's numbers never allocate memory).")
 @click.option("--timeout-s", "timeout_s", type=float, default=10.0, show_default=True,
               help="With --source lsl: how long to wait for the named streams before giving up.")
 @click.option("--label-window", is_flag=True,
@@ -44,7 +47,7 @@ from rtclassify.cli.options import device_option, model_option
                    "(~1.5 kB more per label).")
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
 def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, publish, lsl_out, log_path, budget_ms,
-          device, runtime, threads, onsets, timeout_s, label_window, seconds):
+          device, runtime, threads, onsets, max_headstages, timeout_s, label_window, seconds):
     """Classify cells live from amplifier data; send labels back to the acquisition software.
 
     Every stimulus onset seen gets exactly one `label` or `skip` message. SIGINT/SIGTERM answer
@@ -64,13 +67,18 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     if source == "file" and not replay_fs and any(not f.endswith(".nwb") for f in replay_files):
         raise click.UsageError("--replay FILE.npz needs --fs HZ (the recording's sampling rate)")
 
+    from rtclassify.daemon.publish import Publisher, warn
+
+    # the outputs first: a client resolving our label outlet finds it while we look for the sources
+    publisher = Publisher(publish, lsl_out, log_path)
     lsl_infos = None
-    if source == "lsl":  # find every named stream before anything else: a missing one fails in its timeout
+    if source == "lsl":  # then every named stream, before the model loads: a missing one fails in its timeout
         from rtclassify.transport.lsl_source import LslSourceError, resolve_data_streams
 
         try:
             lsl_infos = resolve_data_streams(list(streams), timeout_s)
         except LslSourceError as exc:
+            publisher.close()
             raise click.ClickException(str(exc)) from None
 
     import torch
@@ -78,19 +86,18 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     from rtclassify.model.device import choose_device
     from rtclassify.daemon.engine import Engine, ServeConfig
     from rtclassify.model.file_format import ModelFileError, load_model
-    from rtclassify.daemon.publish import Publisher, warn
     from rtclassify.daemon.service import Daemon, freeze_startup_objects
 
     torch.set_num_threads(threads)
     try:
         model = load_model(model_name, device=choose_device(device), runtime=runtime)
     except (ModelFileError, ValueError) as exc:
+        publisher.close()
         raise click.ClickException(str(exc)) from None
     if model.runtime_note:
         warn(f"runtime {model.runtime}: {model.runtime_note}")
     warm_up_model(model)
-    cfg = ServeConfig(budget_ms=budget_ms, onsets=onsets, include_window=label_window)
-    publisher = Publisher(publish, lsl_out, log_path)
+    cfg = ServeConfig(budget_ms=budget_ms, onsets=onsets, include_window=label_window, max_headstages=max_headstages)
     daemon = Daemon(Engine(model, cfg, publisher.emit, notify=warn), publisher)
     freeze_startup_objects()
     stop = threading.Event()

@@ -1,9 +1,11 @@
 """`rtclassify sweeps`: list the sweeps of an NWB file."""
 import click
 
+from rtclassify.cli.options import check_files
+
 
 @click.command()
-@click.argument("path", type=click.Path(dir_okay=False), metavar="FILE.nwb")
+@click.argument("path", callback=check_files, metavar="FILE.nwb")
 def sweeps(path):
     """List the sweeps of FILE.nwb, one JSON object per line.
 

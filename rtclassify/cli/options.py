@@ -1,5 +1,12 @@
 """Options shared by the commands, with one default and one check each (no heavy imports here:
-a bad value is refused before torch is loaded)."""
+a bad value is refused before torch is loaded).
+
+Exit status, the same for every verb:
+  0  the work was done (per-item problems, e.g. a cell without a usable AP, are in the output);
+  1  the inputs exist but could not be used, or the work failed (the reason on one line);
+  2  the command line is wrong: an unknown option, a bad value, or a file or folder named on it
+     that does not exist. Checked before anything slow (torch, the model) is loaded.
+"""
 from pathlib import Path
 
 import click
@@ -11,6 +18,29 @@ class OptionError(click.ClickException):
     """A bad option value: one `Error:` line (no usage text), exit status 2 like click's usage errors."""
 
     exit_code = 2
+
+
+def named(param, value) -> str:
+    """'--data DIR' for an option, just the path for an argument."""
+    opts = getattr(param, "opts", None) or []
+    return f"{opts[0]} {value}" if opts and opts[0].startswith("-") else str(value)
+
+
+def check_folder(ctx, param, value):
+    """An existing folder, else a one-line error (exit 2)."""
+    if value is not None and not Path(value).is_dir():
+        what = "is a file, not a folder" if Path(value).exists() else "does not exist"
+        raise OptionError(f"{named(param, value)}: {what}")
+    return value
+
+
+def check_files(ctx, param, value):
+    """Existing files (one path or a tuple of them), else a one-line error naming the first missing."""
+    for path in (value if isinstance(value, tuple) else () if value is None else (value,)):
+        if not Path(path).is_file():
+            what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+            raise OptionError(f"{named(param, path)}: {what}")
+    return value
 
 
 def check_model(ctx, param, value: str) -> str:

@@ -28,6 +28,7 @@ from rtclassify.daemon.messages import build_heartbeat, build_label, build_skip
 from rtclassify.model.file_format import LoadedModel
 from rtclassify.daemon.tracking import Headstage, Stimulus
 from rtclassify.dsp.windows import WindowCutter, check_stream_rate, samples_at
+from rtclassify.transport.wire import MAX_HEADSTAGE_NUMBER
 
 ONSET_MODES = ("auto", "channel", "events")
 PLACEHOLDER_FS = 1.0  # rate of a headstage known only from events so far
@@ -45,11 +46,16 @@ class ServeConfig:
     rebaseline_ms: float = 100.0  # a current level held this long becomes the new holding current
     include_window: bool = False  # put the classified window (mV, ~1.5 kB) into each label, for the overlay
     onsets: str = "auto"  # where stimulus onsets come from: auto (channel and events), channel, events
+    max_headstages: int = 16  # headstage numbers 0 .. max_headstages-1 are served; others ignored, counted
+    max_pending: int = 256  # open stimuli per headstage; more (events no data ever reaches) are ignored
+    max_ahead_s: float = 60.0  # an event this far ahead of its headstage's data is ignored (counted)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
     def __post_init__(self):
         if self.onsets not in ONSET_MODES:
             raise ValueError(f"ServeConfig.onsets={self.onsets!r}: expected one of {ONSET_MODES}")
+        if not 1 <= self.max_headstages <= MAX_HEADSTAGE_NUMBER:
+            raise ValueError(f"ServeConfig.max_headstages={self.max_headstages}: expected 1-{MAX_HEADSTAGE_NUMBER}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +73,7 @@ class Engine:
         self.headstages: dict[int, Headstage] = {}
         self.batch = InferenceBatch(model, clock)
         self.malformed = 0
+        self.refused: dict[str, dict[str, int]] = {"malformed": {}, "ignored": {}}  # kind -> reason -> count
         self.source_status: dict = {}  # what the transport reports of its sources (heartbeat)
         self.armed_since: float | None = None  # clock() since when a label has been imminent
         self.started = time.time()
@@ -80,6 +87,8 @@ class Engine:
         t0 = self.clock()
         received_at = t0 if received_at is None else received_at
         hs = self.headstages.get(headstage)
+        if hs is None and not self.admits(headstage, "data"):
+            return
         if hs is None or hs.fs != fs:
             hs = self.start_headstage(headstage, fs, first_sample)
         elif first_sample != hs.next_sample:
@@ -107,9 +116,15 @@ class Engine:
         """A `new_cell` or `stimulus` event (already validated by the source), in stream samples."""
         hs = self.headstages.get(event["headstage"])
         if hs is None:  # a cell or stimulus may be announced before the headstage's first data
+            if not self.admits(event["headstage"], f"{event['type']} event"):
+                return
             hs = self.headstages[event["headstage"]] = Headstage(event["headstage"], PLACEHOLDER_FS, 0.0)
         has_data = hs.fs != PLACEHOLDER_FS and hs.next_sample is not None
         sample = event.get("sample")
+        if has_data and sample is not None and sample > hs.buf.end + self.cfg.max_ahead_s * hs.fs:
+            self.refuse("ignored", "event_too_far_ahead", f"headstage {hs.number}: {event['type']} event for sample "
+                        f"{sample}, more than {self.cfg.max_ahead_s:g} s after its data ({hs.buf.end})")
+            return
         if event["type"] == "new_cell":
             hs.events["new_cell"] += 1
             if sample is None:  # no sample given: from the data received so far on
@@ -121,6 +136,8 @@ class Engine:
         hs.events["stimulus"] += 1
         if self.cfg.onsets == "channel":
             hs.events["ignored"] += 1
+            self.refuse("ignored", "stimulus_event_in_channel_mode", "--onsets channel: stimulus events are not used",
+                        quiet=True)
             return
         onset = int(sample)
         if hs.last_event_sample is not None and onset < hs.last_event_sample:
@@ -135,6 +152,10 @@ class Engine:
                 known.onset, known.source = onset, "event"  # the acquisition knows its own onset
             return
         stim = Stimulus(onset, source="event")
+        if len(hs.pending) >= self.cfg.max_pending:
+            self.refuse("ignored", "pending_limit", f"headstage {hs.number}: {len(hs.pending)} stimuli already open "
+                        f"(--max-pending {self.cfg.max_pending}); stimulus event for sample {onset} not taken")
+            return
         if not has_data:
             hs.pending.append(stim)
         elif onset < hs.buf.start:
@@ -143,6 +164,27 @@ class Engine:
         else:
             hs.pending = hs.pending + self.resolve(hs, [stim], self.clock(), 0.0)
 
+    def admits(self, number: int, what: str) -> bool:
+        """Whether headstage `number` may be allocated (below ServeConfig.max_headstages); a refusal is
+        counted (ignored, headstage_out_of_range), so a sender's numbers never size our memory."""
+        if 0 <= number < self.cfg.max_headstages:
+            return True
+        self.refuse("ignored", "headstage_out_of_range", f"{what} for headstage {number}: this daemon serves "
+                    f"headstages 0-{self.cfg.max_headstages - 1} (serve --max-headstages)")
+        return False
+
+    def refuse(self, kind: str, code: str, detail: str, quiet: bool = False) -> None:
+        """Count one refused input (kind "malformed" or "ignored", reason `code`) for the heartbeat,
+        log it, and tell the operator the first time each reason occurs (unless quiet)."""
+        counts = self.refused[kind]
+        first = code not in counts
+        counts[code] = counts.get(code, 0) + 1
+        if kind == "malformed":
+            self.malformed += 1
+        self.emit(kind, {"schema": f"rtclassify.{kind}/1", "code": code, "reason": detail})
+        if first and not quiet:
+            self.notify(f"{kind} input ({code}): {detail} (further ones are counted in the heartbeat's 'refused')")
+
     def start_headstage(self, number: int, fs: float, first_sample: int) -> Headstage:
         """A new headstage, or a known one whose rate changed (its open stimuli are skipped; its
         cells and counters kept). A rate the model cannot use is refused here, once."""
@@ -150,12 +192,12 @@ class Engine:
         unusable = check_stream_rate(fs, self.model.spec)
         hs = Headstage(number, fs, self.cfg.buffer_s, unusable)
         if old is not None:
-            if old.fs == PLACEHOLDER_FS:
-                hs.pending = old.pending  # stimuli announced ahead of the first data
-            else:
+            if old.fs != PLACEHOLDER_FS:
                 self.skip_pending(old, "gap", f"sampling rate changed from {old.fs:g} to {fs:g} Hz")
             hs.cells, hs.out_seq, hs.counts, hs.events = old.cells, old.out_seq, old.counts, old.events
             hs.answered, hs.last_event_sample = old.answered, old.last_event_sample
+            if old.fs == PLACEHOLDER_FS:  # stimuli announced ahead of the first data, merged now that
+                hs.adopt_pending(old.pending)  # the rate tells which of them are one stimulus
         hs.reset_scan(first_sample)
         hs.next_sample = first_sample
         self.headstages[number] = hs

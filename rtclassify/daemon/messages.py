@@ -52,6 +52,7 @@ def build_heartbeat(engine) -> dict:
     return {"schema": HEARTBEAT_SCHEMA, "time": round(now, 3), "uptime_s": round(now - engine.started, 3),
             "budget_ms": engine.cfg.budget_ms,
             "model": {"name": engine.model.name, "sha256": engine.model.sha256, "classes": classes},
-            "onsets": engine.cfg.onsets, "malformed": engine.malformed, "primes": engine.batch.primes,
+            "onsets": engine.cfg.onsets, "malformed": engine.malformed,
+            "refused": {kind: dict(counts) for kind, counts in engine.refused.items()}, "primes": engine.batch.primes,
             "sources": engine.source_status,
             "headstages": {str(k): hs.status(classes) for k, hs in engine.headstages.items()}}

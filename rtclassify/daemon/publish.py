@@ -5,7 +5,7 @@ import socket
 import sys
 import time
 
-LOG_ONLY_TOPICS = {"gap", "malformed", "status"}  # recorded, not sent to the acquisition software
+LOG_ONLY_TOPICS = {"gap", "malformed", "ignored", "status"}  # recorded, not sent to the acquisition software
 
 
 class Publisher:

@@ -10,7 +10,7 @@ import gc
 import time
 
 from rtclassify.daemon.engine import Engine
-from rtclassify.daemon.publish import Publisher, warn
+from rtclassify.daemon.publish import Publisher
 
 HEARTBEAT_S = 2.0  # the contract asks for at least one per 5 s; the overlay turns red after 5 s without
 BATCH_WAIT_MS = 0.3  # a ready window waits at most this long for others to share its inference batch
@@ -33,7 +33,6 @@ class Daemon:
         self.engine = engine
         self.publisher = publisher
         self.last_heartbeat = 0.0
-        self.malformed_reported = 0
 
     def on_data(self, headstage: int, first_sample: int, seq: int | None, fs: float, samples, received_at: float):
         """(n, 2) samples [V mV, I pA] of one headstage from stream sample `first_sample`."""
@@ -43,13 +42,10 @@ class Daemon:
         """A validated `new_cell` or `stimulus` event."""
         self.engine.on_event(event)
 
-    def malformed(self, reason: str) -> None:
-        """Count, log and (rate-limited) print a malformed message; never raise."""
-        self.engine.malformed += 1
-        self.publisher.emit("malformed", {"schema": "rtclassify.malformed/1", "reason": reason})
-        if self.malformed_reported < 20:
-            warn(f"malformed input skipped: {reason}")
-            self.malformed_reported += 1
+    def malformed(self, reason: str, code: str = "format") -> None:
+        """Count and log a malformed message (by reason `code`, in the heartbeat's `refused`); the
+        operator hears of the first of each reason. Never raises."""
+        self.engine.refuse("malformed", code, reason)
 
     def tick(self) -> None:
         """Classify what is ready and send a heartbeat when due."""

@@ -194,6 +194,15 @@ class Headstage:
             return self.answered[k]
         return None
 
+    def adopt_pending(self, stimuli: list[Stimulus]) -> None:
+        """Take over stimuli announced before the rate was known, in arrival order: one that is the
+        same stimulus as an earlier one (within SAME_STIMULUS_MS at this rate) is a duplicate."""
+        for stim in stimuli:
+            if self.known(stim.onset) is None:
+                self.pending.append(stim)
+            else:
+                self.events["duplicate"] += 1
+
     def mark_decided(self, stim: Stimulus) -> None:
         """`stim` is answered (or will be, by the model): later reports of its onset are duplicates."""
         if not stim.decided:

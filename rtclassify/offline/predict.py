@@ -21,13 +21,14 @@ def classify_windows(model: LoadedModel, windows: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, len(model.classes)))
 
 
-def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=None) -> dict:
+def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=None, rows=None) -> dict:
     """Classify every row of `folder/cells.csv` and write `out_csv` in the same row order.
 
     Columns: specimen_id, label, p_<class>..., error. A row that cannot be classified keeps its
     place with an empty label and the reason in `error`. Returns counts {"rows", "classified", "errors"}.
+    rows: the table already read (read_cells_table), else it is read here.
     """
-    rows = read_cells_table(folder)
+    rows = read_cells_table(folder) if rows is None else rows
     windows, ok_rows, errors = [], [], {}
     iterator = progress(rows) if progress else rows
     for i, row in enumerate(iterator):

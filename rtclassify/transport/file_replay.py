@@ -51,7 +51,7 @@ def run_replay(daemon, files: list[str], fs_hz: float | None, speed: float, stop
         try:
             recordings = replay_recordings(path, fs_hz, daemon.engine.cfg.detector)
         except Exception as exc:
-            daemon.malformed(f"replay file {path}: {type(exc).__name__}: {exc}")
+            daemon.malformed(f"replay file {path}: {type(exc).__name__}: {exc}", "unreadable_file")
             continue
         daemon.on_event({"type": "new_cell", "headstage": 0, "cell_id": str(path), "sample": position})
         for _, v, i, fs, onsets in recordings:

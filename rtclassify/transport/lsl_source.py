@@ -213,7 +213,7 @@ class LslDataInput:
             daemon.on_data(self.headstage, self.next_index, None, self.fs, x, t_recv)
         else:  # unusable samples count as lost: the engine reports the gap at the next chunk
             daemon.malformed(f"LSL stream {self.name!r}: NaN/Inf in a chunk of {n} samples "
-                             f"from sample {self.next_index}; chunk skipped")
+                             f"from sample {self.next_index}; chunk skipped", "non_finite")
         self.next_index += n
         return n
 
@@ -225,7 +225,8 @@ class LslDataInput:
         if lost > 0:
             self.next_index += lost
             self.status["lost_samples"] += max(0, lost - self.unread_at_loss)  # those already counted by lose()
-            daemon.malformed(f"LSL stream {self.name!r}: about {lost} samples lost ({why}); reported as a gap")
+            daemon.malformed(f"LSL stream {self.name!r}: about {lost} samples lost ({why}); reported as a gap",
+                             "samples_lost")
 
     def lose(self, daemon) -> None:
         """The source went away: what it had sent but the inlet still held is lost (liblsl
@@ -377,13 +378,13 @@ class LslMarkerInput:
                     continue
                 daemon.on_event(event)
             except ValueError as exc:
-                daemon.malformed(f"LSL marker on {self.name}: {exc}")
+                daemon.malformed(f"LSL marker on {self.name}: {exc}", getattr(exc, "code", "format"))
         if self.data.held:
             try:
                 self.data.check_count(daemon)
             except Exception as exc:  # never lose the held markers, never stop the loop
                 daemon.malformed(f"LSL stream {self.data.name!r}: checking its count failed ({type(exc).__name__}: "
-                                 f"{exc}); count kept")
+                                 f"{exc}); count kept", "internal_error")
                 self.data.checked = True
                 for e, _, _ in self.data.held:
                     daemon.on_event(e)

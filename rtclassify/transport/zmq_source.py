@@ -18,19 +18,19 @@ def handle_message(daemon, frames: list[bytes], received_at: float) -> None:
         topic = frames[0]
         if topic == b"data":
             if len(frames) != 3:
-                raise MalformedMessage(f"data message with {len(frames)} frames, expected 3")
+                raise MalformedMessage(f"data message with {len(frames)} frames, expected 3", "frames")
             c = parse_data(frames[1], frames[2])
             daemon.on_data(c.headstage, c.first_sample, c.seq, c.fs, c.samples, received_at)
         elif topic == b"event":
             if len(frames) != 2:
-                raise MalformedMessage(f"event message with {len(frames)} frames, expected 2")
+                raise MalformedMessage(f"event message with {len(frames)} frames, expected 2", "frames")
             daemon.on_event(parse_event(frames[1]))
         else:
-            raise MalformedMessage(f"unknown topic {topic[:32]!r}; expected b'data' or b'event'")
-    except ValueError as exc:  # MalformedMessage included
-        daemon.malformed(str(exc))
+            raise MalformedMessage(f"unknown topic {topic[:32]!r}; expected b'data' or b'event'", "unknown_topic")
+    except MalformedMessage as exc:
+        daemon.malformed(str(exc), exc.code)
     except Exception as exc:  # the daemon outlives any single bad message
-        daemon.malformed(f"{type(exc).__name__} while handling a message: {exc}")
+        daemon.malformed(f"{type(exc).__name__} while handling a message: {exc}", "internal_error")
 
 
 def run_zmq(daemon, connect: str, stop, on_ready=None) -> None:
