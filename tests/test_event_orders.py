@@ -201,3 +201,26 @@ def test_events_before_any_data_that_are_one_stimulus_get_one_answer(model):
     feed(eng, v, i, events={0: [stim(onsets[2]), stim(onsets[2] + 2)]})
     assert sorted(m["stim_onset_sample"] for m in answers(out)) == onsets
     assert eng.heartbeat()["headstages"]["0"]["events"]["duplicate"] == 1
+
+
+@pytest.mark.parametrize("offset_ms", [-9.9, -1.0, -0.02, 0.0, 0.02, 1.5, 2.98, 3.3, 4.5, 20.0])
+@pytest.mark.parametrize("chunk", [7, 50, 400])
+def test_a_daemon_joining_mid_stream_answers_each_onset_it_saw_once_and_no_step_end(model, offset_ms, chunk):
+    """The daemon's data begin `offset_ms` from the second sweep's step onset (inside the 3 ms step,
+    just before it, between sweeps, inside the AP window): each onset at or after the first sample
+    is answered once at its own sample, a step begun before it is not answered at all (its end is
+    no onset), and a `stimulus` event for that earlier step, arriving late, gets one skip. Data that
+    begin exactly at an onset cannot tell it from a step begun earlier: taken as begun earlier, until
+    an event names it (then its samples are all there, and it is labelled)."""
+    v, i, onsets = sweeps(4)
+    join = onsets[1] + int(round(offset_ms * FS / 1000))
+    eng, out = engine(model)
+    feed(eng, v[join:], i[join:], chunk=chunk, start=join, events={3: [stim(onsets[1])] if join >= onsets[1] else []})
+    got = [(m["stim_onset_sample"], m["schema"]) for m in answers(out)]
+    seen = [o for o in onsets if o > join]
+    expected = sorted([(o, "rtclassify.label/1") for o in seen]
+                      + ([(onsets[1], "rtclassify.skip/1")] if join > onsets[1] else [])
+                      + ([(onsets[1], "rtclassify.label/1")] if join == onsets[1] else []))  # its data all came
+    assert sorted(got) == expected
+    in_step = onsets[1] <= join < onsets[1] + int(0.003 * FS)
+    assert eng.heartbeat()["headstages"]["0"]["joined_in_step"] == int(in_step)

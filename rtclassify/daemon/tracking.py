@@ -17,6 +17,8 @@ from rtclassify.daemon.messages import PROB_DIGITS
 from rtclassify.dsp.windows import samples_at
 
 SAME_STIMULUS_MS = 1.0  # two onsets closer than this on one headstage are one stimulus (event vs I channel)
+JOIN_SETTLE_MS = 10.0  # after a start or a gap, the holding current is the median of this much data
+# (a short square of up to 5 ms is then a minority of it, wherever the data began)
 MAX_CELLS_KEPT = 64  # cell-timeline entries kept per headstage (a window waits far less than 64 cells)
 
 
@@ -114,7 +116,8 @@ class Headstage:
         self.answered: list[int] = []  # sorted onsets decided in this index origin
         self.cells = CellTimeline()
         self.out_seq = 0
-        self.counts = {"samples": 0, "gaps": 0, "restarts": 0, "labels": 0, "skips": 0, "late": 0}
+        self.counts = {"samples": 0, "gaps": 0, "restarts": 0, "labels": 0, "skips": 0, "late": 0,
+                       "joined_in_step": 0}
         self.events = {"stimulus": 0, "new_cell": 0, "late": 0, "duplicate": 0, "out_of_order": 0, "ignored": 0}
         self.last_event_sample: int | None = None
         self.reset_scan(0)
@@ -214,8 +217,13 @@ class Headstage:
         a, b = self.scan, self.buf.end
         if b <= a:
             return []
+        joining = self.holding_pa is None
+        if joining and b - a < samples_at(JOIN_SETTLE_MS, self.fs):
+            # joined a running stream (or after a gap): one short chunk may lie inside a step, and
+            # its level taken for the holding current would make the step's end look like an onset
+            return []
         i = self.buf.read(a, b)[:, 1]
-        if self.holding_pa is None:
+        if joining:  # a short step is a minority of these samples: their median is the holding level
             self.holding_pa = float(np.median(i))
         if len(self.edges) < len(i):
             self.edges = np.empty(2 * len(i), np.int64)
@@ -223,7 +231,9 @@ class Headstage:
                                                                self.edges)
         onsets = []
         for k in self.edges[:n_edges]:
-            if not self.in_step:
+            if joining and k == 0:  # the data begin inside a step: its onset was before them
+                self.counts["joined_in_step"] += 1
+            elif not self.in_step:
                 onsets.append(a + int(k))
             self.in_step = not self.in_step
             self.step_since = a + int(k)
