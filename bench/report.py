@@ -22,6 +22,10 @@ def render_markdown(r: dict) -> str:
         latency_row("end to end over ZMQ at 50 kHz, last window sample sent → label received (ms)", r["e2e_zmq_ms"]),
         *([latency_row("end to end over ZMQ at 200 kHz (ms)", r["e2e_zmq_200khz_ms"])] if "e2e_zmq_200khz_ms" in r else []),
         latency_row("end to end over LSL at 50 kHz (ms)", r["e2e_lsl_ms"]),
+        *([latency_row("floor: the same ZMQ sender and receiver through a trivial relay (bench/relay.py), per "
+                       "1 ms chunk (ms)", r["relay_floor_ms"]),
+           f"| the daemon's excess over the floor at 50 kHz, same run (ms) | p50 {r['excess_over_floor_ms']['p50']}, "
+           f"p99 {r['excess_over_floor_ms']['p99']} |"] if "relay_floor_ms" in r else []),
         f"| in the daemon, window complete → label handed to the sockets (ms) | 50 kHz p50 {r['process_ms']['p50']}, "
         f"p99 {r['process_ms']['p99']}"
         + (f"; 200 kHz p50 {r['process_ms_200khz']['p50']}, p99 {r['process_ms_200khz']['p99']}"

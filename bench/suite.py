@@ -278,12 +278,16 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
     label_ep = free_tcp_endpoint()
     sends = SendLog()
     name = f"rtclassify-bench-{os.getpid()}-{headstages}"
-    if transport == "zmq":
+    if transport in ("zmq", "relay"):
         from rtclassify.simulator.sinks import ZmqSink
 
         data_ep = free_tcp_endpoint()
         sink = ZmqSink(data_ep)
-        daemon = start_daemon(["--source", "zmq", "--connect", data_ep, "--publish", label_ep], log)
+        if transport == "relay":  # the floor: the same sender and receiver through a trivial relay
+            daemon = subprocess.Popen([sys.executable, "-m", "bench.relay", "--connect", data_ep, "--publish",
+                                       label_ep], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        else:
+            daemon = start_daemon(["--source", "zmq", "--connect", data_ep, "--publish", label_ep], log)
     else:
         from rtclassify.simulator.sinks import LslSink
 
@@ -314,11 +318,20 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
         run_simulation(sink, streams, chunk_n, 1.0, None, seconds, Truth(), False, None, sends.record)
         wall = time.perf_counter() - t0
         cpu = cpu_seconds(daemon.pid) - cpu0
-        wait_for_answers(receiver, len(truth_lines))
+        if transport != "relay":
+            wait_for_answers(receiver, len(truth_lines))
+        else:
+            time.sleep(0.5)
     finally:
         received = receiver.close()
         stop(daemon)
         sink.close()
+    if transport == "relay":  # every chunk answered: its latency is the floor
+        latencies = [(t - sent) * 1e3 for t, m in received
+                     if (sent := sends.sent_at(m["headstage"], m["window_end_sample"])) is not None]
+        return {"transport": "relay", "headstages": headstages, "fs_hz": fs, "seconds": round(wall, 2),
+                "chunk_ms": chunk_ms, "chunks_answered": len(received), "latency_ms": percentiles(latencies),
+                "daemon_cpu_share": round(cpu / wall, 3) if wall else None}
     answers = {(m["headstage"], m["stim_onset_sample"]): (t, m) for t, m in received}
     latencies, process, inference = [], [], []
     for t, m in received:
@@ -467,11 +480,17 @@ def run_suite(quick: bool, data_dir: str | None, tmp: Path, progress=print) -> d
     # labels, so that the p99 does not rest on the single worst label) and 6 s at 200 kHz
     zmq_run = run_e2e("zmq", 1, 50_000.0, 8.0 if quick else seconds, data_dir=data_dir, tmp=tmp)
     zmq_200 = run_e2e("zmq", 1, 200_000.0, 6.0 if quick else seconds, data_dir=data_dir, tmp=tmp)
+    progress("relay floor, ZMQ")  # in the same run, the same sender and receiver: the machine's floor
+    relay_run = run_e2e("relay", 1, 50_000.0, 8.0 if quick else seconds, tmp=tmp)
     progress("end to end, LSL")
     lsl_run = run_e2e("lsl", 1, 50_000.0, seconds, data_dir=data_dir, tmp=tmp)
     result["e2e_zmq_ms"] = {**zmq_run["latency_ms"], "unanswered": zmq_run["unanswered"]}
     result["e2e_zmq_200khz_ms"] = {**zmq_200["latency_ms"], "unanswered": zmq_200["unanswered"]}
     result["e2e_lsl_ms"] = {**lsl_run["latency_ms"], "unanswered": lsl_run["unanswered"]}
+    result["relay_floor_ms"] = {**relay_run["latency_ms"], "unanswered": "n/a"}
+    result["excess_over_floor_ms"] = {q: (None if zmq_run["latency_ms"].get(q) is None or relay_run["latency_ms"].get(q)
+                                          is None else round(zmq_run["latency_ms"][q] - relay_run["latency_ms"][q], 3))
+                                      for q in ("p50", "p99")}
     result["process_ms"] = {"p50": zmq_run["process_ms"]["p50"], "p99": zmq_run["process_ms"]["p99"]}
     result["process_ms_200khz"] = {"p50": zmq_200["process_ms"]["p50"], "p99": zmq_200["process_ms"]["p99"]}
     result["e2e_runs"] = [zmq_run, zmq_200, lsl_run]
