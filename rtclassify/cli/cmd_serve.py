@@ -6,16 +6,17 @@ from rtclassify.cli.options import check_files, device_option, model_option
 
 @click.command()
 @click.option("--source", type=click.Choice(["zmq", "lsl", "file"]), required=True,
-              help="Input transport; `file` replays recordings given with --replay (.npz arrays v, i; or .nwb).")
+              help="Input transport; `file` replays recordings given with --replay (.npz arrays v, i at --fs; or any recording `sweeps` reads: .nwb, .abf, ...).")
 @click.option("--connect", default=None, metavar="ENDPOINT",
               help="ZMQ endpoint of the acquisition's PUB socket (with --source zmq), e.g. tcp://127.0.0.1:5555.")
 @click.option("--stream", "streams", multiple=True, metavar="NAME",
               help="LSL data stream name (with --source lsl); repeat for several headstages (headstage = position).")
-@click.option("--replay", "replay_files", multiple=True, callback=check_files, metavar="FILE.npz|FILE.nwb",
-              help="With --source file: recordings to play (repeat); each file is a new cell on headstage 0. "
-                   "NWB files play their current-clamp sweeps one after the other.")
+@click.option("--replay", "replay_files", multiple=True, callback=check_files, metavar="FILE",
+              help="With --source file: recordings to play (repeat); each file is a new cell. Recordings (.nwb, "
+                   ".abf, ...) play their current-clamp sweeps one after the other at their own rate, recorded "
+                   "channel k on headstage k, the command's steps sent as stimulus events.")
 @click.option("--fs", "replay_fs", type=float, default=None, metavar="HZ",
-              help="With --source file: sampling rate of the .npz recordings, Hz (NWB files carry theirs).")
+              help="With --source file: sampling rate of the .npz recordings, Hz (other files carry theirs).")
 @click.option("--speed", default=1.0, show_default=True, help="With --source file: multiple of real time, 0 = as fast as possible.")
 @model_option
 @click.option("--publish", default=None, metavar="ENDPOINT",
@@ -63,8 +64,8 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     if source == "lsl" and not streams:
         raise click.UsageError("--source lsl needs at least one --stream NAME")
     if source == "file" and not replay_files:
-        raise click.UsageError("--source file needs --replay FILE (one or more .npz or .nwb)")
-    if source == "file" and not replay_fs and any(not f.endswith(".nwb") for f in replay_files):
+        raise click.UsageError("--source file needs --replay FILE (one or more: .npz, .nwb, .abf, ...)")
+    if source == "file" and not replay_fs and any(f.endswith(".npz") for f in replay_files):
         raise click.UsageError("--replay FILE.npz needs --fs HZ (the recording's sampling rate)")
 
     from rtclassify.daemon.publish import Publisher, warn

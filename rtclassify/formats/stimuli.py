@@ -14,6 +14,7 @@ import numpy as np
 
 TABLE = Path(__file__).with_name("short_square.csv")
 TEST_PULSE_END_S = 0.021  # MIES and the Allen pipeline put a test pulse in a sweep's first ~20 ms
+EPOCH_STEP_PA = 0.5  # a level change this large on an epoch-table command is a step
 SHORT_STEP_MS = (1.0, 5.0)  # a short square's step lasts 3 ms; accept 1-5 ms
 
 
@@ -43,12 +44,26 @@ def is_short_square_name(name: str) -> bool:
     return False
 
 
-def steps_after_test_pulse(command_pa: np.ndarray, fs: float) -> list[tuple[int, int]]:
-    """(onset, offset) sample pairs of the current steps after the test pulse on a command trace (pA)."""
-    from rtclassify.dsp.detector import detect_steps
+def steps_after_test_pulse(command_pa: np.ndarray, fs: float, layout: str = "") -> list[tuple[int, int]]:
+    """(onset, offset) sample pairs of the current steps after the test pulse on a command trace (pA).
 
-    on, off = detect_steps(np.asarray(command_pa, dtype=np.float64))
-    return [(int(a), int(b)) for a, b in zip(on, off) if a / fs > TEST_PULSE_END_S]
+    layout: the reader's (Sweep.layout). An ABF command is its epoch table's waveform: it starts at
+    the holding level (so that is the baseline, even when steps fill half the sweep and the median
+    would be a step's level) and holds no test pulse (so no step is left out for being early).
+    """
+    from dataclasses import replace
+
+    from rtclassify.dsp.detector import DetectorConfig, detect_steps
+
+    command_pa = np.asarray(command_pa, dtype=np.float64)
+    from_epochs = layout.startswith("abf")
+    if from_epochs and len(command_pa):  # a noise-free waveform: any change of level is a step
+        on, off = detect_steps(command_pa, replace(DetectorConfig(), i_threshold_pa=EPOCH_STEP_PA),
+                               holding_pa=float(command_pa[0]))
+    else:
+        on, off = detect_steps(command_pa)
+    first = 0.0 if from_epochs else TEST_PULSE_END_S
+    return [(int(a), int(b)) for a, b in zip(on, off) if a / fs > first]
 
 
 def is_short(onset: int, offset: int, fs: float) -> bool:
@@ -56,14 +71,14 @@ def is_short(onset: int, offset: int, fs: float) -> bool:
     return lo <= offset - onset <= hi
 
 
-def find_short_square(name: str, command_pa: np.ndarray | None, fs: float) -> StepFinding | None:
+def find_short_square(name: str, command_pa: np.ndarray | None, fs: float, layout: str = "") -> StepFinding | None:
     """The short-square step of a sweep, or None when the sweep is not one.
 
     A sweep counts when its command shows exactly one step after the test pulse and that step is
     short (1-5 ms); `by_name` tells whether its name or code agrees. The step position always comes
     from the command: a name alone gives no onset, so such a sweep without a usable command is None.
     """
-    steps = steps_after_test_pulse(command_pa, fs) if command_pa is not None and len(command_pa) else []
+    steps = steps_after_test_pulse(command_pa, fs, layout) if command_pa is not None and len(command_pa) else []
     if len(steps) != 1 or not is_short(*steps[0], fs):
         return None
     (onset, offset), = steps

@@ -30,34 +30,47 @@ def windows_from_sweeps(sweeps, spec: WindowSpec) -> SweepWindows:
     evoked AP, with NaN samples, too close to the sweep's ends or whose AP peak a stimulus edge hides are listed
     in `skipped`.
     """
-    from rtclassify.dsp.detector import detect_spikes
     from rtclassify.formats.stimuli import find_short_square
 
     windows, rows, skipped = [], [], {}
     for s in sweeps:
-        if s.clamp_mode != "current":
+        if s.clamp_mode != "current" or s.refusal:
             continue
-        step = find_short_square(s.stimulus, s.command, s.fs)
+        step = find_short_square(s.stimulus, s.command, s.fs, s.layout)
         if step is None:
             continue
-        if not np.all(np.isfinite(s.response)):
-            skipped[s.sweep] = "NaN/Inf in the response"
+        cut = evoked_window(s, step.onset, step.offset, spec)
+        if isinstance(cut, str):
+            skipped[s.sweep] = cut
             continue
-        sp = detect_spikes(s.response, s.fs, ([step.onset], [step.offset]))
-        evoked = [k for k, p in enumerate(sp.peaks) if step.onset <= p < step.onset + samples_at(EVOKED_SEARCH_MS, s.fs)]
-        if len(evoked) != 1:
-            skipped[s.sweep] = f"{len(evoked)} APs evoked (need exactly 1)"
-            continue
-        if sp.obscured[evoked[0]]:
-            skipped[s.sweep] = OBSCURED
-            continue
-        peak = int(sp.peaks[evoked[0]])
-        anchor = peak if spec.anchor == "peak" else step.onset
-        n_before, n_after = samples_at(spec.before_ms, s.fs), samples_at(spec.after_ms, s.fs)
-        if anchor - n_before < 0 or anchor + n_after > len(s.response):
-            skipped[s.sweep] = "window runs past the sweep's ends"
-            continue
-        windows.append(window_from_segment(s.response[anchor - n_before:anchor + n_after], s.fs, n_before, spec))
+        window, peak = cut
+        windows.append(window)
         rows.append({"sweep": s.sweep, "stimulus": s.stimulus, "by_name": step.by_name, "fs_native": s.fs,
                      "onset_s": step.onset / s.fs, "peak_s": peak / s.fs})
     return SweepWindows(np.array(windows, np.float32).reshape(-1, spec.n_samples), rows, skipped)
+
+
+def evoked_window(s, onset: int, offset: int, spec: WindowSpec, first_in_step: bool = False):
+    """(window (L,) float32 mV at spec.fs_hz, peak sample) of the one AP the step [onset, offset)
+    of sweep `s` evoked, or the reason (str) there is none: NaN samples, not exactly one AP within
+    EVOKED_SEARCH_MS of the onset, its peak hidden by a stimulus edge, or the window past the ends.
+    first_in_step: a longer step's first AP anywhere before the step's end (a train may follow)."""
+    from rtclassify.dsp.detector import detect_spikes
+
+    if not np.all(np.isfinite(s.response)):
+        return "NaN/Inf in the response"
+    sp = detect_spikes(s.response, s.fs, ([onset], [offset]))
+    end = max(offset, onset + 1) if first_in_step else onset + samples_at(EVOKED_SEARCH_MS, s.fs)
+    evoked = [k for k, p in enumerate(sp.peaks) if onset <= p < end]
+    if first_in_step and evoked:
+        evoked = evoked[:1]
+    if len(evoked) != 1:
+        return f"{len(evoked)} APs evoked (need exactly 1)" if not first_in_step else "0 APs during the step"
+    if sp.obscured[evoked[0]]:
+        return OBSCURED
+    peak = int(sp.peaks[evoked[0]])
+    anchor = peak if spec.anchor == "peak" else onset
+    n_before, n_after = samples_at(spec.before_ms, s.fs), samples_at(spec.after_ms, s.fs)
+    if anchor - n_before < 0 or anchor + n_after > len(s.response):
+        return "window runs past the sweep's ends"
+    return window_from_segment(s.response[anchor - n_before:anchor + n_after], s.fs, n_before, spec), peak

@@ -1,36 +1,48 @@
-"""File replay: recordings (.npz arrays v and i, or the current-clamp sweeps of NWB files) played
-into the daemon as an acquisition program that knows its stimuli would stream them."""
+"""File replay: recordings (.npz arrays v and i, or the current-clamp sweeps of any recording
+rtclassify reads: NWB, ABF, neo's formats) played into the daemon as an acquisition program that
+knows its stimuli would stream them."""
 import time
 
 import numpy as np
 
 
-def replay_recordings(path: str, fs_hz: float | None, detector) -> list[tuple[str, np.ndarray, np.ndarray, float, list]]:
-    """(name, v mV, i pA, fs Hz, stimulus onsets) of one replay file.
+def replay_recordings(path: str, fs_hz: float | None, detector) -> list[tuple[str, list, float, list]]:
+    """(name, [(headstage, v mV, i pA)], fs Hz, stimulus onsets) per sweep of one replay file.
 
-    .npz: one recording (arrays v, i) at fs_hz; its onsets are the steps on i, found as `detect`
-    finds them. .nwb: every current-clamp sweep with a command (any layout rtclassify reads), at
-    the file's own rates; onsets are the short-square steps (rtclassify.formats.stimuli).
+    .npz: one recording (arrays v, i) at fs_hz on headstage 0; its onsets are the steps on i, found
+    as `detect` finds them. Any other recording: each sweep's current-clamp channels that are a
+    membrane potential with a command, at the file's own rate, channel k on headstage k; onsets
+    are the command's steps (an ABF epoch table's, at any size; an NWB sweep's short square).
     """
     from rtclassify.dsp.detector import detect_steps
 
-    if str(path).endswith(".nwb"):
-        from rtclassify.formats.nwb import read_sweeps
-        from rtclassify.formats.stimuli import find_short_square
+    if not str(path).endswith(".npz"):
+        from rtclassify.formats.recordings import read_recording
+        from rtclassify.formats.stimuli import find_short_square, steps_after_test_pulse
 
-        out = []
-        for s in read_sweeps(path):
-            if s.clamp_mode != "current" or s.command is None or len(s.command) != len(s.response):
+        by_sweep: dict[int, list] = {}
+        for s in read_recording(path):
+            if s.clamp_mode != "current" or s.refusal or s.command is None or len(s.command) != len(s.response):
                 continue
-            step = find_short_square(s.stimulus, s.command, s.fs)
-            out.append((f"{path}#sweep{s.sweep}", s.response, s.command, s.fs, [step.onset] if step else []))
+            if s.layout.startswith("abf"):
+                onsets = [a for a, _ in steps_after_test_pulse(s.command, s.fs, s.layout)]
+            else:
+                step = find_short_square(s.stimulus, s.command, s.fs, s.layout)
+                onsets = [step.onset] if step else []
+            by_sweep.setdefault(s.sweep, []).append((s.channel, s.response, s.command, s.fs, onsets))
+        out = []
+        for sweep, channels in sorted(by_sweep.items()):
+            fs = channels[0][3]
+            n = min(len(c[1]) for c in channels)
+            out.append((f"{path}#sweep{sweep}", [(ch, v[:n], i[:n]) for ch, v, i, _, _ in channels], fs,
+                        sorted({o for c in channels for o in c[4] if o < n})))
         return out
     from rtclassify.formats.npz import read_npz_recording
 
     if not fs_hz:
         raise ValueError("an .npz recording needs its sampling rate (--fs)")
     v, i = read_npz_recording(path)
-    return [(str(path), v, i, fs_hz, [int(x) for x in detect_steps(i, detector)[0]])]
+    return [(str(path), [(0, v, i)], fs_hz, [int(x) for x in detect_steps(i, detector)[0]])]
 
 
 def run_replay(daemon, files: list[str], fs_hz: float | None, speed: float, stop, chunk_ms: float = 1.0,
@@ -53,21 +65,27 @@ def run_replay(daemon, files: list[str], fs_hz: float | None, speed: float, stop
         except Exception as exc:
             daemon.malformed(f"replay file {path}: {type(exc).__name__}: {exc}", "unreadable_file")
             continue
-        daemon.on_event({"type": "new_cell", "headstage": 0, "cell_id": str(path), "sample": position})
-        for _, v, i, fs, onsets in recordings:
+        announced = set()
+        for _, channels, fs, onsets in recordings:
+            for h, _, _ in channels:
+                if h not in announced:  # each file a new cell, on each of its headstages
+                    daemon.on_event({"type": "new_cell", "headstage": h, "cell_id": str(path), "sample": position})
+                    announced.add(h)
+            n = len(channels[0][1])
             chunk = max(1, int(round(chunk_ms * fs / 1000)))
-            for a in range(0, len(v), chunk):
+            for a in range(0, n, chunk):
                 if stop.is_set():
                     return
                 if speed > 0:
                     delay = t_start + played_s + a / fs / speed - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                x = np.column_stack([v[a:a + chunk], i[a:a + chunk]])
-                daemon.on_data(0, position + a, None, fs, x, time.perf_counter())
-                if a == 0:
-                    for onset in onsets:
-                        daemon.on_event({"type": "stimulus", "headstage": 0, "sample": position + int(onset)})
+                for h, v, i in channels:
+                    x = np.column_stack([v[a:a + chunk], i[a:a + chunk]])
+                    daemon.on_data(h, position + a, None, fs, x, time.perf_counter())
+                    if a == 0:
+                        for onset in onsets:
+                            daemon.on_event({"type": "stimulus", "headstage": h, "sample": position + int(onset)})
                 daemon.tick()
-            position += len(v)
-            played_s += len(v) / fs / (speed or 1)
+            position += n
+            played_s += n / fs / (speed or 1)

@@ -9,22 +9,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtclassify.formats import RecordingError
 from rtclassify.formats.stimuli import steps_after_test_pulse
 
 
-class NwbError(ValueError):
+class NwbError(RecordingError):
     """A file or sweep that cannot be read; the text names the file, the sweep and why."""
 
 
 @dataclass
 class Sweep:
-    sweep: int
-    stimulus: str
+    """One recorded channel of one sweep, from any format (rtclassify.formats.recordings)."""
+
+    sweep: int  # 0-based, in the file's order
+    stimulus: str  # stimulus or protocol name
     clamp_mode: str  # "current" or "voltage"
-    fs: float
+    fs: float  # Hz
     response: np.ndarray  # mV in current clamp, pA in voltage clamp
     command: np.ndarray | None  # pA in current clamp, mV in voltage clamp
-    layout: str
+    layout: str  # the reader: "allen_v1", "mies_v1", "nwb2", "abf1", "abf2", "neo:<io>"
+    channel: int = 0  # 0-based recorded channel (several channels: several headstages)
+    channel_name: str = ""
+    units: str = ""  # the response's units as the file gave them
+    refusal: str | None = None  # why this channel can get no label (voltage clamp, not a membrane potential)
+    filter_hz: float | None = None  # the amplifier's low-pass, when the file says
 
 
 def text(value) -> str:
@@ -95,15 +103,16 @@ def mode_from(kind: str) -> str:
 
 
 def summarise_sweep(s: Sweep) -> dict:
-    """The `rtclassify sweeps` line of one sweep (contract fields)."""
+    """The `rtclassify sweeps` line of one sweep and channel (contract fields): onset and AP count
+    in current clamp on a membrane-potential channel, null otherwise."""
     onset, n_spikes = None, None
-    if s.clamp_mode == "current":
+    if s.clamp_mode == "current" and not s.refusal:
         from rtclassify.dsp.detector import detect_spikes
 
         steps = []
         if s.command is not None and len(s.command) == len(s.response):
-            steps = steps_after_test_pulse(s.command, s.fs)
+            steps = steps_after_test_pulse(s.command, s.fs, s.layout)
             onset = round(steps[0][0] / s.fs, 9) if steps else None
         n_spikes = len(detect_spikes(s.response, s.fs, ([a for a, _ in steps], [b for _, b in steps])).peaks)
-    return {"sweep": s.sweep, "stimulus": s.stimulus, "clamp_mode": s.clamp_mode, "fs": s.fs,
+    return {"sweep": s.sweep, "channel": s.channel, "stimulus": s.stimulus, "clamp_mode": s.clamp_mode, "fs": s.fs,
             "n_samples": int(len(s.response)), "stim_onset_s": onset, "n_spikes": n_spikes}

@@ -1,0 +1,147 @@
+"""Axon Binary Format (ABF 1 and 2, pCLAMP / Clampex) through pyabf.
+
+pyabf reads both versions, scales each channel to its units, and builds each sweep's command
+waveform from the file's epoch table (`sweepC`), which is where pCLAMP keeps the stimulus: most
+files record no current channel. neo's AxonIO reads the same files but leaves the epoch table's
+waveform to the caller; pyabf is the reader here (neo serves the other formats, formats/neo_files.py).
+
+Clamp mode, per file (the amplifier's mode):
+1. the amplifier's telegraph, when enabled and from a MultiClamp (whose mode codes ABF stores as
+   0 voltage clamp, 1 current clamp, 2 I=0); other instruments' codes are not trusted (an
+   Axopatch 200B file in current clamp telegraphs 0);
+2. otherwise the first recorded channel's units: a current (pA, nA) is what an amplifier's primary
+   output gives in voltage clamp, a voltage (mV, V) what it gives in current clamp.
+
+Channels, per sweep: in current clamp a channel is a membrane potential when its units are a
+voltage and its values can be one (median -120 to +20 mV, all within -200 to +150 mV); any other
+channel is kept, with `refusal` saying why it gets no label (a current monitor, a trigger).
+Each channel's command is the epoch-table waveform of the DAC of the same index, in pA.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from rtclassify.formats import RecordingError
+from rtclassify.formats.nwb import Sweep
+
+V_UNITS = {"mV": 1.0, "V": 1e3, "uV": 1e-3, "µV": 1e-3}
+I_UNITS = {"pA": 1.0, "nA": 1e3, "uA": 1e6, "µA": 1e6, "A": 1e12, "fA": 1e-3}
+MULTICLAMP = 24  # ABF's telegraph instrument code of the MultiClamp 700A/B
+MULTICLAMP_MODES = {0: "voltage", 1: "current", 2: "current"}  # 2: I=0
+VM_MEDIAN_MV = (-120.0, 20.0)
+VM_LIMITS_MV = (-200.0, 150.0)
+
+
+class AbfError(RecordingError):
+    """An ABF file that cannot be read; the text names the file and why."""
+
+
+def open_abf(path):
+    """The pyabf.ABF of `path` (data loaded), or AbfError naming the file."""
+    import warnings
+
+    import pyabf
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pyabf.ABF(str(path), loadData=True)
+    except Exception as exc:  # pyabf raises plain exceptions of many kinds on truncated or foreign files
+        raise AbfError(f"{path}: not a readable ABF file ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def telegraph(abf) -> tuple[list, list, list, list]:
+    """(enabled, instrument, mode, filter Hz) per ADC channel, from the ABF 1 or 2 header."""
+    if abf.abfVersion["major"] == 1:
+        h = abf._headerV1
+        adcs = list(abf.channelList)
+        pick = lambda values: [values[k] if k < len(values) else 0 for k in adcs]  # noqa: E731
+        return (pick(h.nTelegraphEnable), pick(h.nTelegraphInstrument), pick(h.nTelegraphMode),
+                pick(h.fTelegraphFilter))
+    a = abf._adcSection
+    return list(a.nTelegraphEnable), list(a.nTelegraphInstrument), list(a.nTelegraphMode), list(a.fTelegraphFilter)
+
+
+def file_clamp_mode(abf) -> tuple[str, str]:
+    """("current" | "voltage", how it was decided) for the file (see the module docstring)."""
+    enabled, instrument, mode, _ = telegraph(abf)
+    if enabled and enabled[0] and instrument[0] == MULTICLAMP and mode[0] in MULTICLAMP_MODES:
+        return MULTICLAMP_MODES[mode[0]], f"MultiClamp telegraph mode {mode[0]}"
+    unit = abf.adcUnits[0]
+    if unit in I_UNITS:
+        return "voltage", f"first channel {abf.adcNames[0]!r} records a current ({unit})"
+    if unit in V_UNITS:
+        return "current", f"first channel {abf.adcNames[0]!r} records a voltage ({unit})"
+    raise AbfError(f"{abf.abfFilePath}: cannot tell the clamp mode: no MultiClamp telegraph, and the first "
+                   f"channel's units {unit!r} are neither a voltage nor a current")
+
+
+def membrane_potential_refusal(y_mv: np.ndarray, name: str, unit: str) -> str | None:
+    """Why channel values (mV) cannot be a membrane potential, or None when they can."""
+    if not np.all(np.isfinite(y_mv)):
+        return f"channel {name!r}: NaN/Inf samples"
+    median = float(np.median(y_mv))
+    lo, hi = float(y_mv.min()), float(y_mv.max())
+    if not (VM_MEDIAN_MV[0] <= median <= VM_MEDIAN_MV[1] and VM_LIMITS_MV[0] <= lo and hi <= VM_LIMITS_MV[1]):
+        return (f"channel {name!r} ({unit}) holds {lo:.4g} to {hi:.4g} mV, median {median:.4g} mV: not a membrane "
+                f"potential (expected a median of {VM_MEDIAN_MV[0]:g} to {VM_MEDIAN_MV[1]:g} mV)")
+    return None
+
+
+def read_abf(path) -> list[Sweep]:
+    """Every sweep x recorded channel of an ABF file, in file order (see the module docstring)."""
+    abf = open_abf(path)
+    mode, why = file_clamp_mode(abf)
+    _, _, _, filters = telegraph(abf)
+    layout = f"abf{abf.abfVersion['major']}"
+    out = []
+    for sweep in range(abf.sweepCount):
+        for ch in range(abf.channelCount):
+            try:
+                abf.setSweep(sweep, channel=ch)
+            except Exception as exc:
+                raise AbfError(f"{path}: sweep {sweep} channel {ch}: {type(exc).__name__}: {exc}") from None
+            name, unit = abf.adcNames[ch], abf.adcUnits[ch]
+            y = np.array(abf.sweepY, dtype=np.float64)
+            refusal, command = None, None
+            if mode == "voltage":
+                refusal = f"voltage clamp ({why}): no label"
+                response = y * I_UNITS.get(unit, 1.0)
+            elif unit not in V_UNITS:
+                refusal = (f"channel {name!r} records {unit!r}, not a voltage: not a membrane potential"
+                           if unit in I_UNITS else f"channel {name!r}: unknown units {unit!r}")
+                response = y
+            else:
+                response = y * V_UNITS[unit]
+                refusal = membrane_potential_refusal(response, name, unit)
+            if mode == "current" and refusal is None:
+                command = command_pa(abf, ch, len(response))
+            filt = float(filters[ch]) if ch < len(filters) and filters[ch] and filters[ch] < 1e5 else None
+            out.append(Sweep(sweep, str(abf.protocol or ""), mode, float(abf.sampleRate), response, command, layout,
+                             channel=ch, channel_name=name, units=unit, refusal=refusal, filter_hz=filt))
+    return out
+
+
+def command_pa(abf, ch: int, n: int) -> np.ndarray | None:
+    """The epoch-table command of channel `ch`'s DAC in pA (the current sweep), None when that DAC
+    is not a current command or the waveform does not fit the sweep."""
+    try:
+        c = np.array(abf.sweepC, dtype=np.float64)
+        unit = abf.sweepUnitsC
+    except Exception:
+        return None
+    if unit not in I_UNITS or len(c) != n:
+        return None
+    return c * I_UNITS[unit]
+
+
+def is_abf(path) -> bool:
+    """An .abf name, or ABF's signature in the first bytes ('ABF ' for ABF 1, 'ABF2' for ABF 2)."""
+    p = Path(path)
+    if p.suffix.lower() == ".abf":
+        return True
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) in (b"ABF ", b"ABF2")
+    except OSError:
+        return False

@@ -1,0 +1,52 @@
+"""One reader interface for every recording format: `read_recording(path)` -> [Sweep].
+
+Each Sweep is one recorded channel of one sweep (rtclassify.formats.nwb.Sweep): response (mV in
+current clamp), command (pA) when known, rate (Hz), clamp mode, channel, units, and `refusal`
+when the channel can get no label. NWB files (Allen, MIES, NWB 2) through nwb/, Axon ABF 1 and 2
+through pyabf (abf.py), the other formats neo reads through neo (neo_files.py).
+
+HEKA PatchMaster `.dat` is not read: neo has no HEKA reader, and the one package on the index
+(pyheka 1.0.1) could not be checked against a real file here.
+"""
+from pathlib import Path
+
+from rtclassify.formats import RecordingError
+from rtclassify.formats.neo_files import NEO_IOS
+
+RECORDING_SUFFIXES = (".nwb", ".abf", *NEO_IOS)
+
+
+def read_recording(path) -> list:
+    """Every sweep x channel of the recording at `path`, in file order; RecordingError naming the
+    file and the reason when it cannot be read (missing, truncated, of an unknown format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecordingError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".dat":
+        raise RecordingError(f"{path}: HEKA PatchMaster .dat files are not read (no maintained reader on the "
+                             "package index); export the sweeps to NWB or ABF")
+    from rtclassify.formats.abf import is_abf
+
+    if is_abf(path):
+        from rtclassify.formats.abf import read_abf
+
+        return read_abf(path)
+    if suffix in NEO_IOS:
+        from rtclassify.formats.neo_files import read_with_neo
+
+        return read_with_neo(path)
+    if suffix == ".nwb" or is_hdf5(path):
+        from rtclassify.formats.nwb import read_sweeps
+
+        return read_sweeps(path)
+    raise RecordingError(f"{path}: unknown recording format {suffix!r}; readable: "
+                         + ", ".join(RECORDING_SUFFIXES))
+
+
+def is_hdf5(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
