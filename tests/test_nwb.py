@@ -25,7 +25,9 @@ def test_every_fixture_is_listed(name, mode, fs, n):
     lines = [json.loads(x) for x in result.output.strip().splitlines()]
     assert len(lines) == 1
     line = lines[0]
-    assert set(line) == {"sweep", "stimulus", "clamp_mode", "fs", "n_samples", "stim_onset_s", "n_spikes"}
+    assert set(line) == {"sweep", "channel", "stimulus", "clamp_mode", "fs", "n_samples", "stim_onset_s", "n_spikes",
+                         "units", "filter_hz"}  # channel, units, filter_hz: added with the ABF readers
+    assert line["channel"] == 0
     assert (line["clamp_mode"], line["fs"], line["n_samples"]) == (mode, fs, n)
     if mode == "voltage":
         assert line["stim_onset_s"] is None and line["n_spikes"] is None

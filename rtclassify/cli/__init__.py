@@ -13,6 +13,7 @@ from rtclassify.cli.cmd_predict import predict
 from rtclassify.cli.cmd_serve import serve
 from rtclassify.cli.cmd_simulate import simulate
 from rtclassify.cli.cmd_sweeps import sweeps
+from rtclassify.cli.cmd_watch import watch
 
 
 class OneLineErrors(click.Group):
@@ -57,3 +58,4 @@ main.add_command(bench)
 main.add_command(overlay)
 main.add_command(sweeps)
 main.add_command(annotate)
+main.add_command(watch)

@@ -1,25 +1,29 @@
-"""`rtclassify annotate`: write per-sweep labels into NWB files."""
+"""`rtclassify annotate`: write per-sweep labels into NWB files, or into a CSV sidecar beside other recordings."""
 import click
 
 from rtclassify.cli.options import check_files, model_option
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, callback=check_files, metavar="FILE.nwb…")
+@click.argument("paths", nargs=-1, required=True, callback=check_files, metavar="FILE…")
 @model_option
 @click.option("--out-dir", default=None, type=click.Path(file_okay=False),
               help="Write annotated copies here (default: add the labels to the files themselves).")
-def annotate(paths, model_name, out_dir):
-    """Classify each short-square sweep of FILE.nwb and store the labels in the file.
+@click.option("--steps", type=click.Choice(["short", "any"]), default="short", show_default=True,
+              help="For sidecars: short squares only (the training protocol), or also the first AP of longer steps.")
+def annotate(paths, model_name, out_dir, steps):
+    """Classify each short-square sweep of FILE and store the labels.
 
-    NWB 2: processing module `rtclassify`, table `labels` (pynwb). NWB 1: the same columns under
-    /processing/rtclassify/labels. The recorded data are not changed. One JSON line per file.
+    NWB 2: in the file, processing module `rtclassify`, table `labels` (pynwb). NWB 1: the same
+    columns under /processing/rtclassify/labels. Other recordings (ABF, neo's formats): a CSV
+    sidecar `FILE.rtclassify.csv` beside the file (or in --out-dir), one row per sweep and channel
+    with the label or the reason there is none. The recorded data are not changed. One JSON line per file.
     """
     import json
     from pathlib import Path
 
-    from rtclassify.offline.annotate import AnnotateError, annotate_file
-    from rtclassify.formats.nwb import NwbError
+    from rtclassify.formats import RecordingError
+    from rtclassify.offline.annotate import AnnotateError, annotate_file, annotate_sidecar
     from rtclassify.model.file_format import ModelFileError, load_model
 
     try:
@@ -32,8 +36,11 @@ def annotate(paths, model_name, out_dir):
         if out:
             out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            click.echo(json.dumps(annotate_file(Path(p), model, out)))
-        except (NwbError, AnnotateError) as exc:
+            if Path(p).suffix.lower() == ".nwb":
+                click.echo(json.dumps(annotate_file(Path(p), model, out)))
+            else:
+                click.echo(json.dumps(annotate_sidecar(Path(p), model, Path(out_dir) if out_dir else None, steps)))
+        except (RecordingError, AnnotateError) as exc:
             failed += 1
             click.echo(json.dumps({"file": p, "error": str(exc)}))
     if failed:

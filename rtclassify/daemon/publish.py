@@ -61,6 +61,6 @@ class Publisher:
         self.outlet = None
 
 
-def warn(text: str) -> None:
+def warn(text: str, verb: str = "serve") -> None:
     """One line on stderr, for the operator."""
-    print(f"rtclassify serve: {text}", file=sys.stderr, flush=True)
+    print(f"rtclassify {verb}: {text}", file=sys.stderr, flush=True)

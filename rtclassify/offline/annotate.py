@@ -92,3 +92,43 @@ def write_hdf5(target: Path, cols: dict, description: str) -> None:
         for name, values in cols.items():
             data = values.astype(h5py.string_dtype()) if values.dtype.kind in "US" else values
             g.create_dataset(name, data=data)
+
+
+def sidecar_path(path: Path, out_dir: Path | None = None) -> Path:
+    """Where the labels of a non-NWB recording go: `<file name>.rtclassify.csv` beside it (or in out_dir)."""
+    path = Path(path)
+    return (Path(out_dir) if out_dir else path.parent) / f"{path.name}.rtclassify.csv"
+
+
+def annotate_sidecar(path: Path, model, out_dir: Path | None = None, steps: str = "short") -> dict:
+    """Labels of every sweep and channel of a recording in any readable format (ABF, neo's) into a
+    CSV sidecar: sweep, channel, clamp_mode, fs_hz, stim_onset_s, label, p_<class>..., envelope,
+    skip (the reason, where no label), model, model_sha256. The recording itself is not touched.
+    Returns {"file", "sidecar", "labels", "skipped"}."""
+    import csv
+
+    from rtclassify.formats.recordings import read_recording
+    from rtclassify.offline.sweep_labels import label_sweep
+
+    path = Path(path)
+    target = sidecar_path(path, out_dir)
+    columns = ["sweep", "channel", "clamp_mode", "fs_hz", "stim_onset_s", "label",
+               *[f"p_{c}" for c in model.classes], "envelope", "skip", "model", "model_sha256"]
+    rows, labels = [], 0
+    for s in read_recording(path):
+        r = label_sweep(s, model, steps)
+        onset = r.get("stim_onset_sample")
+        row = {"sweep": s.sweep, "channel": s.channel, "clamp_mode": s.clamp_mode, "fs_hz": s.fs,
+               "stim_onset_s": "" if onset is None else round(onset / s.fs, 9), "label": r.get("label", ""),
+               "envelope": r.get("envelope", ""), "skip": r.get("skip", ""), "model": model.name,
+               "model_sha256": model.sha256}
+        row.update({f"p_{c}": r.get(f"p_{c}", "") for c in model.classes})
+        labels += "label" in r
+        rows.append(row)
+    tmp = target.with_name(target.name + ".part")  # a reader never sees half a table
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(target)
+    return {"file": str(path), "sidecar": str(target), "labels": labels, "skipped": len(rows) - labels}

@@ -1,0 +1,56 @@
+"""`rtclassify watch`: answer each new sweep of the recordings acquisition software writes into a folder."""
+import click
+
+from rtclassify.cli.options import check_folder, model_option
+
+
+@click.command()
+@click.argument("folder", callback=check_folder, metavar="DIR")
+@model_option
+@click.option("--publish", default=None, metavar="ENDPOINT",
+              help="Bind a ZMQ PUB socket here for labels, skips and heartbeats (as serve).")
+@click.option("--lsl-out", default="rtclassify-labels", show_default=True, metavar="NAME",
+              help="Name of the LSL marker outlet that carries every label, skip and heartbeat.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
+              help="Append every message here; a restart with the same log answers no sweep twice.")
+@click.option("--steps", type=click.Choice(["short", "any"]), default="short", show_default=True,
+              help="short: classify short squares (one 1-5 ms step); any: also the first AP of a longer step "
+                   "(marked outside the training protocol in `envelope`).")
+@click.option("--stable-s", default=0.5, show_default=True, help="A file is read once unchanged for this long, s.")
+@click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
+def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, seconds):
+    """Watch DIR for recordings (.abf, .nwb, ...) and answer each new sweep once.
+
+    Files are read once their data are stable, again when they grow; each sweep and recorded
+    channel gets one `label` or `skip` message as `serve` sends them, plus `source_file`, `sweep`
+    and `channel`. A cell is a file. Half-written or corrupt files wait and are retried.
+    """
+    import signal
+    import threading
+    from pathlib import Path
+
+    from rtclassify.daemon.publish import Publisher, warn
+    from rtclassify.model.file_format import ModelFileError, load_model
+    from rtclassify.offline.watch import FolderWatch, answered_in_log, run_watch
+
+    answered = answered_in_log(log_path)
+    publisher = Publisher(publish, lsl_out, log_path)
+    try:
+        model = load_model(model_name)
+    except ModelFileError as exc:
+        publisher.close()
+        raise click.ClickException(str(exc)) from None
+    w = FolderWatch(Path(folder).resolve(), model, publisher.emit, steps=steps, stable_s=stable_s, answered=answered)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *a: stop.set())
+    if seconds:
+        threading.Timer(seconds, stop.set).start()
+    warn(f"ready: watching {w.folder} with {model.name}; {len(answered)} sweeps already answered in "
+         f"{log_path or '(no log)'}", "watch")
+    try:
+        run_watch(w, publisher.emit, stop)
+    finally:
+        sent = dict(publisher.sent)
+        publisher.close()
+    warn(f"stopped: sent {sent.get('label', 0)} labels, {sent.get('skip', 0)} skips", "watch")

@@ -1,0 +1,219 @@
+"""Every lab's recordings: real Axon ABF files of other labs (../shared/data/abf-recordings) read
+with their clamp mode, channels and command, listed and labelled by `rtclassify sweeps`, replayed
+through the daemon, answered from a watched folder while being written, and annotated in a CSV."""
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rtclassify.cli import main
+from rtclassify.formats import RecordingError
+from rtclassify.formats.nwb import Sweep, summarise_sweep
+from rtclassify.formats.recordings import read_recording
+
+ABF_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "abf-recordings"
+needs_abf = pytest.mark.skipif(not ABF_DIR.is_dir(), reason=f"{ABF_DIR} (real ABF files) not present")
+# the shared folder's README: protocol and clamp mode of each file
+VOLTAGE_CLAMP = {"05210017_vc_abf1.abf", "171116sh_0011.abf", "18425108_abf1.abf"}
+NOT_VM = {("2019_05_02_DIC2_0011.abf", 1), ("2020_07_29_0062.abf", 1)}  # recorded currents (pA)
+RATES = {"18425108_abf1.abf": 25_000.0, "2020_07_29_0062.abf": 10_000.0}
+
+
+@pytest.fixture(scope="module")
+def model():
+    from rtclassify.model.file_format import load_model
+
+    return load_model("genetic5")
+
+
+@needs_abf
+@pytest.mark.parametrize("name", sorted(p.name for p in ABF_DIR.glob("*.abf")) if ABF_DIR.is_dir() else [])
+def test_each_real_abf_file_reads_with_its_clamp_mode_channels_and_rate(name):
+    sweeps = read_recording(ABF_DIR / name)
+    assert sweeps and {s.fs for s in sweeps} == {RATES.get(name, 20_000.0)}
+    for s in sweeps:
+        assert s.clamp_mode == ("voltage" if name in VOLTAGE_CLAMP else "current"), (name, s.sweep, s.channel)
+        if name in VOLTAGE_CLAMP:
+            assert s.refusal.startswith("voltage clamp")
+        elif (name, s.channel) in NOT_VM:
+            assert "not a membrane potential" in s.refusal
+        else:
+            assert s.refusal is None and s.command is not None and len(s.command) == len(s.response)
+            assert -120 < np.median(s.response) < 0  # mV, whatever units the file used
+
+
+@needs_abf
+def test_the_epoch_table_gives_the_steps_onsets_even_when_steps_fill_half_the_sweep():
+    """171116sh_0018: two steps per sweep (0.5 s and 1 s of 3 s); the first at 146.85 ms (the
+    epoch table's first holding of 1/64 of the sweep), at -100 pA in sweep 0."""
+    lines = [summarise_sweep(s) for s in read_recording(ABF_DIR / "171116sh_0018.abf")]
+    assert lines[0]["stim_onset_s"] == pytest.approx(0.14685, abs=1e-4)
+    assert all(line["stim_onset_s"] is not None for line in lines)
+
+
+def test_a_2_ms_step_on_an_epoch_command_is_found_within_a_sample_and_labelled(model):
+    """An ABF-like sweep (layout abf2: the command is an epoch waveform) with a 2 ms step at 20 kHz
+    evoking one AP: the onset to the sample, a label, `inside` the envelope."""
+    from rtclassify.offline.sweep_labels import label_sweep
+    from rtclassify.simulator.neurons import builtin_cells
+
+    fs, n, onset = 20_000.0, 20_000, 3_000
+    cell = builtin_cells(fs)[0]
+    v = np.full(n, cell.ap_mv[0])
+    peak = onset + int(0.0015 * fs)
+    k = int(round(0.001 * fs))
+    v[peak - k:peak - k + len(cell.ap_mv)] = cell.ap_mv
+    command = np.zeros(n)
+    command[onset:onset + int(0.002 * fs)] = 800.0
+    s = Sweep(0, "2 ms step", "current", fs, v, command, "abf2", units="mV")
+    line = summarise_sweep(s)
+    assert line["stim_onset_s"] == pytest.approx(onset / fs, abs=0.2e-3) and line["n_spikes"] == 1
+    r = label_sweep(s, model)
+    assert r["label"] in model.classes and r["envelope"] == "inside" and r["stim_onset_sample"] == onset
+
+
+@needs_abf
+def test_sweeps_lists_every_sweep_and_channel_with_labels_or_the_reason(model):
+    r = CliRunner().invoke(main, ["sweeps", str(ABF_DIR / "2019_05_02_DIC2_0011.abf"), "--model", "genetic5"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in r.output.splitlines()]
+    assert [(x["sweep"], x["channel"]) for x in lines] == [(k, c) for k in range(3) for c in range(2)]
+    for x in lines:
+        assert {"sweep", "channel", "clamp_mode", "fs", "n_samples", "stim_onset_s", "n_spikes"} <= set(x)
+        assert "label" in x or x["skip"]
+    assert all("not a membrane potential" in x["skip"] for x in lines if x["channel"] == 1)
+    vc = CliRunner().invoke(main, ["sweeps", str(ABF_DIR / "171116sh_0011.abf"), "--model", "genetic5"])
+    assert all(json.loads(x)["skip"].startswith("voltage clamp") for x in vc.output.splitlines())
+
+
+@needs_abf
+def test_steps_any_labels_long_steps_and_marks_them_outside_the_training_protocol():
+    r = CliRunner().invoke(main, ["sweeps", str(ABF_DIR / "171116sh_0019.abf"), "--model", "broad2",
+                                  "--steps", "any"])
+    lines = [json.loads(x) for x in r.output.splitlines()]
+    labelled = [x for x in lines if "label" in x]
+    assert len(labelled) >= 15 and all(x["envelope"].startswith("outside: the first AP of a 500 ms step")
+                                       for x in labelled)
+    short = CliRunner().invoke(main, ["sweeps", str(ABF_DIR / "171116sh_0019.abf"), "--model", "broad2"])
+    assert not any("label" in json.loads(x) for x in short.output.splitlines())  # no short squares in it
+
+
+def test_unreadable_files_are_refused_with_the_file_and_the_reason(tmp_path):
+    bad = tmp_path / "x.abf"
+    bad.write_bytes(b"ABF2" + b"\0" * 100)
+    with pytest.raises(RecordingError, match="x.abf: not a readable ABF file"):
+        read_recording(bad)
+    heka = tmp_path / "run.dat"
+    heka.write_bytes(b"DATA")
+    with pytest.raises(RecordingError, match="HEKA PatchMaster"):
+        read_recording(heka)
+    r = CliRunner().invoke(main, ["sweeps", str(bad)])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and len(r.output.splitlines()) == 1
+
+
+@needs_abf
+def test_replaying_an_abf_file_answers_each_stimulus_once(tmp_path):
+    log = tmp_path / "serve.jsonl"
+    name = "171116sh_0018.abf"
+    r = subprocess.run([sys.executable, "-m", "rtclassify", "serve", "--source", "file", "--replay",
+                        str(ABF_DIR / name), "--speed", "0", "--log", str(log), "--lsl-out",
+                        f"replay-{time.time_ns()}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    answers = [json.loads(x) for x in log.read_text().splitlines() if '"topic":"label"' in x or '"topic":"skip"' in x]
+    keys = [(m["headstage"], m["stim_onset_sample"]) for m in answers]
+    assert len(keys) == len(set(keys)) >= 34  # 17 sweeps, at least the two steps of each
+    sweeps = read_recording(ABF_DIR / name)
+    starts = np.cumsum([0] + [len(s.response) for s in sweeps])[:-1]
+    from rtclassify.formats.stimuli import steps_after_test_pulse
+
+    onsets = {int(a + o) for a, s in zip(starts, sweeps) for o, _ in steps_after_test_pulse(s.command, s.fs, s.layout)}
+    assert onsets <= {k[1] for k in keys}  # every step of the epoch table answered
+
+
+def write_in_pieces(src: Path, dst: Path, pieces: int, pause_s: float) -> None:
+    data = src.read_bytes()
+    with open(dst, "wb") as f:
+        for k in range(pieces):
+            f.write(data[k * len(data) // pieces:(k + 1) * len(data) // pieces])
+            f.flush()
+            time.sleep(pause_s)
+
+
+@needs_abf
+def test_a_watched_folder_answers_every_sweep_once_and_a_restart_answers_none_again(model, tmp_path):
+    from rtclassify.offline.watch import FolderWatch, answered_in_log, run_watch
+
+    folder = tmp_path / "rig"
+    folder.mkdir()
+    log = tmp_path / "watch.jsonl"
+    out = []
+
+    def emit(topic, msg):
+        out.append((topic, msg))
+        with open(log, "a") as f:
+            f.write(json.dumps({"topic": topic, **msg}) + "\n")
+
+    w = FolderWatch(folder.resolve(), model, emit, stable_s=0.3, retry_s=0.5)
+    stop = threading.Event()
+    runner = threading.Thread(target=run_watch, args=(w, emit, stop, 0.1))
+    runner.start()
+    t0 = time.time()
+    try:
+        write_in_pieces(ABF_DIR / "17o05028_ic_steps.abf", folder / "cell1.abf", 4, 0.7)  # stalls > stable_s
+        shutil.copy(ABF_DIR / "2019_05_02_DIC2_0011.abf", folder / "cell2.abf")
+        (folder / "broken.abf").write_bytes(b"ABF2" + b"\x01" * 5000)
+        (folder / "notes.txt").write_text("not a recording")
+        expected = {("cell1.abf", k, 0) for k in range(16)} | {("cell2.abf", k, c) for k in range(3) for c in (0, 1)}
+        while time.time() - t0 < 20:
+            got = [(Path(m["source_file"]).name, m["sweep"], m["channel"]) for t, m in out if t in ("label", "skip")]
+            if set(got) >= expected:
+                break
+            time.sleep(0.2)
+        took = time.time() - t0
+    finally:
+        stop.set()
+        runner.join(10)
+    got = [(Path(m["source_file"]).name, m["sweep"], m["channel"]) for t, m in out if t in ("label", "skip")]
+    assert sorted(got) == sorted(expected) and took < 20  # each once, none of the broken file
+    assert all(m["cell_id"] == Path(m["source_file"]).stem for t, m in out if t in ("label", "skip"))
+    assert "broken.abf" in json.dumps(w.heartbeat()["watch"]["waiting"])  # waiting, not crashed
+    again = FolderWatch(folder.resolve(), model, lambda *a: out.append(a), stable_s=0.0, answered=answered_in_log(log))
+    again.poll(0.0)
+    assert again.poll(10.0) == 0  # a restart with the same log answers none of them again
+
+
+@needs_abf
+def test_the_watch_command_runs_and_the_overlay_can_read_its_messages(tmp_path):
+    from plugins.feed import FeedState
+
+    folder = tmp_path / "rig"
+    folder.mkdir()
+    shutil.copy(ABF_DIR / "171116sh_0019.abf", folder / "a.abf")
+    log = tmp_path / "w.jsonl"
+    r = subprocess.run([sys.executable, "-m", "rtclassify", "watch", str(folder), "--log", str(log), "--steps", "any",
+                        "--seconds", "6", "--lsl-out", f"watch-{time.time_ns()}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    state = FeedState()
+    for line in log.read_text().splitlines():
+        m = json.loads(line)
+        state.apply(m.pop("topic"), m)
+    assert state.labels >= 15 and state.view(0).label["cell_id"] == "a"
+
+
+@needs_abf
+def test_annotate_writes_a_csv_sidecar_for_an_abf_file(tmp_path):
+    import csv
+
+    r = CliRunner().invoke(main, ["annotate", str(ABF_DIR / "2019_05_02_DIC2_0011.abf"), "--out-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(tmp_path / "2019_05_02_DIC2_0011.abf.rtclassify.csv")))
+    assert [(r["sweep"], r["channel"]) for r in rows] == [(str(k), str(c)) for k in range(3) for c in (0, 1)]
+    assert all(r["label"] or r["skip"] for r in rows) and rows[0]["model"] == "genetic5"
