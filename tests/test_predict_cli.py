@@ -83,3 +83,17 @@ def test_help_lists_every_option():
     result = CliRunner().invoke(main, ["predict", "--help"])
     for opt in ("--model", "--data", "--out", "--device"):
         assert opt in result.output
+
+
+def test_a_rate_below_10_khz_is_refused_per_row(tmp_path):
+    """At 8 kHz an AP's upstroke spans about two samples: the row gets an error, not a label."""
+    folder = tmp_path / "cells"
+    (folder / "traces").mkdir(parents=True)
+    t = (np.arange(24) - 8) / 8.0  # ms from the peak, 8 kHz, 1 ms before to 2 ms after
+    np.save(folder / "traces" / "a.npy", -65 + 95 * np.exp(-(t / 0.4) ** 2))
+    (folder / "cells.csv").write_text("specimen_id,fs_hz\na,8000\n")
+    out = tmp_path / "p.csv"
+    r = CliRunner().invoke(main, ["predict", "--data", str(folder), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    row = read_rows(out)[0]
+    assert row["label"] == "" and "8000" in row["error"] and "10000" in row["error"]

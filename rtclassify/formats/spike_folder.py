@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtclassify.dsp.windows import WindowSpec, samples_at, window_from_segment
+from rtclassify.dsp.windows import WindowSpec, check_stream_rate, samples_at, window_from_segment
 
 # geometry of the stored traces: 1 ms before to 2 ms after the AP peak
 TRACE_BEFORE_MS = 1.0
@@ -81,6 +81,9 @@ def load_cell_window(folder: Path, row: CellRow, spec: WindowSpec) -> np.ndarray
         raise CellError("empty specimen_id")
     if math.isnan(row.fs_hz):
         raise CellError(f"unknown sampling rate fs_hz={row.columns.get('fs_hz')!r}: give the rate in Hz")
+    unusable = check_stream_rate(row.fs_hz, spec)
+    if unusable:  # e.g. below 10 kHz: an AP's upstroke spans too few samples to be told apart
+        raise CellError(f"fs_hz={row.fs_hz:g}: {unusable}")
     path = Path(folder) / "traces" / f"{row.specimen_id}.npy"
     if not path.is_file():
         raise CellError(f"trace file {path} not found")
