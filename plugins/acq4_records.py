@@ -1,10 +1,14 @@
 """Host-independent half of the ACQ4 module: ACQ4 clamp records -> sweeps, and the module's settings.
 
-ACQ4's MultiClamp device returns each task's recording as a MetaArray of shape (channels, time):
-an axis "Channel" whose `cols` name the rows with their units (`command` in A in current clamp,
-`primary` in V), an axis "Time", and a last info entry {"ClampState": {"mode": "IC" | "VC" |
-"I=0", ...}, "DAQ": {channel: {"rate": Hz, "numPts": n, ...}}}. `sweep_from_record` takes that
-array and info list (MetaArray's `asarray()` and `infoCopy()`), so it is tested without ACQ4.
+ACQ4's clamp devices return each task's recording as a MetaArray of shape (channels, time): an
+axis "Channel" whose `cols` name the rows (`command`, `primary`), an axis "Time", and a last info
+entry {"ClampState": {"mode": "IC" | "VC" | "I=0", "primaryUnits": "V", ...}, "DAQ": {channel:
+{"rate": Hz, "numPts": n, ...}}}. The rows' own units may be missing: ACQ4 0.10.39's MockClamp
+writes `'units': None` for both rows. Then the clamp state tells them, as ACQ4's clamp devices
+define them: in current clamp the command is in A and the primary signal in `primaryUnits` (V).
+The mode is matched without case ('IC', 'ic'). `sweep_from_record` takes that array and info
+list (MetaArray's `asarray()` and `infoCopy()`), so it is tested without ACQ4, and inside real
+ACQ4 by tests/test_acq4_host.py.
 """
 from dataclasses import dataclass, field
 
@@ -82,11 +86,14 @@ def sweep_from_record(data: np.ndarray, info: list, device: str) -> Sweep:
     if data.ndim != 2:
         raise RecordError(f"{device}: record has shape {data.shape}; expected (channels, time)")
     extra = info[-1] if info and isinstance(info[-1], dict) else {}
-    mode = extra.get("ClampState", {}).get("mode")
-    if mode not in CURRENT_CLAMP_MODES:
+    state = extra.get("ClampState", {}) or {}
+    mode = state.get("mode")
+    if str(mode).upper() not in CURRENT_CLAMP_MODES:
         raise RecordError(f"{device}: clamp mode {mode!r}; only current-clamp ({', '.join(CURRENT_CLAMP_MODES)}) "
                           "sweeps are classified")
-    rows = channel_rows(info, device)
+    implied = {V_ROW: str(state.get("primaryUnits") or "V"), I_ROW: "A"}  # current clamp, as ACQ4 defines it
+    rows = {name: (k, implied.get(name, units) if units in ("None", "") else units)
+            for name, (k, units) in channel_rows(info, device).items()}
     missing = [r for r in (V_ROW, I_ROW) if r not in rows]
     if missing:
         raise RecordError(f"{device}: record lacks rows {missing} (has {sorted(rows)}); record the command "

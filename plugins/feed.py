@@ -40,6 +40,7 @@ class FeedState:
     last_heartbeat: float | None = None
     model: dict | None = None
     labels: int = 0
+    answers: int = 0  # labels and skips
 
     def apply(self, topic: str, msg: dict, now: float | None = None) -> None:
         """Take one message from the daemon."""
@@ -57,6 +58,7 @@ class FeedState:
         view = self.view(int(msg["headstage"]))
         if msg.get("cell_id") != view.cell_id:
             view.cell_id, view.label = msg.get("cell_id"), None
+        self.answers += 1
         if topic == "label":
             view.label = msg
             self.labels += 1
