@@ -6,6 +6,7 @@ trainer/recipe.py, the evaluation protocol in trainer/evaluate.py, the scores in
 """
 import click
 
+from trainer.cli.cmd_adapt import adapt
 from trainer.cli.cmd_bias_sweep import bias_sweep
 from trainer.cli.cmd_build import build
 from trainer.cli.cmd_calibration import calibration
@@ -17,6 +18,7 @@ from trainer.cli.cmd_fit_neurons import fit_neurons
 from trainer.cli.cmd_learning_curve import learning_curve
 from trainer.cli.cmd_patchseq_labels import patchseq_labels
 from trainer.cli.cmd_rescore import rescore
+from trainer.cli.cmd_rigs import rigs
 from trainer.cli.cmd_ship import ship
 from trainer.cli.cmd_teacher_spread import teacher_spread
 from trainer.cli.cmd_train import train
@@ -29,7 +31,7 @@ def main():
 
 
 for command in (evaluate, figures, rescore, bias_sweep, learning_curve, teacher_spread, train, ship, cards, build,
-                calibration, fit_neurons, patchseq_labels, transfer, fetch):
+                calibration, fit_neurons, patchseq_labels, transfer, fetch, rigs, adapt):
     main.add_command(command)
 
 if __name__ == "__main__":

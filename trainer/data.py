@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtclassify.formats.spike_folder import CellError, load_cell_window, read_cells_table
+from rtclassify.formats.spike_folder import CellError, load_cell_trace, read_cells_table, stored_window
 from rtclassify.dsp.windows import WindowSpec
 from trainer.labels import RELATED_FILE, Task, assign_labels, auxiliary_labels, read_mapping
 
@@ -21,6 +21,23 @@ class SpikeSet:
     spec: WindowSpec
     skipped: dict  # specimen_id -> reason
     layers: np.ndarray | None = None  # (N,) str cortical layer ("" unknown or no layer column); None: not read
+    traces: list | None = None  # (N,) stored APs, each (n,) mV at its fs_hz (rig draws start from them); None: not kept
+
+    def rig_windows(self, task: Task, draws: int, seed: int, progress=None, cells: np.ndarray | None = None) -> np.ndarray:
+        """(N, 1 + draws, L) float32 mV: each cell's window as recorded, then through `draws` random
+        acquisition chains (trainer.rigs.rig_pool), its AP widened by its class's temperature ratio.
+        cells: (N,) bool, the cells to draw for (default all); the others repeat their window as recorded."""
+        from trainer.rigs import family_ratios, rig_pool
+
+        if self.traces is None:
+            raise ValueError("rig draws need the stored traces: load the folder with load_spike_set")
+        cells = np.ones(len(self.windows), bool) if cells is None else cells
+        out = np.repeat(self.windows[:, None, :], 1 + draws, axis=1)
+        idx = np.flatnonzero(cells)
+        ratios = family_ratios(list(task.classes), self.labels(task)[idx], self.dendrite_types[idx])
+        out[idx, 1:] = rig_pool([self.traces[i] for i in idx], self.fs_hz[idx], ratios, self.spec, draws, seed,
+                                progress)
+        return out
 
     def labels(self, task: Task) -> np.ndarray:
         """(N,) class index into task.classes, -1 where the cell is not part of the task."""
@@ -52,14 +69,16 @@ def load_spike_set(folder: Path, spec: WindowSpec) -> SpikeSet:
     for col in ("line_name", "dendrite_type"):
         if col not in rows[0].columns:
             raise ValueError(f"{folder}/cells.csv: training needs a {col!r} column")
-    seen, keep, windows, skipped = set(), [], [], {}
+    seen, keep, windows, traces, skipped = set(), [], [], [], {}
     for row in rows:
         if row.specimen_id in seen:
             skipped[row.specimen_id] = "duplicate specimen_id (kept the first row)"
             continue
         seen.add(row.specimen_id)
         try:
-            windows.append(load_cell_window(folder, row, spec))
+            trace = load_cell_trace(folder, row, spec)
+            windows.append(stored_window(trace, row.fs_hz, spec))
+            traces.append(trace)
             keep.append(row)
         except CellError as exc:
             skipped[row.specimen_id] = str(exc)
@@ -72,6 +91,7 @@ def load_spike_set(folder: Path, spec: WindowSpec) -> SpikeSet:
         spec=spec,
         skipped=skipped,
         layers=np.array([r.columns.get("layer") or "" for r in keep]),
+        traces=traces,
     )
 
 

@@ -92,6 +92,25 @@ def final_split(data: SpikeSet, groups: np.ndarray | None) -> np.ndarray:
     return out
 
 
+CALIBRATION_SEED = 20261205  # draws the shipped models' calibration split from the development cells
+CALIBRATION_SHARE = 8  # one development donor in CALIBRATION_SHARE
+
+
+def shipping_split(data: SpikeSet, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """((N,) bool final, (N,) bool calibration): the frozen final split (final_split), and one donor in
+    CALIBRATION_SHARE of the development cells, stratified the same way. A shipped model trains on the
+    rest; its temperature is fitted on the calibration cells and the final split scores it once
+    (`python -m trainer rigs`), so the file itself has seen neither."""
+    final = final_split(data, groups)
+    dev = np.flatnonzero(~final)
+    key = strata_key(data, CALIBRATION_SHARE)[dev]
+    _, test = next(iter(split_by_group(key, CALIBRATION_SHARE, CALIBRATION_SEED,
+                                       None if groups is None else groups[dev])))
+    calibration = np.zeros(len(final), bool)
+    calibration[dev[test]] = True
+    return final, calibration
+
+
 def stage_folds(stage: str, data: SpikeSet, k: int, repeats: int, seed: int,
                 groups: np.ndarray | None) -> np.ndarray:
     """(repeats, N) fold index of every cell for one evaluation stage:

@@ -33,8 +33,10 @@ def summarise_training_data(data: SpikeSet, y: np.ndarray, task: Task, source: s
 
 
 def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarray, cfg: TrainConfig,
-                 path: Path, source: str, evaluation: dict | None = None, seed: int = 0, processes: int = 1) -> dict:
-    """Write `path` (TorchScript ensemble + card) and return the card."""
+                 path: Path, source: str, evaluation: dict | None = None, seed: int = 0, processes: int = 1,
+                 envelope: dict | None = None) -> dict:
+    """Write `path` (TorchScript ensemble + card) and return the card; envelope: the card's acquisition
+    envelope (trainer.rigs.training_envelope; rtclassify.model.envelope reads it)."""
     card = {
         "name": name,
         "task": task.name,
@@ -47,6 +49,7 @@ def export_model(nets: list, name: str, task: Task, data: SpikeSet, y: np.ndarra
         "training_data": summarise_training_data(data, y, task, source, distilled_unlabelled=
                                                  cfg.distilled and cfg.distil_unlabelled),
         "evaluation": evaluation or {},
+        "envelope": envelope or {},
         "seed": seed,
         "training_processes": processes,  # > 1: data-parallel under torchrun
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

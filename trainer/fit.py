@@ -41,6 +41,10 @@ class TrainConfig:
     aug_smooth: float = 0.0  # probability that a window is smoothed by a random Gaussian (0-1.2 samples s.d.),
     # mimicking the amplifier's low-pass filter, which differs between rigs and sampling rates
     mixup: float = 0.0  # alpha of the Beta distribution of mixup (0: off)
+    rig_draws: int = 0  # > 0: every cell's AP also recorded through this many random acquisition chains
+    # (trainer/rigs.py: rate, analog filter, gain, offset, noise, hum, temperature), cut as serve cuts
+    rig_share: float = 0.7  # share of training windows taken from a random one of those draws, the rest as recorded
+    rig_seed: int = 0  # seed of the rigs drawn (the pool is made once per training run)
     related_lines: bool = False  # also train on cells of related Cre lines (trainer/cre_related.csv; never scored)
     members: int = 1  # networks in the ensemble (different seeds and validation splits)
     member_options: tuple = ()  # per-member overrides of these options, cycled over the members (member m
@@ -208,10 +212,11 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     gen = torch.Generator().manual_seed(seed)
     tr, va = split_validation(y, cfg.val_fraction, rng)
     n_aux = count_aux_classes(aux) if aux is not None and cfg.aux_weight > 0 else 0
-    net = build_network(x.shape[1], fs_hz, n_classes + n_aux, cfg)
+    net = build_network(x.shape[-1], fs_hz, n_classes + n_aux, cfg)
     if init is not None:
         transfer_features(init, net)
     xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(y[tr]).long()
+    as_recorded = x[:, 0] if x.ndim == 3 else x  # (N, V, L) rig pools: variant 0 is the window as recorded
     if unlabelled is not None and len(unlabelled):
         if not teachers or cfg.sampling_power > 0:
             raise ValueError("unlabelled windows need teachers and no class-balanced sampling")
@@ -221,7 +226,7 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     if n_aux:
         at = torch.full_like(yt, -1)
         at[:len(tr)] = torch.from_numpy(np.asarray(aux)[tr]).long()
-    xv, yv = torch.from_numpy(x[va]), torch.from_numpy(y[va]).long()
+    xv, yv = torch.from_numpy(as_recorded[va]), torch.from_numpy(y[va]).long()
     weights = class_weights(y[tr][y[tr] >= 0], n_classes, cfg.balance_power) if cfg.balance else None
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing, ignore_index=-1)
     val_loss_fn = nn.CrossEntropyLoss(weight=weights)
@@ -235,7 +240,8 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
         order = epoch_order(yt, n_classes, cfg.sampling_power, gen)  # the same order on every rank (same seed)
         total = 0.0
         for idx in batch_indices(order, cfg.batch_size, rank, size):
-            loss = batch_loss(model, loss_fn, augment(xt[idx], cfg, gen), yt[idx], cfg, gen, teachers,
+            loss = batch_loss(model, loss_fn, augment(pick_variants(xt[idx], cfg.rig_share, gen), cfg, gen), yt[idx],
+                              cfg, gen, teachers,
                               aux=None if at is None else at[idx], aux_outputs=n_aux)
             opt.zero_grad()
             loss.backward()
@@ -261,6 +267,17 @@ def fit_network(x: np.ndarray, y: np.ndarray, n_classes: int, fs_hz: float, cfg:
     if n_aux:
         keep_outputs(net, n_classes)
     return FitResult(model=net.eval(), epochs=len(history), best_epoch=best_epoch, history=history)
+
+
+def pick_variants(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """(B, L) windows of a batch: x itself when it is (B, L); from a (B, V, L) rig pool, with
+    probability `share` a random one of the V - 1 rig draws of each window, else variant 0 (as recorded)."""
+    if x.dim() == 2:
+        return x
+    b, v = x.shape[:2]
+    drawn = 1 + torch.randint(0, v - 1, (b,), generator=gen)
+    pick = torch.where(torch.rand(b, generator=gen) < share, drawn, torch.zeros_like(drawn))
+    return x[torch.arange(b), pick]
 
 
 def epoch_order(y: torch.Tensor, n_classes: int, sampling_power: float, gen: torch.Generator) -> torch.Tensor:

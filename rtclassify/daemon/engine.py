@@ -27,7 +27,9 @@ from rtclassify.daemon.batch import InferenceBatch, ReadyWindow
 from rtclassify.daemon.messages import build_heartbeat, build_label, build_skip
 from rtclassify.model.file_format import LoadedModel
 from rtclassify.daemon.tracking import Headstage, Stimulus
+from rtclassify.dsp.temperature import warp_factor
 from rtclassify.dsp.windows import WindowCutter, check_stream_rate, samples_at
+from rtclassify.model.envelope import RigInfo
 from rtclassify.transport.wire import MAX_HEADSTAGE_NUMBER
 
 ONSET_MODES = ("auto", "channel", "events")
@@ -49,6 +51,8 @@ class ServeConfig:
     max_headstages: int = 16  # headstage numbers 0 .. max_headstages-1 are served; others ignored, counted
     max_pending: int = 256  # open stimuli per headstage; more (events no data ever reaches) are ignored
     max_ahead_s: float = 60.0  # an event this far ahead of its headstage's data is ignored (counted)
+    rig: RigInfo = field(default_factory=RigInfo)  # the rig declared on the command line (--filter-hz,
+    # --temperature-c); a source's own declaration (ZMQ header, LSL metadata) takes precedence per field
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
     def __post_init__(self):
@@ -82,19 +86,24 @@ class Engine:
     # ---- input ----
 
     def on_data(self, headstage: int, first_sample: int, seq: int | None, fs: float, samples: np.ndarray,
-                received_at: float | None = None) -> None:
-        """Take (n, 2) samples [V mV, I pA] of one headstage starting at stream sample `first_sample`."""
+                received_at: float | None = None, rig: RigInfo | None = None) -> None:
+        """Take (n, 2) samples [V mV, I pA] of one headstage starting at stream sample `first_sample`;
+        rig: what the source declares of its rig with these samples (None: nothing)."""
         t0 = self.clock()
         received_at = t0 if received_at is None else received_at
         hs = self.headstages.get(headstage)
         if hs is None and not self.admits(headstage, "data"):
             return
+        declared = self.cfg.rig if rig is None else rig.merged_over(self.cfg.rig)
         if hs is None or hs.fs != fs:
-            hs = self.start_headstage(headstage, fs, first_sample)
-        elif first_sample != hs.next_sample:
-            self.report_gap(hs, first_sample, seq)
-        elif seq is not None and hs.next_seq is not None and seq != hs.next_seq:
-            self.report_seq_jump(hs, seq)
+            hs = self.start_headstage(headstage, fs, first_sample, declared)
+        else:
+            if declared != hs.rig:
+                self.set_rig(hs, declared)
+            if first_sample != hs.next_sample:
+                self.report_gap(hs, first_sample, seq)
+            elif seq is not None and hs.next_seq is not None and seq != hs.next_seq:
+                self.report_seq_jump(hs, seq)
         if 2 * len(samples) > hs.buf.capacity:  # whole sweeps in one message: make room, lose nothing
             hs.buf.grow(4 * len(samples))
         hs.buf.write(samples)
@@ -185,7 +194,7 @@ class Engine:
         if first and not quiet:
             self.notify(f"{kind} input ({code}): {detail} (further ones are counted in the heartbeat's 'refused')")
 
-    def start_headstage(self, number: int, fs: float, first_sample: int) -> Headstage:
+    def start_headstage(self, number: int, fs: float, first_sample: int, rig: RigInfo | None = None) -> Headstage:
         """A new headstage, or a known one whose rate changed (its open stimuli are skipped; its
         cells and counters kept). A rate the model cannot use is refused here, once."""
         old = self.headstages.get(number)
@@ -205,8 +214,18 @@ class Engine:
             self.notify(f"headstage {number}: {unusable}; its stimuli are answered with skip reason qc")
             self.emit("status", {"schema": "rtclassify.status/1", "headstage": number, "unusable": unusable})
         else:  # this rate's resampling plan, made now, not on the first live window
-            hs.cutter = WindowCutter(fs, self.model.spec)
+            self.set_rig(hs, self.cfg.rig if rig is None else rig)
         return hs
+
+    def set_rig(self, hs: Headstage, rig: RigInfo) -> None:
+        """What the headstage's rig is declared to be: its windows are read with the temperature warp of
+        its declared temperature (rtclassify.dsp.temperature: a cooler rig's slower APs read faster, as
+        if sampled at fs * warp), and its labels judged against the model's envelope with it."""
+        hs.rig, hs.warp = rig, warp_factor(rig.temperature_c)
+        if hs.unusable:
+            return
+        hs.read_fs = hs.fs * hs.warp
+        hs.cutter = WindowCutter(hs.read_fs, self.model.spec)
 
     def report_gap(self, hs: Headstage, first_sample: int, seq) -> None:
         """A jump in first_sample: open stimuli cannot be finished. Backwards, the source
@@ -272,8 +291,8 @@ class Engine:
             for stim in stimuli:
                 self.skip(hs, stim, "qc", hs.unusable)
             return []
-        n_before = samples_at(self.model.spec.before_ms, hs.fs)
-        n_after = samples_at(self.model.spec.after_ms, hs.fs)
+        n_before = samples_at(self.model.spec.before_ms, hs.read_fs)  # stream samples: the warp reads more
+        n_after = samples_at(self.model.spec.after_ms, hs.read_fs)  # of them at a cooler rig
         still = []
         for stim in stimuli:
             try:

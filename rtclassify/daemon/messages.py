@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from rtclassify.model.envelope import judge
+
 LABEL_SCHEMA = "rtclassify.label/1"
 SKIP_SCHEMA = "rtclassify.skip/1"
 HEARTBEAT_SCHEMA = "rtclassify.heartbeat/1"
@@ -32,6 +34,8 @@ def build_label(hs, ready, probs: np.ndarray, model, cell, latency_ms: dict, bud
         "model": {"name": model.name, "sha256": model.sha256},
         "latency_ms": {k: round(v, 3) for k, v in latency_ms.items()},
         "late": latency_ms["process"] > budget_ms, "peak_sample": ready.stim.peak,
+        "envelope": judge(model.envelope, hs.fs, hs.rig, ready.window),
+        "rig": {"fs": hs.fs, "filter_hz": hs.rig.filter_hz, "temperature_c": hs.rig.temperature_c, "warp": hs.warp},
     }
     if include_window:
         msg["window"] = {"fs_hz": model.spec.fs_hz, "anchor_index": model.spec.n_before,

@@ -34,9 +34,11 @@ class Daemon:
         self.publisher = publisher
         self.last_heartbeat = 0.0
 
-    def on_data(self, headstage: int, first_sample: int, seq: int | None, fs: float, samples, received_at: float):
-        """(n, 2) samples [V mV, I pA] of one headstage from stream sample `first_sample`."""
-        self.engine.on_data(headstage, first_sample, seq, fs, samples, received_at)
+    def on_data(self, headstage: int, first_sample: int, seq: int | None, fs: float, samples, received_at: float,
+                rig=None):
+        """(n, 2) samples [V mV, I pA] of one headstage from stream sample `first_sample`; rig: what
+        the source declares of its rig (model.envelope.RigInfo; None: nothing)."""
+        self.engine.on_data(headstage, first_sample, seq, fs, samples, received_at, rig)
 
     def on_event(self, event: dict) -> None:
         """A validated `new_cell` or `stimulus` event."""

@@ -108,6 +108,9 @@ class Headstage:
         self.fs = float(fs)
         self.unusable = unusable  # why this rate cannot be classified (None: it can)
         self.cutter = None  # its windows.WindowCutter, set by the engine for a usable rate
+        self.rig = None  # model.envelope.RigInfo: what its source or the command line declares (engine.set_rig)
+        self.warp = 1.0  # the temperature warp of the declared temperature (dsp.temperature.warp_factor)
+        self.read_fs = self.fs  # the rate its windows are cut as: fs * warp
         self.buf = RingBuffer(max(int(buffer_s * fs), 1024))
         self.next_sample: int | None = None
         self.next_seq: int | None = None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtclassify.dsp.windows import WindowSpec, check_stream_rate, samples_at, window_from_segment
+from rtclassify.dsp.windows import WindowSpec, check_stream_rate, samples_at, window_from_trace
 
 # geometry of the stored traces: 1 ms before to 2 ms after the AP peak
 TRACE_BEFORE_MS = 1.0
@@ -68,8 +68,23 @@ def parse_rate(text) -> float:
     return fs if fs > 0 and math.isfinite(fs) else math.nan
 
 
-def load_cell_window(folder: Path, row: CellRow, spec: WindowSpec) -> np.ndarray:
-    """Load one cell's trace and return its model window, (spec.n_samples,) float32 in mV.
+def load_cell_window(folder: Path, row: CellRow, spec: WindowSpec, warp: float = 1.0) -> np.ndarray:
+    """Load one cell's trace and return its model window, (spec.n_samples,) float32 in mV, read
+    `warp` times faster than recorded (the temperature warp; 1.0: as recorded).
+
+    Raises CellError naming the file or value and the fix.
+    """
+    return stored_window(load_cell_trace(folder, row, spec), row.fs_hz, spec, warp)
+
+
+def stored_window(trace: np.ndarray, fs_hz: float, spec: WindowSpec, warp: float = 1.0) -> np.ndarray:
+    """The model window of a stored trace (n,) mV at fs_hz, its peak TRACE_BEFORE_MS in, read `warp`
+    times faster than recorded: (spec.n_samples,) float32 mV."""
+    return window_from_trace(trace, fs_hz, samples_at(TRACE_BEFORE_MS, fs_hz), spec, warp)
+
+
+def load_cell_trace(folder: Path, row: CellRow, spec: WindowSpec) -> np.ndarray:
+    """One cell's stored trace (n,) in mV at row.fs_hz, checked (length, finite values, units, rate).
 
     Raises CellError naming the file or value and the fix.
     """
@@ -95,8 +110,7 @@ def load_cell_window(folder: Path, row: CellRow, spec: WindowSpec) -> np.ndarray
     if x.ndim != 1 or not np.issubdtype(x.dtype, np.number):
         raise CellError(f"{path}: expected a 1-D numeric array, got shape {x.shape} dtype {x.dtype}")
     check_trace(x, row.fs_hz, path)
-    anchor = samples_at(TRACE_BEFORE_MS, row.fs_hz)
-    return window_from_segment(x, row.fs_hz, anchor, spec)
+    return x
 
 
 def check_trace(x: np.ndarray, fs_hz: float, path) -> None:

@@ -58,6 +58,11 @@ class LoadedModel:
     def sha256(self) -> str:
         return self.card["weights_sha256"]
 
+    @property
+    def envelope(self) -> dict | None:
+        """The acquisition envelope the card states (rtclassify.model.envelope), None if none."""
+        return self.card.get("envelope") or None
+
 
 @contextlib.contextmanager
 def quiet_deprecation():

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 
 from rtclassify.formats.spike_folder import CellError, load_cell_window, read_cells_table
+from rtclassify.dsp.temperature import check_temperature, warp_factor
+from rtclassify.model.envelope import INSIDE, RigInfo, judge, number_or_none
 from rtclassify.model.file_format import LoadedModel
 
 BATCH = 256
@@ -24,35 +26,60 @@ def classify_windows(model: LoadedModel, windows: np.ndarray) -> np.ndarray:
 def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=None, rows=None) -> dict:
     """Classify every row of `folder/cells.csv` and write `out_csv` in the same row order.
 
-    Columns: specimen_id, label, p_<class>..., error. A row that cannot be classified keeps its
-    place with an empty label and the reason in `error`. Returns counts {"rows", "classified", "errors"}.
-    rows: the table already read (read_cells_table), else it is read here.
+    Columns: specimen_id, label, p_<class>..., error, envelope. A row that cannot be classified keeps
+    its place with an empty label and the reason in `error`; `envelope` says whether a classified row
+    lies inside what the model was validated on (rtclassify.model.envelope). Optional columns
+    `filter_hz` (Hz) and `temperature_c` (°C) declare the rig: the window of a row recorded below
+    34 °C is read faster by the temperature warp (rtclassify.dsp.temperature). Returns counts
+    {"rows", "classified", "errors", "outside"}. rows: the table already read, else it is read here.
     """
     rows = read_cells_table(folder) if rows is None else rows
-    windows, ok_rows, errors = [], [], {}
+    windows, ok_rows, errors, envelopes = [], [], {}, {}
     iterator = progress(rows) if progress else rows
     for i, row in enumerate(iterator):
         try:
-            windows.append(load_cell_window(folder, row, model.spec))
-            ok_rows.append(i)
+            rig = declared_rig(row)
+            window = load_cell_window(folder, row, model.spec, warp_factor(rig.temperature_c))
         except CellError as exc:
             errors[i] = str(exc)
+            continue
+        windows.append(window)
+        ok_rows.append(i)
+        envelopes[i] = judge(model.envelope, row.fs_hz, rig, window)
     probs = classify_windows(model, np.stack(windows)) if windows else np.zeros((0, len(model.classes)))
     by_row = dict(zip(ok_rows, probs))
-    write_predictions(out_csv, rows, model.classes, by_row, errors)
-    return {"rows": len(rows), "classified": len(ok_rows), "errors": len(errors)}
+    write_predictions(out_csv, rows, model.classes, by_row, errors, envelopes)
+    return {"rows": len(rows), "classified": len(ok_rows), "errors": len(errors),
+            "outside": sum(e != INSIDE for e in envelopes.values())}
 
 
-def write_predictions(out_csv: Path, rows, classes, probs_by_row: dict, errors: dict) -> None:
+def declared_rig(row) -> RigInfo:
+    """The rig a cells.csv row declares (optional columns filter_hz, temperature_c); CellError naming
+    the column and value when one is not a number or not a plausible temperature."""
+    values = {}
+    for column in ("filter_hz", "temperature_c"):
+        try:
+            values[column] = number_or_none(row.columns.get(column))
+        except ValueError:
+            raise CellError(f"{column}={row.columns.get(column)!r} is not a number: give it in "
+                            f"{'Hz' if column == 'filter_hz' else '°C'} or leave it empty") from None
+    why = check_temperature(values["temperature_c"])
+    if why:
+        raise CellError(why)
+    return RigInfo.from_values(**values)
+
+
+def write_predictions(out_csv: Path, rows, classes, probs_by_row: dict, errors: dict, envelopes: dict) -> None:
     """Write the prediction CSV; every input row appears exactly once."""
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["specimen_id", "label"] + [f"p_{c}" for c in classes] + ["error"])
+        w.writerow(["specimen_id", "label"] + [f"p_{c}" for c in classes] + ["error", "envelope"])
         for i, row in enumerate(rows):
             if i in probs_by_row:
                 p = probs_by_row[i]
-                w.writerow([row.specimen_id, classes[int(np.argmax(p))]] + [f"{v:.6f}" for v in p] + [""])
+                w.writerow([row.specimen_id, classes[int(np.argmax(p))]] + [f"{v:.6f}" for v in p]
+                           + ["", envelopes[i]])
             else:
-                w.writerow([row.specimen_id, ""] + [""] * len(classes) + [errors.get(i, "not classified")])
+                w.writerow([row.specimen_id, ""] + [""] * len(classes) + [errors.get(i, "not classified"), ""])

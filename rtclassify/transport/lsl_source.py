@@ -73,6 +73,37 @@ def check_data_info(info) -> None:
                              "(or double64) samples in mV and pA")
 
 
+def read_rig_metadata(inlet, name: str):
+    """The rig a data stream declares in its metadata (optional): `<desc><acquisition><filter_hz>` (Hz)
+    and `<temperature_c>` (°C), as text (docs/streaming.md). None when neither is there; an unusable
+    value is left out and said once on stderr, the stream is read all the same."""
+    from rtclassify.daemon.publish import warn
+    from rtclassify.dsp.temperature import check_temperature
+    from rtclassify.model.envelope import RigInfo
+    from rtclassify.transport.wire import check_filter
+
+    try:
+        acquisition = inlet.info(1.0).desc().child("acquisition")
+    except Exception:  # the full info could not be fetched in time: nothing declared
+        return None
+    values = {}
+    for key, check in (("filter_hz", check_filter), ("temperature_c", check_temperature)):
+        text = acquisition.child_value(key) if not acquisition.empty() else ""
+        if not text:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            warn(f"LSL stream {name!r}: metadata {key}={text[:40]!r} is not a number; ignored")
+            continue
+        why = check(value)
+        if why:
+            warn(f"LSL stream {name!r}: metadata {why}; ignored")
+            continue
+        values[key] = value
+    return RigInfo.from_values(**values) if values else None
+
+
 class StampMap:
     """Stream index of an LSL timestamp (markers without `sample`), from the data's own stamps.
 
@@ -176,6 +207,7 @@ class LslDataInput:
         self.fs = float(info.nominal_srate())
         dtype = np.float32 if info.channel_format() == self.pylsl.cf_float32 else np.float64
         self.buf = np.zeros((max(int(self.fs), 1024), info.channel_count()), dtype=dtype)  # up to 1 s per pull
+        self.rig = read_rig_metadata(inlet, self.name)
         self.stamps = StampMap(self.fs)
         self.last_stamp = None  # stamp of the newest sample received from this uid
         self.last_pull = time.perf_counter()  # when pull_chunk last ran (overflow needs a long pause)
@@ -210,7 +242,7 @@ class LslDataInput:
         self.last_stamp = stamps[-1]
         x = view[:, :2].astype(np.float64)
         if np.isfinite(x).all():
-            daemon.on_data(self.headstage, self.next_index, None, self.fs, x, t_recv)
+            daemon.on_data(self.headstage, self.next_index, None, self.fs, x, t_recv, self.rig)
         else:  # unusable samples count as lost: the engine reports the gap at the next chunk
             daemon.malformed(f"LSL stream {self.name!r}: NaN/Inf in a chunk of {n} samples "
                              f"from sample {self.next_index}; chunk skipped", "non_finite")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtclassify.dsp.temperature import check_temperature
+from rtclassify.model.envelope import RigInfo
 from rtclassify.units import I_SCALE, V_SCALE
 
 WIRE_VERSION = 1
@@ -41,16 +43,22 @@ class DataChunk:
     first_sample: int
     fs: float
     samples: np.ndarray  # (n, 2) float64 [V mV, I pA]
+    rig: RigInfo | None = None  # the header's optional filter_hz / temperature_c (None: neither given)
+    rig_errors: tuple = ()  # (code, detail) of rig fields ignored as unusable: the data are kept
 
 
-def encode_data(device: str, headstage: int, seq: int, first_sample: int, fs: float, v_mv, i_pa) -> list[bytes]:
-    """Frames of one data message."""
+def encode_data(device: str, headstage: int, seq: int, first_sample: int, fs: float, v_mv, i_pa,
+                rig: RigInfo | None = None) -> list[bytes]:
+    """Frames of one data message; `rig`'s declared filter_hz / temperature_c go into the header."""
     payload = np.empty((len(v_mv), 2), dtype=DTYPE)
     payload[:, 0] = v_mv
     payload[:, 1] = i_pa
     header = {"v": WIRE_VERSION, "device": device, "headstage": int(headstage), "seq": int(seq),
               "first_sample": int(first_sample), "n_samples": len(payload), "fs": float(fs),
               "channels": ["V", "I"], "units": ["mV", "pA"], "dtype": DTYPE}
+    if rig is not None:
+        header.update({k: v for k, v in (("filter_hz", rig.filter_hz), ("temperature_c", rig.temperature_c))
+                       if v is not None})
     return [b"data", json.dumps(header).encode(), payload.tobytes()]
 
 
@@ -121,7 +129,39 @@ def parse_data(header_frame: bytes, payload: bytes) -> DataChunk:
         raise MalformedMessage(f"data payload: {bad} samples with NaN/Inf (chunk starting at {first})", "non_finite")
     if scale != (1.0, 1.0):
         samples *= np.array(scale)
-    return DataChunk(device=device, headstage=headstage, seq=seq, first_sample=first, fs=float(fs), samples=samples)
+    rig, rig_errors = parse_rig(h, where) if ("filter_hz" in h or "temperature_c" in h) else (None, ())
+    return DataChunk(device=device, headstage=headstage, seq=seq, first_sample=first, fs=float(fs), samples=samples,
+                     rig=rig, rig_errors=rig_errors)
+
+
+MAX_FILTER_HZ = 1e6
+
+
+def parse_rig(h: dict, where: str) -> tuple[RigInfo, tuple]:
+    """The optional rig fields of a data header: `filter_hz` (analog low-pass corner, Hz; 0 or null:
+    none or unknown) and `temperature_c` (bath, °C; null: unknown). An unusable value is not a reason to
+    lose samples: it is ignored (as not declared) and returned as (code, detail) for the heartbeat."""
+    values, errors = {}, []
+    for key, check in (("filter_hz", check_filter), ("temperature_c", check_temperature)):
+        value = h.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append(("rig_field", f"{where}: field {key!r}={shorten(value)} must be a number; ignored"))
+            continue
+        why = check(float(value))
+        if why:
+            errors.append(("rig_field", f"{where}: {why}; ignored"))
+            continue
+        values[key] = float(value)
+    return RigInfo.from_values(**values), tuple(errors)
+
+
+def check_filter(filter_hz: float) -> str | None:
+    """Why filter_hz (Hz) cannot be an analog filter's corner (None when it can; 0: none or unknown)."""
+    if not 0 <= filter_hz <= MAX_FILTER_HZ:
+        return f"filter_hz={filter_hz:g} is not a low-pass corner in Hz (0-{MAX_FILTER_HZ:g}; 0 for none)"
+    return None
 
 
 def unit_scales(units) -> tuple[float, float]:

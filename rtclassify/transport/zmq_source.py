@@ -20,7 +20,9 @@ def handle_message(daemon, frames: list[bytes], received_at: float) -> None:
             if len(frames) != 3:
                 raise MalformedMessage(f"data message with {len(frames)} frames, expected 3", "frames")
             c = parse_data(frames[1], frames[2])
-            daemon.on_data(c.headstage, c.first_sample, c.seq, c.fs, c.samples, received_at)
+            for code, detail in c.rig_errors:
+                daemon.engine.refuse("ignored", code, detail)
+            daemon.on_data(c.headstage, c.first_sample, c.seq, c.fs, c.samples, received_at, c.rig)
         elif topic == b"event":
             if len(frames) != 2:
                 raise MalformedMessage(f"event message with {len(frames)} frames, expected 2", "frames")

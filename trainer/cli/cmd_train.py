@@ -28,7 +28,14 @@ def train(task, data_dir, out_path, members, name, report_json, threads, fs_hz, 
 
 
 def train_and_export(task_name, data_dir, out_path, members, name, report_json, fs_hz, seed, epochs, channels,
-                     threads=None):
+                     threads=None, data=None, train_cells=None, calibration_cells=None, rig_draws=None):
+    """Train the task's recipe and write the model file; returns its card (None on ranks > 0).
+
+    data: the loaded folder (default: read data_dir). train_cells: (N,) bool, the cells trained on
+    (default: all). calibration_cells: (N,) bool, cells whose windows (as recorded and through rigs)
+    fit the file's temperature afterwards (default: none, uncalibrated). rig_draws: acquisition chains
+    drawn per cell (default: the recipe's)."""
+    import numpy as np
     from tqdm import tqdm
 
     from trainer import distributed
@@ -38,27 +45,41 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
 
     rank, size = distributed.start()  # several processes when launched by torchrun
     task = get_task(task_name)
-    data = load(data_dir, fs_hz)
+    data = load(data_dir, fs_hz) if data is None else data
     cfg = replace(make_config(epochs, channels, task_name), members=members)
     if threads:
         cfg = replace(cfg, threads=threads)
-    y = data.training_labels(task, cfg.related_lines)
-    used = y >= 0
+    if rig_draws is not None:
+        cfg = replace(cfg, rig_draws=rig_draws)
+    cells = np.ones(len(data.specimen_ids), bool) if train_cells is None else train_cells
+    y = np.where(cells, data.training_labels(task, cfg.related_lines), -1)
+    used, unlabelled = y >= 0, cells & (y < 0)
+    x = data.windows
+    if cfg.rig_draws:
+        with tqdm(total=int(cells.sum()), desc=f"{name} rigs", unit="cell", disable=rank != 0) as bar:
+            x = data.rig_windows(task, cfg.rig_draws, cfg.rig_seed, bar.update, cells=cells)
     student_epochs = cfg.student().max_epochs if cfg.distilled else 0
     epochs_total = sum(cfg.member(m).max_epochs for m in range(members)) + student_epochs
     bar = tqdm(total=epochs_total, desc=f"{name} epochs", unit="ep", disable=rank != 0)
     aux = {}
     if cfg.aux_weight > 0:  # labels of the members' auxiliary output
-        labels = data.auxiliary_labels(cfg.aux_target)
-        aux = {"aux": labels[used], "unlabelled_aux": labels[~used]}
-    fits = fit_ensemble(data.windows[used], y[used], len(task.classes), data.spec.fs_hz, cfg, seed,
-                        progress=lambda *a: bar.update(1), unlabelled=data.windows[~used], **aux)
+        labels = data.auxiliary_labels(cfg.aux_target, cells)
+        aux = {"aux": labels[used], "unlabelled_aux": labels[unlabelled]}
+    fits = fit_ensemble(x[used], y[used], len(task.classes), data.spec.fs_hz, cfg, seed,
+                        progress=lambda *a: bar.update(1), unlabelled=x[unlabelled], **aux)
     bar.close()
     evaluation = evaluation_for(report_json, task_name)
     card = None
     if rank == 0:
+        from trainer.rigs import training_envelope
+
         card = export_model([f.model for f in fits], name, task, data, y, cfg, Path(out_path), source=str(data_dir),
-                            evaluation=evaluation, seed=seed, processes=size)
+                            evaluation=evaluation, seed=seed, processes=size,
+                            envelope=training_envelope(x[used | unlabelled]))
+        if calibration_cells is not None:
+            from trainer.calibration import calibrate_file_on_rigs
+
+            card = calibrate_file_on_rigs(Path(out_path), fits[0].model, data, task, calibration_cells, cfg)
     distributed.stop()
     return card
 

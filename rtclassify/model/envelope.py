@@ -1,0 +1,90 @@
+"""The acquisition envelope: what a model was validated on, and whether an input lies inside it.
+
+A model file's card carries `envelope` (written by `python -m trainer ship` and `trainer adapt`, its
+figures by `python -m trainer rigs`): the sampling rates, analog filters, recording temperatures and
+the window statistics (membrane potential at the window's start, AP peak) its held-out figures cover.
+`judge` answers `inside`, or `outside: <why>` naming the value and the bound, for one input: predict
+writes it per row, serve and watch put it in every label, the overlay shows it. An input outside is
+still labelled (the label may well be right), but a user should not trust it as the card's figures.
+
+The rig is declared, not guessed: `filter_hz` and `temperature_c` come from cells.csv columns, serve's
+--filter-hz / --temperature-c, the optional ZMQ header and LSL metadata fields (docs/streaming.md),
+and file metadata (ABF telegraphs). Unknown is not outside: the card says what is assumed (34 °C).
+"""
+import math
+from dataclasses import dataclass
+
+INSIDE = "inside"
+
+
+@dataclass(frozen=True)
+class RigInfo:
+    """What the acquisition declares about its rig (None: not declared)."""
+
+    filter_hz: float | None = None  # analog low-pass corner (-3 dB), Hz
+    temperature_c: float | None = None  # bath temperature, °C
+
+    @classmethod
+    def from_values(cls, filter_hz=None, temperature_c=None) -> "RigInfo":
+        """From table cells or message fields: empty, None, NaN or 0 (filter bypassed) mean not declared."""
+        return cls(filter_hz=positive_or_none(filter_hz), temperature_c=number_or_none(temperature_c))
+
+    def merged_over(self, default: "RigInfo") -> "RigInfo":
+        """This rig's declared values, `default`'s where this one declares none."""
+        return RigInfo(self.filter_hz if self.filter_hz is not None else default.filter_hz,
+                       self.temperature_c if self.temperature_c is not None else default.temperature_c)
+
+
+def number_or_none(value) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number") from None
+    return None if math.isnan(x) else x
+
+
+def positive_or_none(value) -> float | None:
+    x = number_or_none(value)
+    return x if x is not None and x > 0 else None
+
+
+def judge(envelope: dict | None, fs_hz: float, rig: RigInfo = RigInfo(), window=None) -> str:
+    """`inside`, or `outside: <why>` (every reason, joined by '; '), for one input of a model whose card
+    has `envelope`: a stream or trace at fs_hz (Hz) from `rig`, and its model window (L,) mV if given."""
+    if not envelope:
+        return "outside: the model's card states no validated envelope (a file older than this release)"
+    why = []
+    lo, hi = envelope["fs_hz"]
+    if not lo <= fs_hz <= hi:
+        why.append(f"sampling rate {fs_hz:g} Hz is outside the validated {lo:g}-{hi:g} Hz")
+    if rig.filter_hz is not None:
+        if rig.filter_hz < envelope["filter_hz_min"]:
+            why.append(f"filter {rig.filter_hz:g} Hz is below the validated {envelope['filter_hz_min']:g} Hz")
+        if rig.filter_hz > fs_hz / 2:
+            why.append(f"filter {rig.filter_hz:g} Hz is above the Nyquist frequency {fs_hz / 2:g} Hz (aliasing)")
+    if rig.temperature_c is not None:
+        t_lo, t_hi = envelope["temperature_c"]
+        if not t_lo <= rig.temperature_c <= t_hi:
+            why.append(f"temperature {rig.temperature_c:g} °C is outside the validated {t_lo:g}-{t_hi:g} °C")
+    if window is not None and len(window):
+        start, peak = float(window[0]), float(max(window))
+        b_lo, b_hi = envelope["window_start_mv"]
+        if not b_lo <= start <= b_hi:
+            why.append(f"membrane potential {start:.1f} mV 1 ms before the peak is outside the validated "
+                       f"{b_lo:g} to {b_hi:g} mV (offset or junction potential?)")
+        p_lo, p_hi = envelope["peak_mv"]
+        if not p_lo <= peak <= p_hi:
+            why.append(f"AP peak {peak:.1f} mV is outside the validated {p_lo:g} to {p_hi:g} mV")
+    return INSIDE if not why else "outside: " + "; ".join(why)
+
+
+def describe(envelope: dict | None) -> str:
+    """One line for --help texts and logs."""
+    if not envelope:
+        return "no envelope stated"
+    return (f"{envelope['fs_hz'][0] / 1e3:g}-{envelope['fs_hz'][1] / 1e3:g} kHz, filters >= "
+            f"{envelope['filter_hz_min'] / 1e3:g} kHz, {envelope['temperature_c'][0]:g}-"
+            f"{envelope['temperature_c'][1]:g} °C (assumed {envelope.get('assumed_temperature_c', 34):g} °C "
+            "when not declared)")

@@ -1,0 +1,146 @@
+"""The rig-stratified report (`python -m trainer rigs`): held-out cells through each condition of
+trainer.rigs.REPORT_CONDITIONS, written as the cells.csv folder a lab would have, classified by
+`rtclassify predict`'s own code (rtclassify.offline.predict.predict_folder: temperature warp, refusals
+and envelope included), scored per condition: balanced accuracy, macro-F1, accuracy, per-class recall,
+ECE, with 95% intervals over cells and model seeds, and how many rows were refused or flagged outside."""
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from trainer.calibration import expected_calibration_error
+from trainer.metrics import score_repeats
+
+HEADLINE = ("balanced_accuracy", "macro_f1", "accuracy")
+
+
+def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Path, seed: int, n_boot: int,
+                   write_cards: bool) -> dict:
+    """models: {task: [model file or built-in name, ...]}; cells: "final" or "calibration" (the split
+    scored). Writes out_dir/rigs.json and rigs.md; returns the results."""
+    from tqdm import tqdm
+
+    from rtclassify.model.file_format import load_model
+    from trainer.cli.common import fold_groups, load
+    from trainer.evaluate import shipping_split
+    from trainer.labels import get_task
+    from trainer.rigs import REPORT_CONDITIONS, family_ratios
+
+    data = load(data_dir, 50_000.0)
+    final, calibration = shipping_split(data, fold_groups("donor", metadata_dir, data))
+    held = final if cells == "final" else calibration
+    results = {"meta": {"cells": cells, "seed": seed, "data": str(data_dir), "models": models,
+                        "conditions": [c.name for c in REPORT_CONDITIONS]}, "tasks": {}}
+    loaded = {task: [load_model(m) for m in files] for task, files in models.items()}
+    g5 = get_task("genetic5")
+    ratios = family_ratios(list(g5.classes), data.labels(g5), data.dendrite_types)  # the rig widens by family
+    idx = np.flatnonzero(held)
+    with tempfile.TemporaryDirectory() as tmp:
+        for c_i, condition in enumerate(tqdm(REPORT_CONDITIONS, desc="conditions", unit="rig")):
+            folder = Path(tmp) / f"c{c_i}"
+            from trainer.rigs import write_condition_folder
+
+            write_condition_folder(folder, condition, [data.traces[i] for i in idx], data.fs_hz[idx],
+                                   data.specimen_ids[idx], ratios[idx], seed + c_i)
+            for task_name, nets in loaded.items():
+                task = get_task(task_name)
+                y = data.labels(task)[idx]
+                runs = [predict_rows(m, folder) for m in nets]
+                results["tasks"].setdefault(task_name, {})[condition.name] = score_condition(
+                    runs, y, list(task.classes), n_boot, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "rigs.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "rigs.md").write_text(render_markdown(results))
+    if write_cards:
+        write_figures_to_cards(results, models)
+    return results
+
+
+def predict_rows(model, folder: Path) -> dict:
+    """rtclassify predict on `folder`: {"probs": (N, K) NaN where refused, "refused": (N,) bool,
+    "outside": (N,) bool, "reasons": {reason: count}}."""
+    from rtclassify.offline.predict import predict_folder
+
+    out = folder / f"pred-{model.sha256[:8]}.csv"
+    predict_folder(model, folder, out)
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    probs = np.array([[float(r[f"p_{c}"]) if r["label"] else np.nan for c in model.classes] for r in rows])
+    refused = np.array([not r["label"] for r in rows])
+    outside = np.array([bool(r["label"]) and r["envelope"] != "inside" for r in rows])
+    reasons = {}
+    for r in rows:
+        why = r["error"] if not r["label"] else (r["envelope"] if r["envelope"] != "inside" else "")
+        if why:
+            key = why.split(":")[0] if not r["label"] else why.split(";")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    return {"probs": probs, "refused": refused, "outside": outside, "reasons": reasons}
+
+
+def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed: int) -> dict:
+    """Scores of one condition over the task's cells (y >= 0), one run per model seed."""
+    task_cells = y >= 0
+    refused = np.mean([r["refused"][task_cells].mean() for r in runs])
+    outside = np.mean([r["outside"][task_cells].mean() for r in runs])
+    out = {"n": int(task_cells.sum()), "refused_share": round(float(refused), 4),
+           "outside_share": round(float(outside), 4), "reasons": runs[0]["reasons"]}
+    ok = task_cells & ~np.any([r["refused"] for r in runs], axis=0)
+    if ok.sum() < 2:
+        return out
+    preds = np.stack([r["probs"][ok].argmax(axis=1) for r in runs])
+    scores = score_repeats(y[ok], preds, len(classes), n_boot=n_boot, seed=seed)
+    eces = [expected_calibration_error(r["probs"][ok], y[ok]) for r in runs]
+    out.update({k: round(scores[k], 4) for k in HEADLINE})
+    out["ci95"] = {k: [round(v, 4) for v in scores["ci95"][k]] for k in HEADLINE}
+    out["seed_sd"] = {k: round(scores["repeat_sd"][k], 4) for k in HEADLINE}
+    out["recall"] = {c: round(v, 4) for c, v in zip(classes, scores["recall"])}
+    out["ece"] = round(float(np.mean(eces)), 4)
+    out["ece_max_seed"] = round(float(np.max(eces)), 4)
+    out["scored"] = int(ok.sum())
+    out["seeds"] = len(runs)
+    return out
+
+
+def render_markdown(results: dict) -> str:
+    meta = results["meta"]
+    lines = [f"# Rig-stratified figures ({meta['cells']} split)", "",
+             "Made by `python -m trainer rigs " + " ".join(f"--model {t}={m}" for t, ms in meta["models"].items()
+                                                       for m in ms) + f" --cells {meta['cells']}`.",
+             "Each held-out cell's stored AP recorded through the condition's rig (trainer/rigs.py; filters are "
+             "4-pole Bessel unless said), written as a cells.csv folder and classified by `rtclassify predict`'s "
+             "code. Intervals: 95% over cells and model seeds; ECE: 10 bins of the top probability.", ""]
+    for task, rows in results["tasks"].items():
+        classes = next((list(r["recall"]) for r in rows.values() if "recall" in r), [])
+        lines += [f"## {task}", "",
+                  "| condition | balanced accuracy [95%] | macro-F1 | accuracy | ECE | "
+                  + " | ".join(f"recall {c}" for c in classes) + " | refused | outside |",
+                  "|---|---|---|---|---|" + "---|" * len(classes) + "---|---|"]
+        for name, r in rows.items():
+            if "balanced_accuracy" not in r:
+                lines.append(f"| {name} | refused | | | | " + " | " * len(classes)
+                             + f"{r['refused_share']:.0%} | {r['outside_share']:.0%} |")
+                continue
+            ci = r["ci95"]["balanced_accuracy"]
+            lines.append(f"| {name} | {r['balanced_accuracy']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] | {r['macro_f1']:.3f} | "
+                         f"{r['accuracy']:.3f} | {r['ece']:.3f} | "
+                         + " | ".join(f"{r['recall'][c]:.2f}" for c in classes)
+                         + f" | {r['refused_share']:.0%} | {r['outside_share']:.0%} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_figures_to_cards(results: dict, models: dict) -> None:
+    """Each model file's card envelope gets `figures`: balanced accuracy and ECE per condition."""
+    from rtclassify.model.file_format import load_model, update_card
+
+    for task, files in models.items():
+        rows = results["tasks"][task]
+        figures = {name: ({"balanced_accuracy": r["balanced_accuracy"], "ece": r["ece"], "n": r["scored"]}
+                          if "balanced_accuracy" in r else {"refused_share": r["refused_share"]})
+                   for name, r in rows.items()}
+        for path in files:
+            envelope = dict(load_model(path).card.get("envelope") or {})
+            envelope["figures"] = {"split": results["meta"]["cells"], "report": "docs/rigs.md", "conditions": figures}
+            update_card(path, {"envelope": envelope})
