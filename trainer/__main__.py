@@ -6,7 +6,7 @@ trainer/recipe.py, the evaluation protocol in trainer/evaluate.py, the scores in
 """
 import click
 
-from trainer.cli.cmd_adapt import adapt
+from trainer.cli.cmd_adapt import adapt, adapt_curve
 from trainer.cli.cmd_bias_sweep import bias_sweep
 from trainer.cli.cmd_build import build
 from trainer.cli.cmd_calibration import calibration
@@ -31,7 +31,7 @@ def main():
 
 
 for command in (evaluate, figures, rescore, bias_sweep, learning_curve, teacher_spread, train, ship, cards, build,
-                calibration, fit_neurons, patchseq_labels, transfer, fetch, rigs, adapt):
+                calibration, fit_neurons, patchseq_labels, transfer, fetch, rigs, adapt, adapt_curve):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -86,12 +86,7 @@ def jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def fine_tune(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: AdaptConfig):
     """A copy of the folded scripted `module` whose head is fine-tuned on windows x (N, L) mV, labels y (N,)."""
-    import io
-
-    buf = io.BytesIO()
-    torch.jit.save(module, buf)
-    buf.seek(0)
-    net = torch.jit.load(buf)
+    net = copy_script(module)
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [getattr(net, name) for name in HEAD]
     start = [p.detach().clone() for p in params]
@@ -112,11 +107,25 @@ def fine_tune(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: AdaptCo
         opt.step()
     for p in params:
         p.requires_grad_(False)
-    return net.eval()
+    # a fresh copy: TorchScript's executor, having profiled the graph with gradients, refuses the
+    # inference-mode calls of predict and of the model-file writer's verification
+    return copy_script(net).eval()
+
+
+def copy_script(module):
+    """An independent copy of a scripted module (its own weights and executor state)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    buf.seek(0)
+    return torch.jit.load(buf)
 
 
 def probabilities(net, x: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
+    """(N, K) probabilities of `net` on windows x (N, L) mV. no_grad, not inference_mode: TorchScript
+    refuses inference tensors in a graph it profiled with gradients (fine_tune's)."""
+    with torch.no_grad():
         return net(torch.from_numpy(np.asarray(x, np.float32))).double().numpy()
 
 
@@ -204,7 +213,9 @@ def adapt_model(base: str, folder: Path, out: Path, cfg: AdaptConfig = AdaptConf
 
 def adapted_envelope(base: dict | None, summary: dict) -> dict:
     """The base model's envelope, its temperature range widened to the lab's declared temperatures."""
-    env = dict(base or {})
+    if not base:
+        return {}
+    env = dict(base)
     temps = [float(t) for t in summary["temperature_c"] if t != "not declared"]
     if env and temps:
         env["temperature_c"] = [min(env["temperature_c"][0], *temps), max(env["temperature_c"][1], *temps)]

@@ -236,11 +236,12 @@ REPORT_CONDITIONS = (
 
 
 def write_condition_folder(folder, condition: Condition, traces: list, fs_hz: np.ndarray, ids: np.ndarray,
-                           ratios: np.ndarray, seed: int) -> None:
+                           ratios: np.ndarray, seed: int, labels: list | None = None) -> None:
     """A cells.csv folder of the held-out APs (traces (N,) of (n,) mV at fs_hz (N,)) as `condition`
     records them: 1 ms before to 2 ms after each detected peak at the rig's rate, with the rig's
     filter_hz and (when declared) temperature_c columns: what a lab would hand `rtclassify predict`.
-    Cooled APs are widened by their family's ratio (N,)."""
+    Cooled APs are widened by their family's ratio (N,). labels: (N,) class names for a `label` column
+    (the layout `python -m trainer adapt` reads)."""
     import csv
     from pathlib import Path
 
@@ -250,8 +251,8 @@ def write_condition_folder(folder, condition: Condition, traces: list, fs_hz: np
     rig = condition.rig
     with open(folder / "cells.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["specimen_id", "fs_hz", "filter_hz", "temperature_c"])
-        for sid, trace, fs, ratio in zip(ids, traces, fs_hz, ratios):
+        w.writerow(["specimen_id", "fs_hz", "filter_hz", "temperature_c"] + (["label"] if labels is not None else []))
+        for i, (sid, trace, fs, ratio) in enumerate(zip(ids, traces, fs_hz, ratios)):
             if rig is None:
                 v = trace + condition.native_offset_mv + condition.native_noise_mv * rng.standard_normal(len(trace))
                 rate, filt, temp = fs, "", ""
@@ -260,4 +261,4 @@ def write_condition_folder(folder, condition: Condition, traces: list, fs_hz: np
                 rate, filt = rig.fs_hz, rig.filter_hz or ""
                 temp = rig.temperature_c if condition.declare_temperature else ""
             np.save(folder / "traces" / f"{sid}.npy", np.asarray(v, np.float32))
-            w.writerow([sid, f"{rate:g}", filt, temp])
+            w.writerow([sid, f"{rate:g}", filt, temp] + ([labels[i]] if labels is not None else []))

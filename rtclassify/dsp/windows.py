@@ -178,28 +178,26 @@ def window_from_segment(segment: np.ndarray, fs_hz: float, anchor_index: float, 
     return y[idx].astype(np.float32)
 
 
-def window_from_trace(trace: np.ndarray, fs_hz: float, anchor_index: float, spec: WindowSpec,
+def window_from_trace(trace: np.ndarray, fs_hz: float, anchor_index: int, spec: WindowSpec,
                       warp: float = 1.0) -> np.ndarray:
-    """window_from_segment for a trace that may end short of the window, read `warp` times faster
-    than it was recorded (the temperature warp, rtclassify.dsp.temperature.warp_factor; 1.0: as
-    recorded). A stored 3 ms AP read 1.6 times faster covers only 1.9 ms of the window: its first and
-    last samples are repeated to fill it, as the models saw in training (trainer/rigs.py).
+    """The model window of a trace around the sample `anchor_index`, read `warp` times faster than it
+    was recorded (the temperature warp, rtclassify.dsp.temperature.warp_factor; 1.0: as recorded),
+    cut exactly as the daemon's WindowCutter cuts its ring buffer: the segment of
+    samples_at(spec.before_ms, fs_hz * warp) samples before the anchor and samples_at(spec.after_ms, ...)
+    from it, through window_from_segment. Where the trace ends short of that segment (a stored 3 ms AP
+    read 1.6 times faster covers only 1.9 ms of the window) its first and last samples are repeated,
+    as the models saw in training (trainer/rigs.py).
 
-    trace: (n,) mV at fs_hz; anchor_index in samples of trace. Returns (spec.n_samples,) float32 mV.
+    trace: (n,) mV at fs_hz. Returns (spec.n_samples,) float32 mV.
     """
     fs_read = fs_hz * warp
-    lead = shortfall(spec.before_ms * fs_read / 1000.0, int(anchor_index))
-    tail = shortfall(spec.after_ms * fs_read / 1000.0, len(trace) - int(anchor_index))
-    if lead or tail:
-        trace = np.pad(np.asarray(trace, dtype=np.float64), (lead, tail), mode="edge")
-    return window_from_segment(trace, fs_read, anchor_index + lead, spec)
-
-
-def shortfall(needed: float, held: int) -> int:
-    """Samples to add where `held` samples must cover `needed` (fractional): none when they do, else
-    the difference plus one, for the rounding between rates."""
-    missing = int(np.ceil(needed)) - held
-    return missing + 1 if missing > 0 else 0
+    n_before, n_after = samples_at(spec.before_ms, fs_read), samples_at(spec.after_ms, fs_read)
+    a = int(anchor_index)
+    if a - n_before < 0 or a + n_after > len(trace):
+        segment = np.asarray(trace)[np.clip(np.arange(a - n_before, a + n_after), 0, len(trace) - 1)]
+    else:
+        segment = trace[a - n_before:a + n_after]
+    return window_from_segment(segment, fs_read, n_before, spec)
 
 
 class WindowCutter:

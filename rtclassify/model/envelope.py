@@ -53,7 +53,7 @@ def positive_or_none(value) -> float | None:
 def judge(envelope: dict | None, fs_hz: float, rig: RigInfo = RigInfo(), window=None) -> str:
     """`inside`, or `outside: <why>` (every reason, joined by '; '), for one input of a model whose card
     has `envelope`: a stream or trace at fs_hz (Hz) from `rig`, and its model window (L,) mV if given."""
-    if not envelope:
+    if not envelope or "fs_hz" not in envelope:
         return "outside: the model's card states no validated envelope (a file older than this release)"
     why = []
     lo, hi = envelope["fs_hz"]

@@ -38,3 +38,26 @@ def adapt(base, data_dir, out_path, epochs, seed):
     else:
         click.echo(f"not cross-validated: {cv}", err=True)
     click.echo(f"calibration: {card['calibration']['method']}")
+
+
+@click.command("adapt-curve")
+@click.option("--model", default="genetic5", show_default=True)
+@click.option("--task", default="genetic5", show_default=True, type=click.Choice(["genetic5", "broad2"]))
+@click.option("--data", "data_dir", default="../shared/data/allen-ctdb-spikes", show_default=True)
+@click.option("--metadata", "metadata_dir", default="../shared/data/allen-ctdb-metadata", show_default=True)
+@click.option("--sizes", default="2,4,6,8,16", show_default=True, help="Labelled cells per class, comma-separated.")
+@click.option("--seeds", default=5, show_default=True)
+@click.option("--out", "out_dir", default="docs/adapt", show_default=True)
+def adapt_curve(model, task, data_dir, metadata_dir, sizes, seeds, out_dir):
+    """Learning curve of `adapt` on a simulated 25 °C rig (docs/adapt): balanced accuracy on the lab's
+    other cells against labelled cells per class, with the spread over seeds."""
+    from trainer.adapt_curve import run_adapt_curve
+    from trainer.rigs import Condition, Rig
+
+    rig = Condition("25 °C told, 50 kHz, 10 kHz", Rig(fs_hz=50_000.0, filter_hz=10_000.0, temperature_c=25.0,
+                                                      stored=True))
+    res = run_adapt_curve(model, task, data_dir, metadata_dir, rig, [int(s) for s in sizes.split(",")], seeds,
+                          Path(out_dir))
+    from trainer.adapt_curve import render
+
+    click.echo(render(res))
