@@ -39,6 +39,9 @@ class HeadstagePanel(QtWidgets.QFrame):
         layout.addWidget(self.verdict, 1, 0, 1, 2)
         layout.addWidget(self.detail, 2, 0, 1, 2)
         layout.addWidget(self.evidence, 3, 0, 1, 2)
+        self.envelope = QtWidgets.QLabel("")  # whether the last label's input lies where the model was validated
+        self.envelope.setWordWrap(True)
+        layout.addWidget(self.envelope, 4, 0, 1, 2)
         self.bars = {}
         for row, c in enumerate(classes):
             name = QtWidgets.QLabel(c)
@@ -48,8 +51,8 @@ class HeadstagePanel(QtWidgets.QFrame):
             bar.setFormat("%p%")
             bar.setStyleSheet("QProgressBar {color: white; border: 1px solid #555; background: #222;}"
                               f"QProgressBar::chunk {{background: {CLASS_COLORS.get(c, '#aaaaaa')};}}")
-            layout.addWidget(name, 4 + row, 0)
-            layout.addWidget(bar, 4 + row, 1)
+            layout.addWidget(name, 5 + row, 0)
+            layout.addWidget(bar, 5 + row, 1)
             self.bars[c] = bar
         self.plot = pg.PlotWidget(background="#111111")
         self.plot.setMinimumHeight(140)
@@ -57,7 +60,7 @@ class HeadstagePanel(QtWidgets.QFrame):
         self.plot.setLabel("bottom", "time from peak", units="ms")
         self.trace = self.plot.plot(pen=pg.mkPen("#eeeeee", width=2))
         self.peak = self.plot.plot(pen=None, symbol="o", symbolBrush="#ffdd00", symbolSize=9)
-        layout.addWidget(self.plot, 4 + len(classes), 0, 1, 2)
+        layout.addWidget(self.plot, 5 + len(classes), 0, 1, 2)
 
     def show_view(self, view, now: float) -> None:
         v = view.verdict
@@ -67,6 +70,7 @@ class HeadstagePanel(QtWidgets.QFrame):
             self.verdict.setStyleSheet(f"color: {GREY}; font-size: 28pt; font-weight: bold;")
             self.detail.setText(f"cell {view.cell_id or '—'}" + (f"; last stimulus skipped: {last['reason']}" if last else ""))
             self.evidence.setText("")
+            self.envelope.setText("")
             for bar in self.bars.values():
                 bar.setValue(0)
             return
@@ -85,6 +89,7 @@ class HeadstagePanel(QtWidgets.QFrame):
         else:
             self.evidence.setText("… collecting: more sweeps needed")
             self.evidence.setStyleSheet("color: #ddaa33; font-size: 11pt;")
+        self.show_envelope(label.get("envelope"))
         for c, bar in self.bars.items():
             bar.setValue(int(round(100 * v["probs"].get(c, 0.0))))
         window = label.get("window")
@@ -95,6 +100,19 @@ class HeadstagePanel(QtWidgets.QFrame):
             x = [(k - a) * 1000.0 / fs for k in range(len(y))]
             self.trace.setData(x, y)
             self.peak.setData([0.0], [y[a]])
+
+
+    def show_envelope(self, envelope: str | None) -> None:
+        """The last label's `envelope`: quiet when inside, an orange warning with the reason when outside
+        (the label may still be right, but the model's figures do not vouch for it)."""
+        if not envelope:
+            self.envelope.setText("")
+        elif envelope == "inside":
+            self.envelope.setText("rig inside the model's validated envelope")
+            self.envelope.setStyleSheet("color: #888888; font-size: 10pt;")
+        else:
+            self.envelope.setText("⚠ outside the validated envelope: " + envelope.removeprefix("outside: "))
+            self.envelope.setStyleSheet("color: #ff9933; font-size: 11pt; font-weight: bold;")
 
 
 class OverlayWidget(QtWidgets.QWidget):

@@ -31,6 +31,28 @@ def test_state_follows_labels_cells_and_heartbeats():
     assert s.headstages[0].verdict is None and s.headstages[0].cell_id == "B"
 
 
+def test_a_panel_warns_when_the_last_label_lies_outside_the_envelope():
+    pytest.importorskip("pyqtgraph")
+    from pyqtgraph.Qt import QtWidgets
+
+    from plugins.overlay import OverlayWidget
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    state = FeedState()
+    state.apply("heartbeat", {"model": {"name": "m", "classes": ["Exc", "Pvalb"]}, "headstages": {}}, now=1.0)
+    widget = OverlayWidget(state, "test")
+    try:
+        for envelope, shown in (("inside", "inside the model's validated envelope"),
+                                ("outside: filter 1000 Hz is below the validated 2000 Hz",
+                                 "⚠ outside the validated envelope: filter 1000 Hz is below the validated 2000 Hz")):
+            state.apply("label", {**label(0, "A", "Pvalb", 1), "envelope": envelope})
+            widget.refresh()
+            app.processEvents()
+            assert shown in widget.panels[0].envelope.text()
+    finally:
+        widget.close()
+
+
 @pytest.mark.slow
 def test_widget_shows_the_received_verdict_and_warns_when_heartbeats_stop(tmp_path):
     pytest.importorskip("pyqtgraph")
@@ -73,6 +95,7 @@ def test_widget_shows_the_received_verdict_and_warns_when_heartbeats_stop(tmp_pa
         panel = widget.panels[0]
         assert panel.verdict.text().startswith(last["cell"]["label"])
         assert f"{last['cell']['n_windows']} sweep(s)" in panel.detail.text()
+        assert ("inside" in panel.envelope.text()) == (last["envelope"] == "inside")
         assert "live" in widget.banner.text()
         shot = tmp_path / "overlay.png"
         assert widget.grab().save(str(shot), "PNG") and shot.stat().st_size > 10_000

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import Subscriber, free_endpoint, spike_sweep
 from rtclassify.dsp.temperature import Q10, WIDTH_RATIO_25C, check_temperature, warp_factor, width_ratio
-from rtclassify.dsp.windows import WindowSpec, samples_at, window_from_segment, window_from_trace
+from rtclassify.dsp.windows import WindowSpec, samples_at, segment_samples, window_from_segment, window_from_trace
 from rtclassify.model.envelope import RigInfo, judge
 from rtclassify.transport.wire import encode_data, parse_data
 
@@ -130,7 +130,7 @@ def test_the_daemon_reads_a_cool_rig_as_predict_does():
     label, warp = labels[0], warp_factor(25.0)
     peak = label["peak_sample"]
     assert label["rig"]["warp"] == warp and label["rig"]["temperature_c"] == 25.0
-    assert label["window_end_sample"] == peak + samples_at(SPEC.after_ms, fs * warp) - 1
+    assert label["window_end_sample"] == peak + segment_samples(SPEC, fs * warp)[1] - 1
     offline = window_from_trace(v, fs, peak, model.spec, warp)
     assert np.max(np.abs(np.array(label["window"]["v_mv"]) - offline)) < 0.006  # labels carry 2 decimals
     assert label["envelope"] == judge(model.envelope, fs, RigInfo(temperature_c=25.0), offline)

@@ -1,7 +1,7 @@
 """`rtclassify serve`: the streaming daemon."""
 import click
 
-from rtclassify.cli.options import check_files, device_option, model_option
+from rtclassify.cli.options import check_files, device_option, model_option, rig_options
 
 
 @click.command()
@@ -46,13 +46,7 @@ from rtclassify.cli.options import check_files, device_option, model_option
 @click.option("--label-window", is_flag=True,
               help="Put the classified window (mV at the model rate) into each label, for the overlay's trace "
                    "(~1.5 kB more per label).")
-@click.option("--filter-hz", type=click.FloatRange(0, 1e6), default=None, metavar="HZ",
-              help="The amplifier's analog low-pass corner, Hz (0: none), for every headstage whose source does not "
-                   "declare its own (ZMQ header or LSL metadata `filter_hz`); judged against the model's envelope.")
-@click.option("--temperature-c", type=float, default=None, metavar="C",
-              help="The bath temperature, °C, for every headstage whose source does not declare its own "
-                   "(`temperature_c`). Below 34 °C APs are wider: windows are read faster to match (temperature "
-                   "warp); outside the model's validated range labels say so in `envelope`.")
+@rig_options
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
 def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, publish, lsl_out, log_path, budget_ms,
           device, runtime, threads, onsets, max_headstages, timeout_s, label_window, filter_hz, temperature_c, seconds):
@@ -74,10 +68,6 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
         raise click.UsageError("--source file needs --replay FILE (one or more: .npz, .nwb, .abf, ...)")
     if source == "file" and not replay_fs and any(f.endswith(".npz") for f in replay_files):
         raise click.UsageError("--replay FILE.npz needs --fs HZ (the recording's sampling rate)")
-    from rtclassify.dsp.temperature import check_temperature
-
-    if check_temperature(temperature_c):
-        raise click.BadParameter(check_temperature(temperature_c), param_hint="--temperature-c")
 
     from rtclassify.daemon.publish import Publisher, warn
 

@@ -1,7 +1,7 @@
 """`rtclassify sweeps`: list (and with --model, label) the sweeps of a recording of any format."""
 import click
 
-from rtclassify.cli.options import check_files
+from rtclassify.cli.options import check_files, rig_options
 
 
 @click.command()
@@ -12,7 +12,8 @@ from rtclassify.cli.options import check_files
 @click.option("--steps", type=click.Choice(["short", "any"]), default="short", show_default=True,
               help="short: classify short squares (one 1-5 ms step, the training protocol); any: also the first "
                    "AP of a longer step, marked outside the training protocol in `envelope`.")
-def sweeps(path, model_name, steps):
+@rig_options
+def sweeps(path, model_name, steps, filter_hz, temperature_c):
     """List the sweeps of FILE, one JSON object per sweep and recorded channel.
 
     Fields: sweep and channel (0-based, as in the file), stimulus, clamp_mode (current|voltage),
@@ -37,6 +38,7 @@ def sweeps(path, model_name, steps):
     model = None
     if model_name is not None:
         from rtclassify.model.file_format import ModelFileError, load_model
+        from rtclassify.model.envelope import RigInfo
         from rtclassify.offline.sweep_labels import label_sweep
 
         try:
@@ -46,7 +48,7 @@ def sweeps(path, model_name, steps):
     for s in found:
         line = {**summarise_sweep(s), "units": s.units or None, "filter_hz": s.filter_hz}
         if model is not None:
-            fields = label_sweep(s, model, steps)
+            fields = label_sweep(s, model, steps, RigInfo.from_values(filter_hz, temperature_c))
             fields.pop("probs", None)
             fields.pop("skip_reason", None)
             line.update(fields)

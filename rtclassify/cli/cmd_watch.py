@@ -1,7 +1,7 @@
 """`rtclassify watch`: answer each new sweep of the recordings acquisition software writes into a folder."""
 import click
 
-from rtclassify.cli.options import check_folder, model_option
+from rtclassify.cli.options import check_folder, model_option, rig_options
 
 
 @click.command()
@@ -17,8 +17,9 @@ from rtclassify.cli.options import check_folder, model_option
               help="short: classify short squares (one 1-5 ms step); any: also the first AP of a longer step "
                    "(marked outside the training protocol in `envelope`).")
 @click.option("--stable-s", default=0.5, show_default=True, help="A file is read once unchanged for this long, s.")
+@rig_options
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
-def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, seconds):
+def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, filter_hz, temperature_c, seconds):
     """Watch DIR for recordings (.abf, .nwb, ...) and answer each new sweep once.
 
     Files are read once their data are stable, again when they grow; each sweep and recorded
@@ -40,7 +41,10 @@ def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, secon
     except ModelFileError as exc:
         publisher.close()
         raise click.ClickException(str(exc)) from None
-    w = FolderWatch(Path(folder).resolve(), model, publisher.emit, steps=steps, stable_s=stable_s, answered=answered)
+    from rtclassify.model.envelope import RigInfo
+
+    w = FolderWatch(Path(folder).resolve(), model, publisher.emit, steps=steps, stable_s=stable_s, answered=answered,
+                    rig=RigInfo.from_values(filter_hz, temperature_c))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.set())

@@ -58,3 +58,26 @@ model_option = click.option(
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="Where the model runs; auto: CUDA when torch sees a GPU, else the CPU.")
+
+
+def check_temperature_option(ctx, param, value):
+    """--temperature-c: a bath temperature in °C, or a usage error naming the value."""
+    from rtclassify.dsp.temperature import check_temperature
+
+    why = check_temperature(value)
+    if why:
+        raise click.BadParameter(why)
+    return value
+
+
+def rig_options(f):
+    """--filter-hz and --temperature-c: the rig as the user declares it (model.envelope.RigInfo);
+    what a source or file declares itself takes precedence, field by field."""
+    f = click.option("--temperature-c", type=float, default=None, metavar="C", callback=check_temperature_option,
+                     help="The bath temperature, °C (default: not declared, taken as 34 °C, the models' own). "
+                          "Below 34 °C APs are wider: windows are read faster to match (the temperature warp); "
+                          "outside the model's validated range the `envelope` says so.")(f)
+    f = click.option("--filter-hz", type=click.FloatRange(0, 1e6), default=None, metavar="HZ",
+                     help="The amplifier's analog low-pass corner, Hz (0: none), judged against the model's "
+                          "envelope; a source's or file's own value takes precedence.")(f)
+    return f

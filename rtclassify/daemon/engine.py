@@ -291,8 +291,8 @@ class Engine:
             for stim in stimuli:
                 self.skip(hs, stim, "qc", hs.unusable)
             return []
-        n_before = samples_at(self.model.spec.before_ms, hs.read_fs)  # stream samples: the warp reads more
-        n_after = samples_at(self.model.spec.after_ms, hs.read_fs)  # of them at a cooler rig
+        n_before = hs.cutter.n_before  # stream samples around the peak (more of them at a cooler rig:
+        n_after = hs.cutter.n_in - n_before  # the temperature warp reads them faster)
         still = []
         for stim in stimuli:
             try:

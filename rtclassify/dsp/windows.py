@@ -75,6 +75,13 @@ def samples_at(ms: float, fs_hz: float) -> int:
     return int(round(ms * fs_hz / 1000.0))
 
 
+def segment_samples(spec: "WindowSpec", fs_hz: float) -> tuple[int, int]:
+    """(before, after): the stream samples cut before an anchor and from it on (anchor included) at
+    fs_hz, rounded up so that they cover the window at any rate (at 12.4 kHz, 1 ms is 12.4 samples:
+    12 would leave the window's first model sample uncovered). Exact at 10, 20, 25, 50, 200 kHz."""
+    return (int(np.ceil(spec.before_ms * fs_hz / 1000.0 - 1e-6)), int(np.ceil(spec.after_ms * fs_hz / 1000.0 - 1e-6)))
+
+
 MIN_STREAM_HZ = 10_000.0  # below this an AP's upstroke (~0.3 ms) spans 3 samples or fewer
 MAX_STREAM_HZ = 1_000_000.0
 RATIO_TOLERANCE = 1e-3  # relative error allowed in the rational resampling ratio
@@ -182,16 +189,15 @@ def window_from_trace(trace: np.ndarray, fs_hz: float, anchor_index: int, spec: 
                       warp: float = 1.0) -> np.ndarray:
     """The model window of a trace around the sample `anchor_index`, read `warp` times faster than it
     was recorded (the temperature warp, rtclassify.dsp.temperature.warp_factor; 1.0: as recorded),
-    cut exactly as the daemon's WindowCutter cuts its ring buffer: the segment of
-    samples_at(spec.before_ms, fs_hz * warp) samples before the anchor and samples_at(spec.after_ms, ...)
-    from it, through window_from_segment. Where the trace ends short of that segment (a stored 3 ms AP
+    cut exactly as the daemon's WindowCutter cuts its ring buffer: the segment_samples(spec, fs_hz * warp)
+    around the anchor, through window_from_segment. Where the trace ends short of that segment (a stored 3 ms AP
     read 1.6 times faster covers only 1.9 ms of the window) its first and last samples are repeated,
     as the models saw in training (trainer/rigs.py).
 
     trace: (n,) mV at fs_hz. Returns (spec.n_samples,) float32 mV.
     """
     fs_read = fs_hz * warp
-    n_before, n_after = samples_at(spec.before_ms, fs_read), samples_at(spec.after_ms, fs_read)
+    n_before, n_after = segment_samples(spec, fs_read)
     a = int(anchor_index)
     if a - n_before < 0 or a + n_after > len(trace):
         segment = np.asarray(trace)[np.clip(np.arange(a - n_before, a + n_after), 0, len(trace) - 1)]
@@ -204,8 +210,8 @@ class WindowCutter:
     """The daemon's window cut at one stream rate, straight out of its ring buffer.
 
     cut(buf, a) == window_from_segment(V of samples [a, a + n_in), fs_hz, n_before_in, spec) for
-    the segment the daemon cuts around an anchor (n_before_in = samples_at(spec.before_ms, fs_hz)
-    before it, samples_at(spec.after_ms, fs_hz) from it on), in one kernel call that computes only
+    the segment the daemon cuts around an anchor (segment_samples(spec, fs_hz): n_before_in before
+    it, the rest from it on), in one kernel call that computes only
     the spec.n_samples outputs kept. Why: the general path makes ~10 numpy calls and a full-length
     resampled copy per window, ~35 us warm and ~200 us on a cold CPU at 200 kHz here; the window
     is on the label's critical path. The tests hold the two equal.
@@ -213,8 +219,8 @@ class WindowCutter:
 
     def __init__(self, fs_hz: float, spec: WindowSpec):
         self.fs_hz, self.spec = float(fs_hz), spec
-        self.n_before = samples_at(spec.before_ms, fs_hz)
-        self.n_in = self.n_before + samples_at(spec.after_ms, fs_hz)
+        self.n_before, n_after = segment_samples(spec, fs_hz)
+        self.n_in = self.n_before + n_after
         self.same_rate = self.fs_hz == spec.fs_hz
         if self.same_rate:
             return

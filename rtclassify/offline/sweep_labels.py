@@ -8,7 +8,9 @@ and the label's `envelope` says it is outside the training protocol.
 """
 import numpy as np
 
+from rtclassify.dsp.temperature import warp_factor
 from rtclassify.dsp.windows import check_stream_rate
+from rtclassify.model.envelope import INSIDE, RigInfo, judge
 from rtclassify.formats.stimuli import SHORT_STEP_MS, is_short, steps_after_test_pulse
 from rtclassify.offline.sweep_windows import evoked_window
 
@@ -34,9 +36,10 @@ def find_step(s, steps: str):
                           f"{SHORT_STEP_MS[1]:g} ms short squares)"
 
 
-def label_sweep(s, model, steps: str = "short") -> dict:
+def label_sweep(s, model, steps: str = "short", rig: RigInfo = RigInfo()) -> dict:
     """Fields for one Sweep: `label`, `p_<class>`, `envelope`, `stim_onset_sample`, `peak_sample`;
-    or `skip` (the reason) and `skip_reason` (the daemon's code: qc or no_spike)."""
+    or `skip` (the reason) and `skip_reason` (the daemon's code: qc or no_spike). rig: what the user
+    declares (--filter-hz, --temperature-c); the file's own filter (a telegraph) takes precedence."""
     if s.refusal:
         return {"skip": s.refusal, "skip_reason": "qc"}
     if s.clamp_mode != "current":
@@ -47,7 +50,9 @@ def label_sweep(s, model, steps: str = "short") -> dict:
     onset, offset, envelope = find_step(s, steps)
     if onset is None:
         return {"skip": envelope, "skip_reason": "qc"}
-    cut = evoked_window(s, onset, offset, model.spec, first_in_step=envelope != "inside")
+    rig = RigInfo(filter_hz=s.filter_hz, temperature_c=None).merged_over(rig)
+    cut = evoked_window(s, onset, offset, model.spec, first_in_step=envelope != "inside",
+                        warp=warp_factor(rig.temperature_c))
     if isinstance(cut, str):
         return {"skip": cut, "skip_reason": "no_spike" if cut.startswith("0 APs") else "qc",
                 "stim_onset_sample": int(onset)}
@@ -55,6 +60,11 @@ def label_sweep(s, model, steps: str = "short") -> dict:
     probs = model.run(window[None, :].astype(np.float32))[0]
     out = {"label": model.classes[int(np.argmax(probs))]}
     out.update({f"p_{c}": round(float(p), 4) for c, p in zip(model.classes, probs)})
+    judged = judge(model.envelope, s.fs, rig, window)
+    if envelope == INSIDE:
+        envelope = judged
+    elif judged != INSIDE:  # outside the protocol, and more
+        envelope += "; " + judged.removeprefix("outside: ")
     out.update({"envelope": envelope, "stim_onset_sample": int(onset), "peak_sample": int(peak),
                 "probs": [float(p) for p in probs]})
     return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rtclassify.dsp.detector import EVOKED_SEARCH_MS
-from rtclassify.dsp.windows import WindowSpec, samples_at, window_from_segment
+from rtclassify.dsp.windows import WindowSpec, samples_at, segment_samples, window_from_trace
 
 OBSCURED = "AP peak hidden by a stimulus edge (obscured)"
 
@@ -50,11 +50,12 @@ def windows_from_sweeps(sweeps, spec: WindowSpec) -> SweepWindows:
     return SweepWindows(np.array(windows, np.float32).reshape(-1, spec.n_samples), rows, skipped)
 
 
-def evoked_window(s, onset: int, offset: int, spec: WindowSpec, first_in_step: bool = False):
+def evoked_window(s, onset: int, offset: int, spec: WindowSpec, first_in_step: bool = False, warp: float = 1.0):
     """(window (L,) float32 mV at spec.fs_hz, peak sample) of the one AP the step [onset, offset)
     of sweep `s` evoked, or the reason (str) there is none: NaN samples, not exactly one AP within
     EVOKED_SEARCH_MS of the onset, its peak hidden by a stimulus edge, or the window past the ends.
-    first_in_step: a longer step's first AP anywhere before the step's end (a train may follow)."""
+    first_in_step: a longer step's first AP anywhere before the step's end (a train may follow). warp: the
+    temperature warp (dsp.temperature.warp_factor) the window is read with, as serve reads it."""
     from rtclassify.dsp.detector import detect_spikes
 
     if not np.all(np.isfinite(s.response)):
@@ -70,7 +71,7 @@ def evoked_window(s, onset: int, offset: int, spec: WindowSpec, first_in_step: b
         return OBSCURED
     peak = int(sp.peaks[evoked[0]])
     anchor = peak if spec.anchor == "peak" else onset
-    n_before, n_after = samples_at(spec.before_ms, s.fs), samples_at(spec.after_ms, s.fs)
+    n_before, n_after = segment_samples(spec, s.fs * warp)
     if anchor - n_before < 0 or anchor + n_after > len(s.response):
         return "window runs past the sweep's ends"
-    return window_from_segment(s.response[anchor - n_before:anchor + n_after], s.fs, n_before, spec), peak
+    return window_from_trace(s.response, s.fs, anchor, spec, warp), peak

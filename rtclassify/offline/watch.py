@@ -25,6 +25,7 @@ from rtclassify.daemon.messages import HEARTBEAT_SCHEMA, LABEL_SCHEMA, PROB_DIGI
 from rtclassify.daemon.tracking import CellEntry
 from rtclassify.formats import RecordingError
 from rtclassify.formats.recordings import RECORDING_SUFFIXES, read_recording
+from rtclassify.model.envelope import RigInfo
 from rtclassify.offline.sweep_labels import label_sweep
 
 HEARTBEAT_S = 2.0
@@ -48,6 +49,7 @@ class FolderWatch:
     model: object
     emit: object  # emit(topic, msg), e.g. Publisher.emit
     steps: str = "short"
+    rig: RigInfo = field(default_factory=RigInfo)  # declared on the command line (--filter-hz, --temperature-c)
     stable_s: float = 0.5
     retry_s: float = 2.0
     answered: set = field(default_factory=set)  # (source_file, sweep, channel)
@@ -104,7 +106,7 @@ class FolderWatch:
             if key in self.answered:
                 continue
             t0 = time.perf_counter()
-            result = label_sweep(s, self.model, self.steps)
+            result = label_sweep(s, self.model, self.steps, self.rig)
             self.publish(path, s, result, (time.perf_counter() - t0) * 1e3)
             self.answered.add(key)
             sent += 1
