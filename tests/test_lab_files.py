@@ -49,6 +49,34 @@ def test_each_real_abf_file_reads_with_its_clamp_mode_channels_and_rate(name):
             assert -120 < np.median(s.response) < 0  # mV, whatever units the file used
 
 
+CURRENT_CLAMP_FILES = ["17o05028_ic_steps.abf", "171116sh_0018.abf", "171116sh_0019.abf", "File_axon_5.abf",
+                       "2019_05_02_DIC2_0011.abf", "2020_07_29_0062.abf", "17o05027_ic_ramp.abf"]
+
+
+@needs_abf
+@pytest.mark.parametrize("name", CURRENT_CLAMP_FILES)
+def test_sweep_ap_counts_agree_with_two_independent_detectors(name):
+    """n_spikes against eFEL's Spikecount and scipy's find_peaks (prominence 30 mV), on the sweeps where
+    those two agree: exact for at least 90% of each file's sweeps (late, slow APs of room-temperature
+    trains included)."""
+    efel = pytest.importorskip("efel")
+    from scipy.signal import find_peaks
+
+    agree = total = 0
+    for s in read_recording(ABF_DIR / name):
+        if s.refusal or s.clamp_mode != "current":
+            continue
+        t = np.arange(len(s.response)) / s.fs * 1000
+        e = efel.get_feature_values([{"T": t, "V": s.response, "stim_start": [t[0]], "stim_end": [t[-1]]}],
+                                    ["Spikecount"])[0]["Spikecount"]
+        peaks, _ = find_peaks(s.response, prominence=30, distance=int(0.001 * s.fs))
+        if (int(e[0]) if e is not None and len(e) else 0) != len(peaks):
+            continue
+        total += 1
+        agree += summarise_sweep(s)["n_spikes"] == len(peaks)
+    assert total and agree >= 0.9 * total, (agree, total)
+
+
 @needs_abf
 def test_the_epoch_table_gives_the_steps_onsets_even_when_steps_fill_half_the_sweep():
     """171116sh_0018: two steps per sweep (0.5 s and 1 s of 3 s); the first at 146.85 ms (the

@@ -51,6 +51,10 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
         cfg = replace(cfg, threads=threads)
     if rig_draws is not None:
         cfg = replace(cfg, rig_draws=rig_draws)
+    if cfg.rig_draws and (data.traces is None or data.spec.anchor != "peak"):
+        click.echo(f"{name}: no acquisition-chain draws: they start from stored APs (a folder of peak-aligned "
+                   "traces), not from windows already built; training on the windows as they are", err=True)
+        cfg = replace(cfg, rig_draws=0)
     cells = np.ones(len(data.specimen_ids), bool) if train_cells is None else train_cells
     y = np.where(cells, data.training_labels(task, cfg.related_lines), -1)
     used, unlabelled = y >= 0, cells & (y < 0)
