@@ -157,8 +157,9 @@ def test_serve_over_zmq_takes_the_rig_from_the_header_over_the_command_line(tmp_
         sock.recv()
         v, i = spike_sweep(fs=20_000.0, n=1600, onset=200)
         for hs, rig in ((0, RigInfo(temperature_c=24.0)), (1, None), (2, RigInfo(filter_hz=1_000.0))):
-            for k, a in enumerate(range(0, len(v), 40)):
-                sock.send_multipart(encode_data("amp", hs, k, a, 20_000.0, v[a:a + 40], i[a:a + 40], rig))
+            for k, a in enumerate(range(0, len(v), 40)):  # headstage 0 declares its rig in its first header only
+                said = rig if hs != 0 or k == 0 else None
+                sock.send_multipart(encode_data("amp", hs, k, a, 20_000.0, v[a:a + 40], i[a:a + 40], said))
         assert sub.wait_for(lambda s: len([m for t, m, _ in s.messages if t == "label"]) >= 3, 30)
         labels = {m["headstage"]: m for t, m, _ in sub.messages if t == "label"}
         assert labels[0]["rig"]["temperature_c"] == 24.0 and labels[0]["rig"]["filter_hz"] == 10_000.0

@@ -28,7 +28,8 @@ class AdaptConfig:
     copies: int = 16  # jittered copies of each cell per epoch (peak shift +-1 sample, gain 3%, 1 mV, 0.2 mV noise)
     lr: float = 3e-3
     anchor: float = 1e-2  # weight of the pull towards the base model's head weights (L2-SP)
-    folds: int = 5  # cross-validation folds over the lab's cells (fewer when a class has fewer cells)
+    folds: int = 5  # cross-validation folds over the lab's cells (fewer when a class has fewer cells); 0: none
+    # (the learning curve, which scores on cells of its own)
     seed: int = 0
 
 
@@ -139,7 +140,7 @@ def cross_validate(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: Ad
     present = np.bincount(y, minlength=n_classes)
     k = min(cfg.folds, int(present[present > 0].min()))
     if k < 2:
-        return None
+        return None  # too few cells of some class to hold any out (or cfg.folds 0)
     adapted = np.zeros((len(y), n_classes))
     for train, test in StratifiedKFold(k, shuffle=True, random_state=cfg.seed).split(x, y):
         adapted[test] = probabilities(fine_tune(module, x[train], y[train], n_classes, cfg), x[test])
@@ -201,7 +202,8 @@ def adapt_model(base: str, folder: Path, out: Path, cfg: AdaptConfig = AdaptConf
     card["adaptation"] = {"base": {"name": model.name, "file_sha256": base_sha, "weights_sha256": model.sha256},
                           "cells": summary, "options": asdict(cfg), "layers_trained": list(HEAD),
                           "cross_validation": cv if cv is not None else
-                          "not run: a class has fewer than 2 cells (label more cells to measure the adaptation)"}
+                          ("not run (folds 0)" if not cfg.folds else
+                           "not run: a class has fewer than 2 cells (label more cells to measure the adaptation)")}
     card["envelope"] = adapted_envelope(model.envelope, summary)
     card["evaluation"] = {"note": "the base model's figures do not hold for the adapted file; see "
                                   "adaptation.cross_validation", "base_evaluation": model.card.get("evaluation", {})}

@@ -91,7 +91,7 @@ def run_adapt_curve(model: str, task_name: str, data_dir, metadata_dir, conditio
                 work = Path(tmp) / f"n{n}-s{seed}"
                 subset_folder(lab, work / "adapt", chosen)
                 subset_folder(lab, work / "test", set(truth) - chosen)
-                adapt_model(model, work / "adapt", work / "adapted.pt", AdaptConfig(seed=seed))
+                adapt_model(model, work / "adapt", work / "adapted.pt", AdaptConfig(seed=seed, folds=0))
                 runs.append(score_folder(work / "adapted.pt", work / "test", truth, classes))
                 shutil.rmtree(work)
             ba = [r["balanced_accuracy"] for r in runs]

@@ -94,11 +94,14 @@ class Engine:
         hs = self.headstages.get(headstage)
         if hs is None and not self.admits(headstage, "data"):
             return
-        declared = self.cfg.rig if rig is None else rig.merged_over(self.cfg.rig)
+        # a message that declares nothing leaves the headstage's rig as it was (a sender may declare it
+        # once); one that declares a field overrides the command line's for that field
+        declared = None if rig is None else rig.merged_over(self.cfg.rig)
         if hs is None or hs.fs != fs:
-            hs = self.start_headstage(headstage, fs, first_sample, declared)
+            kept = hs.rig if hs is not None and hs.rig is not None else self.cfg.rig
+            hs = self.start_headstage(headstage, fs, first_sample, kept if declared is None else declared)
         else:
-            if declared != hs.rig:
+            if declared is not None and declared != hs.rig:
                 self.set_rig(hs, declared)
             if first_sample != hs.next_sample:
                 self.report_gap(hs, first_sample, seq)

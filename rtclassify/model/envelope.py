@@ -14,6 +14,8 @@ and file metadata (ABF telegraphs). Unknown is not outside: the card says what i
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 INSIDE = "inside"
 
 
@@ -69,7 +71,7 @@ def judge(envelope: dict | None, fs_hz: float, rig: RigInfo = RigInfo(), window=
         if not t_lo <= rig.temperature_c <= t_hi:
             why.append(f"temperature {rig.temperature_c:g} °C is outside the validated {t_lo:g}-{t_hi:g} °C")
     if window is not None and len(window):
-        start, peak = float(window[0]), float(max(window))
+        start, peak = float(window[0]), float(np.max(window))
         b_lo, b_hi = envelope["window_start_mv"]
         if not b_lo <= start <= b_hi:
             why.append(f"membrane potential {start:.1f} mV 1 ms before the peak is outside the validated "
