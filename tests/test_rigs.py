@@ -241,3 +241,30 @@ def test_rig_pools_train_on_both_kinds_of_window():
     variant = ((picks[..., 0] - x[:, 0, 0]) / 2).long()  # which of the 3 variants each row took
     share = (variant > 0).float().mean().item()
     assert 0.5 < share < 0.7 and set(variant.unique().tolist()) == {0, 1, 2}
+
+
+def test_a_report_condition_is_the_folder_a_lab_would_hand_predict(spikes_dir, tmp_path):
+    from rtclassify.formats.spike_folder import load_cell_trace, read_cells_table
+    from rtclassify.offline.predict import predict_folder
+    from rtclassify.model.file_format import load_model
+    from trainer.rig_report import predict_rows, score_condition
+    from trainer.rigs import REPORT_CONDITIONS
+
+    rows = read_cells_table(spikes_dir)[:6]
+    traces = [load_cell_trace(spikes_dir, r, SPEC) for r in rows]
+    ids = np.array([r.specimen_id for r in rows])
+    fs = np.array([r.fs_hz for r in rows])
+    by_name = {c.name: c for c in REPORT_CONDITIONS}
+    from trainer.rigs import write_condition_folder
+
+    for name, rate, temp in (("20 kHz, 5 kHz", "20000", ""), ("25 °C told, 20 kHz, 5 kHz", "20000", "25.0"),
+                             ("25 °C not told, 50 kHz, 10 kHz", "50000", ""), ("8 kHz, 2 kHz", "8000", "")):
+        folder = tmp_path / name.replace(" ", "_")
+        write_condition_folder(folder, by_name[name], traces, fs, ids, np.full(6, 1.6), seed=1)
+        table = list(csv.DictReader(open(folder / "cells.csv")))
+        assert [t["fs_hz"] for t in table] == [rate] * 6 and [t["temperature_c"] for t in table] == [temp] * 6
+        assert all(len(np.load(folder / "traces" / f"{i}.npy")) == samples_at(3.0, float(rate)) for i in ids)
+        run = predict_rows(load_model("genetic5"), folder)
+        assert run["refused"].all() == (name == "8 kHz, 2 kHz")
+        scores = score_condition([run, run], np.array([0, 0, 2, 2, -1, 0]), ["Exc", "Ndnf", "Pvalb", "Sst", "Vip"], 50, 0)
+        assert scores["n"] == 5 and (("balanced_accuracy" in scores) != (name == "8 kHz, 2 kHz"))

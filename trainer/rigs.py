@@ -259,6 +259,7 @@ def write_condition_folder(folder, condition: Condition, traces: list, fs_hz: np
             else:
                 v, _ = recorded_ap(trace, float(fs), rig, rng, ratio)
                 rate, filt = rig.fs_hz, rig.filter_hz or ""
-                temp = rig.temperature_c if condition.declare_temperature else ""
+                cooled = rig.temperature_c != REFERENCE_C  # Allen's own temperature: left undeclared, as most do
+                temp = rig.temperature_c if condition.declare_temperature and cooled else ""
             np.save(folder / "traces" / f"{sid}.npy", np.asarray(v, np.float32))
             w.writerow([sid, f"{rate:g}", filt, temp] + ([labels[i]] if labels is not None else []))
