@@ -27,7 +27,11 @@ class AdaptConfig:
     epochs: int = 60
     copies: int = 16  # jittered copies of each cell per epoch (peak shift +-1 sample, gain 3%, 1 mV, 0.2 mV noise)
     lr: float = 3e-3
-    anchor: float = 1e-2  # weight of the pull towards the base model's head weights (L2-SP)
+    anchor: float = 0.1  # weight of the pull towards the base model's head weights (L2-SP); 0.01 and 1.0 measured
+    # beside it (docs/adapt.md)
+    prior: str = "base"  # the class prior the adapted head keeps: "base" (the base model's, from its training
+    # cells and logit adjustment: the lab's labelled cells are chosen per class, not as they come) or "lab"
+    # (the labelled cells' own class shares, usually equal: maximises balanced accuracy, costs precision)
     folds: int = 5  # cross-validation folds over the lab's cells (fewer when a class has fewer cells); 0: none
     # (the learning curve, which scores on cells of its own)
     seed: int = 0
@@ -85,8 +89,10 @@ def jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
             + 0.2 * torch.randn(x.shape, generator=gen))
 
 
-def fine_tune(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: AdaptConfig):
-    """A copy of the folded scripted `module` whose head is fine-tuned on windows x (N, L) mV, labels y (N,)."""
+def fine_tune(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: AdaptConfig, base_log_prior=None):
+    """A copy of the folded scripted `module` whose head is fine-tuned on windows x (N, L) mV, labels y (N,).
+    base_log_prior: (K,) log class prior of the base model; with cfg.prior "base" the output bias is
+    moved from the labelled cells' class shares back to it after training (label-shift correction)."""
     net = copy_script(module)
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [getattr(net, name) for name in HEAD]
@@ -108,6 +114,10 @@ def fine_tune(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: AdaptCo
         opt.step()
     for p in params:
         p.requires_grad_(False)
+    if cfg.prior == "base" and base_log_prior is not None:
+        shares = np.maximum(counts / counts.sum(), 1e-3)
+        with torch.no_grad():  # the head's softmax output is the last layer: its bias carries the prior
+            net.b2 += torch.tensor(base_log_prior - np.log(shares), dtype=net.b2.dtype)
     # a fresh copy: TorchScript's executor, having profiled the graph with gradients, refuses the
     # inference-mode calls of predict and of the model-file writer's verification
     return copy_script(net).eval()
@@ -123,6 +133,19 @@ def copy_script(module):
     return torch.jit.load(buf)
 
 
+def base_log_prior(card: dict, classes: list) -> np.ndarray | None:
+    """(K,) log class prior (up to a constant) the base model decides with, from its card: training
+    class counts raised to (1 - balance_power) for the class-weighted loss, less logit_adjust for the
+    output shift (trainer.fit); None when the card does not say."""
+    arch, data = card.get("architecture", {}), card.get("training_data", {})
+    counts = data.get("per_class")
+    if not counts or any(c not in counts for c in classes):
+        return None
+    power = (1.0 - arch.get("balance_power", 1.0) if arch.get("balance", True) else 1.0) - arch.get("logit_adjust", 0.0)
+    freq = np.array([counts[c] for c in classes], dtype=float)
+    return power * np.log(np.maximum(freq / freq.sum(), 1e-6))
+
+
 def probabilities(net, x: np.ndarray) -> np.ndarray:
     """(N, K) probabilities of `net` on windows x (N, L) mV. no_grad, not inference_mode: TorchScript
     refuses inference tensors in a graph it profiled with gradients (fine_tune's)."""
@@ -130,7 +153,8 @@ def probabilities(net, x: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(np.asarray(x, np.float32))).double().numpy()
 
 
-def cross_validate(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: AdaptConfig) -> dict | None:
+def cross_validate(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: AdaptConfig,
+                   prior=None) -> dict | None:
     """Out-of-fold figures of the base and the adapted model on the lab's cells (stratified folds),
     None when a class present has fewer than 2 cells."""
     from sklearn.model_selection import StratifiedKFold
@@ -143,7 +167,7 @@ def cross_validate(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: Ad
         return None  # too few cells of some class to hold any out (or cfg.folds 0)
     adapted = np.zeros((len(y), n_classes))
     for train, test in StratifiedKFold(k, shuffle=True, random_state=cfg.seed).split(x, y):
-        adapted[test] = probabilities(fine_tune(module, x[train], y[train], n_classes, cfg), x[test])
+        adapted[test] = probabilities(fine_tune(module, x[train], y[train], n_classes, cfg, prior), x[test])
     base = probabilities(module, x)
     out = {"folds": k, "n_cells": len(y)}
     for name, p in (("base", base), ("adapted", adapted)):
@@ -180,8 +204,9 @@ def adapt_model(base: str, folder: Path, out: Path, cfg: AdaptConfig = AdaptConf
                              f"{model.module.original_name})")
     x, y, rows, summary = read_lab_cells(Path(folder), model)
     k = len(model.classes)
-    cv = cross_validate(model.module, x, y, k, cfg)
-    net = fine_tune(model.module, x, y, k, cfg)
+    prior = base_log_prior(model.card, model.classes)
+    cv = cross_validate(model.module, x, y, k, cfg, prior)
+    net = fine_tune(model.module, x, y, k, cfg, prior)
     calibration = {"method": "unknown", "why": "fewer than 20 cells, or a class with fewer than 2: no "
                                                  "out-of-fold probabilities to fit a temperature on"}
     if cv is not None and len(y) >= 20:

@@ -50,7 +50,7 @@ def score_folder(model_path, folder: Path, truth: dict, classes: list) -> dict:
 
 
 def run_adapt_curve(model: str, task_name: str, data_dir, metadata_dir, condition, sizes, seeds: int,
-                    out_dir: Path, min_test: int = 3) -> dict:
+                    out_dir: Path, min_test: int = 3, options: dict | None = None) -> dict:
     """The learning curve of adaptation; writes out_dir/adapt_curve.json, .md and .png."""
     from tqdm import tqdm
 
@@ -70,6 +70,7 @@ def run_adapt_curve(model: str, task_name: str, data_dir, metadata_dir, conditio
     idx = np.flatnonzero((final | calibration) & (y >= 0))
     truth = {data.specimen_ids[i]: classes[y[i]] for i in idx}
     results = {"meta": {"model": model, "task": task_name, "rig": condition.name, "seeds": seeds,
+                        "options": options or {},
                         "lab_cells": {c: int(np.sum(y[idx] == k)) for k, c in enumerate(classes)}}, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         lab = Path(tmp) / "lab"
@@ -91,7 +92,7 @@ def run_adapt_curve(model: str, task_name: str, data_dir, metadata_dir, conditio
                 work = Path(tmp) / f"n{n}-s{seed}"
                 subset_folder(lab, work / "adapt", chosen)
                 subset_folder(lab, work / "test", set(truth) - chosen)
-                adapt_model(model, work / "adapt", work / "adapted.pt", AdaptConfig(seed=seed, folds=0))
+                adapt_model(model, work / "adapt", work / "adapted.pt", AdaptConfig(seed=seed, folds=0, **(options or {})))
                 runs.append(score_folder(work / "adapted.pt", work / "test", truth, classes))
                 shutil.rmtree(work)
             ba = [r["balanced_accuracy"] for r in runs]

@@ -227,8 +227,12 @@ class Engine:
         hs.rig, hs.warp = rig, warp_factor(rig.temperature_c)
         if hs.unusable:
             return
-        hs.read_fs = hs.fs * hs.warp
-        hs.cutter = WindowCutter(hs.read_fs, self.model.spec)
+        try:
+            hs.cutter = WindowCutter(hs.fs * hs.warp, self.model.spec)
+        except ValueError as exc:  # no rational resampling ratio for this warped rate: answer with qc skips
+            hs.unusable = f"{exc} (temperature warp {hs.warp:g} at {rig.temperature_c:g} °C)"
+            self.notify(f"headstage {hs.number}: {hs.unusable}; its stimuli are answered with skip reason qc")
+            return
 
     def report_gap(self, hs: Headstage, first_sample: int, seq) -> None:
         """A jump in first_sample: open stimuli cannot be finished. Backwards, the source

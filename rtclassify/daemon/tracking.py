@@ -110,7 +110,6 @@ class Headstage:
         self.cutter = None  # its windows.WindowCutter, set by the engine for a usable rate
         self.rig = None  # model.envelope.RigInfo: what its source or the command line declares (engine.set_rig)
         self.warp = 1.0  # the temperature warp of the declared temperature (dsp.temperature.warp_factor)
-        self.read_fs = self.fs  # the rate its windows are cut as: fs * warp
         self.buf = RingBuffer(max(int(buffer_s * fs), 1024))
         self.next_sample: int | None = None
         self.next_seq: int | None = None

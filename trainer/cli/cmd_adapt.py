@@ -48,7 +48,9 @@ def adapt(base, data_dir, out_path, epochs, seed):
 @click.option("--sizes", default="2,4,6,8,16", show_default=True, help="Labelled cells per class, comma-separated.")
 @click.option("--seeds", default=5, show_default=True)
 @click.option("--out", "out_dir", default="docs/adapt", show_default=True)
-def adapt_curve(model, task, data_dir, metadata_dir, sizes, seeds, out_dir):
+@click.option("--set", "settings", multiple=True, metavar="OPTION=VALUE",
+              help="An AdaptConfig option for every adaptation, e.g. prior=lab or anchor=0.1 (repeatable).")
+def adapt_curve(model, task, data_dir, metadata_dir, sizes, seeds, out_dir, settings):
     """Learning curve of `adapt` on a simulated 25 °C rig (docs/adapt): balanced accuracy on the lab's
     other cells against labelled cells per class, with the spread over seeds."""
     from trainer.adapt_curve import run_adapt_curve
@@ -56,8 +58,23 @@ def adapt_curve(model, task, data_dir, metadata_dir, sizes, seeds, out_dir):
 
     rig = Condition("25 °C told, 50 kHz, 10 kHz", Rig(fs_hz=50_000.0, filter_hz=10_000.0, temperature_c=25.0,
                                                       stored=True))
+    import json
+
+    from dataclasses import fields
+
+    from trainer.adapt import AdaptConfig
+
+    options, known = {}, {f.name for f in fields(AdaptConfig)}
+    for item in settings:
+        key, _, text = item.partition("=")
+        if key not in known:
+            raise click.BadParameter(f"{item!r}: unknown option {key!r}; valid: {sorted(known)}", param_hint="--set")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
     res = run_adapt_curve(model, task, data_dir, metadata_dir, rig, [int(s) for s in sizes.split(",")], seeds,
-                          Path(out_dir))
+                          Path(out_dir), options=options)
     from trainer.adapt_curve import render
 
     click.echo(render(res))
