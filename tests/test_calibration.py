@@ -60,21 +60,25 @@ def test_apply_refuses_a_calibrated_file_and_replace_sets_the_fitted_temperature
     from rtclassify.model.file_format import BUILTIN_DIR, apply_temperature_to_file, load_model
     from trainer.__main__ import main
 
-    model = tmp_path / "broad2.pt"
-    shutil.copy(BUILTIN_DIR / "broad2.pt", model)
-    fitted = load_model("broad2").card["calibration"]["temperature"]  # the shipped T: fitted on this report
-    apply_temperature_to_file(str(model), 0.9, {"fitted_on": "test: a stale temperature"})
-    before = load_model(str(model), runtime="torchscript")
+    # two copies with different stale temperatures: --replace must leave both at the one fitted on the report
+    fitted = []
+    for stale in (1.3, 0.9):
+        model = tmp_path / f"broad2-{stale}.pt"
+        shutil.copy(BUILTIN_DIR / "broad2.pt", model)
+        apply_temperature_to_file(str(model), stale, {"fitted_on": "test: a stale temperature"})
+        before = load_model(str(model), runtime="torchscript")
+        args = ["calibration", "--data", str(spikes_dir), "--metadata", str(metadata_dir), "--method", "cnn_broad2",
+                "--splits", "1", "--apply", str(model)]
+        refused = CliRunner().invoke(main, args)
+        assert refused.exit_code != 0 and "--replace" in refused.output
+        result = CliRunner().invoke(main, args + ["--replace"])
+        assert result.exit_code == 0, result.output
+        cal = load_model(str(model)).card["calibration"]
+        old_t = before.card["calibration"]["temperature"]
+        assert cal["replaces_temperature"] == old_t
+        fitted.append(cal["temperature"])
+    assert fitted[0] == pytest.approx(fitted[1], abs=1e-4) and fitted[0] != pytest.approx(old_t, abs=1e-3)
     windows = np.random.default_rng(1).normal(-55, 15, (8, before.spec.n_samples)).astype(np.float32)
-    args = ["calibration", "--data", str(spikes_dir), "--metadata", str(metadata_dir), "--method", "cnn_broad2",
-            "--splits", "1", "--apply", str(model)]
-    refused = CliRunner().invoke(main, args)
-    assert refused.exit_code != 0 and "--replace" in refused.output
-    result = CliRunner().invoke(main, args + ["--replace"])
-    assert result.exit_code == 0, result.output
-    cal = load_model(str(model)).card["calibration"]
-    old_t = before.card["calibration"]["temperature"]
-    assert cal["replaces_temperature"] == old_t and cal["temperature"] == pytest.approx(fitted, abs=1e-4)
     # same network: undo both temperatures and the outputs agree
     logit_old = np.log(before.run(windows)) * old_t
     logit_new = np.log(load_model(str(model)).run(windows)) * cal["temperature"]

@@ -128,6 +128,19 @@ def test_a_temperature_is_built_into_the_module_and_the_card(tmp_path):
 
 @pytest.mark.parametrize("name", BUILTIN_MODELS)
 def test_the_shipped_models_carry_their_calibration(name):
-    cal = load_model(name).card["calibration"]
+    card = load_model(name).card
+    cal = card["calibration"]
     assert cal["method"] == "temperature" and 0.3 < cal["temperature"] < 1.0
-    assert cal["ece_held_out_donors_after"]["median"] <= 0.05
+    assert "calibration cells" in cal["fitted_on"] and cal["ece_after_on_fit_cells"] < cal["ece_before_on_fit_cells"]
+    held_out = card["envelope"]["figures"]["conditions"]  # the final split through every rig of the report
+    assert all(c["ece"] <= 0.06 for k, c in held_out.items() if "ece" in c and "not told" not in k)
+
+
+@pytest.mark.parametrize("name", ["genetic5", "broad2"])
+def test_the_shipped_models_state_their_envelope(name):
+    env = load_model(name).card["envelope"]
+    assert env["fs_hz"] == [10_000.0, 200_000.0] and env["temperature_c"] == [22.0, 34.0]
+    lo, hi = env["window_start_mv"]
+    assert -90 < lo < -60 and -40 < hi < -10
+    figures = env["figures"]["conditions"]
+    assert figures["8 kHz, 2 kHz"]["refused_share"] == 1.0 and "balanced_accuracy" in figures["as recorded"]

@@ -43,7 +43,9 @@ def test_predict_writes_one_row_per_cell_in_order(tmp_path, spikes_dir):
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
     assert [r["specimen_id"] for r in rows] == order
-    assert list(rows[0]) == ["specimen_id", "label", "p_Exc", "p_Ndnf", "p_Pvalb", "p_Sst", "p_Vip", "error"]
+    assert list(rows[0]) == ["specimen_id", "label", "p_Exc", "p_Ndnf", "p_Pvalb", "p_Sst", "p_Vip", "error",
+                             "envelope"]
+    assert all(r["envelope"] == "" for r in rows if r["error"])  # no label, nothing to judge
     by_id = {r["specimen_id"]: r for r in rows}
     assert "not found" in by_id["no_such_trace"]["error"] and by_id["no_such_trace"]["label"] == ""
     assert "NaN" in by_id["bad_nan"]["error"]
@@ -56,6 +58,7 @@ def test_predict_writes_one_row_per_cell_in_order(tmp_path, spikes_dir):
     # these cells were in the training data: this checks the pipeline (rates, resampling, order), not accuracy
     hits = sum(r["label"] == truth[r["specimen_id"]] for r in good)
     assert hits >= 0.7 * len(good)
+    assert sum(r["envelope"] == "inside" for r in good) >= 0.9 * len(good)  # Allen's own rig is inside
 
 
 def test_predict_broad2_labels(tmp_path, spikes_dir):

@@ -26,7 +26,7 @@ def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Pa
     from trainer.cli.common import fold_groups, load
     from trainer.evaluate import shipping_split
     from trainer.labels import get_task
-    from trainer.rigs import REPORT_CONDITIONS, family_ratios
+    from trainer.rigs import REPORT_CONDITIONS, family_ratios, write_condition_folder
 
     data = load(data_dir, 50_000.0)
     final, calibration = shipping_split(data, fold_groups("donor", metadata_dir, data))
@@ -40,8 +40,6 @@ def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Pa
     with tempfile.TemporaryDirectory() as tmp:
         for c_i, condition in enumerate(tqdm(REPORT_CONDITIONS, desc="conditions", unit="rig")):
             folder = Path(tmp) / f"c{c_i}"
-            from trainer.rigs import write_condition_folder
-
             write_condition_folder(folder, condition, [data.traces[i] for i in idx], data.fs_hz[idx],
                                    data.specimen_ids[idx], ratios[idx], seed + c_i)
             for task_name, nets in loaded.items():
@@ -70,12 +68,15 @@ def predict_rows(model, folder: Path) -> dict:
     probs = np.array([[float(r[f"p_{c}"]) if r["label"] else np.nan for c in model.classes] for r in rows])
     refused = np.array([not r["label"] for r in rows])
     outside = np.array([bool(r["label"]) and r["envelope"] != "inside" for r in rows])
-    reasons = {}
+    reasons = {}  # the first reason of each refused or outside row: errors by their field, envelopes whole
     for r in rows:
-        why = r["error"] if not r["label"] else (r["envelope"] if r["envelope"] != "inside" else "")
-        if why:
-            key = why.split(":")[0] if not r["label"] else why.split(";")[0]
-            reasons[key] = reasons.get(key, 0) + 1
+        if not r["label"]:
+            key = r["error"].split(":")[0]
+        elif r["envelope"] != "inside":
+            key = r["envelope"].split(";")[0]
+        else:
+            continue
+        reasons[key] = reasons.get(key, 0) + 1
     return {"probs": probs, "refused": refused, "outside": outside, "reasons": reasons}
 
 
@@ -132,7 +133,8 @@ def render_markdown(results: dict) -> str:
 
 
 def write_figures_to_cards(results: dict, models: dict) -> None:
-    """Each model file's card envelope gets `figures`: balanced accuracy and ECE per condition."""
+    """Each model file's card: `envelope.figures` (balanced accuracy and ECE per condition) and
+    `evaluation` (the as-recorded figures with intervals and per-class recall, the protocol)."""
     from rtclassify.model.file_format import load_model, update_card
 
     for task, files in models.items():
@@ -140,7 +142,14 @@ def write_figures_to_cards(results: dict, models: dict) -> None:
         figures = {name: ({"balanced_accuracy": r["balanced_accuracy"], "ece": r["ece"], "n": r["scored"]}
                           if "balanced_accuracy" in r else {"refused_share": r["refused_share"]})
                    for name, r in rows.items()}
+        recorded = rows["as recorded"]
+        evaluation = {"protocol": f"the {results['meta']['cells']} split (never trained on), scored through "
+                                  f"`python -m trainer rigs`, {recorded['seeds']} training seeds of this recipe",
+                      "pooled": {k: recorded[k] for k in ("balanced_accuracy", "macro_f1", "accuracy", "recall",
+                                                          "ci95", "seed_sd", "ece", "n")},
+                      "report": "docs/rigs/rigs.md"}
         for path in files:
             envelope = dict(load_model(path).card.get("envelope") or {})
-            envelope["figures"] = {"split": results["meta"]["cells"], "report": "docs/rigs.md", "conditions": figures}
-            update_card(path, {"envelope": envelope})
+            envelope["figures"] = {"split": results["meta"]["cells"], "report": "docs/rigs/rigs.md",
+                                   "conditions": figures}
+            update_card(path, {"envelope": envelope, "evaluation": evaluation})

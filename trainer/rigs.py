@@ -26,7 +26,7 @@ import numpy as np
 
 from rtclassify.dsp.detector import detect_spikes
 from rtclassify.dsp.temperature import REFERENCE_C, WIDTH_RATIO_25C, warp_factor, width_ratio
-from rtclassify.dsp.windows import WindowSpec, samples_at, window_from_trace
+from rtclassify.dsp.windows import WindowSpec, resample_ratio, samples_at, window_from_trace
 from rtclassify.formats.spike_folder import TRACE_AFTER_MS, TRACE_BEFORE_MS
 
 DENSE_HZ = 1_000_000.0  # the "analog" signal: stored APs upsampled to 1 MHz before the rig's filter
@@ -84,8 +84,8 @@ def upsample_to_dense(trace: np.ndarray, fs_hz: float) -> np.ndarray:
 
     pad = samples_at(PAD_MS, fs_hz)
     x = np.pad(np.asarray(trace, dtype=np.float64), pad, mode="edge")
-    up = int(round(DENSE_HZ / fs_hz))
-    return resample_poly(x, up, 1, padtype="edge")
+    up, down = resample_ratio(fs_hz, DENSE_HZ)  # exact for the stored rates (50, 200 kHz: 20/1, 5/1)
+    return resample_poly(x, up, down, padtype="edge")
 
 
 def record_through(trace: np.ndarray, fs_hz: float, rig: Rig, stretch: float, rng: np.random.Generator) -> np.ndarray:

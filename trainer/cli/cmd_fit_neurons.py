@@ -13,7 +13,7 @@ from trainer.cli.common import DEFAULT_DATA
 @click.option("--restart", is_flag=True, help="Start from the package's current table, not the published models.")
 @click.option("--workers", default=2, show_default=True, help="Neurons fitted in parallel.")
 @click.option("--out", "out_csv", default=None, type=click.Path(dir_okay=False),
-              help="Table to write [rtclassify/neuron_params.csv].")
+              help="Table to write [rtclassify/simulator/neuron_params.csv].")
 @click.option("--plot", "plot_path", default="docs/neurons.png", show_default=True, type=click.Path(dir_okay=False))
 def fit_neurons(spikes_dir, evaluations, restart, workers, out_csv, plot_path):
     """Fit the built-in model neurons to the class-median APs of the Allen recordings at 50 kHz;
