@@ -5,9 +5,32 @@ finished current-clamp sweep to `SweepForwarder.send_sweep`; the forwarder keeps
 sample counter and message counter continuous, as ../shared/CONTRACT.md requires, and announces
 new cells. Host-specific glue (an ACQ4 module, an Igor procedure) stays a thin layer over this.
 """
+import time
+
 import numpy as np
 
 from rtclassify.transport.wire import encode_data, encode_event
+
+REBIND_WAIT_S = 3.0  # how long a bind waits for the endpoint a just-closed forwarder held
+
+
+def bind_when_free(sock, endpoint: str) -> None:
+    """Bind `sock` at `endpoint`, waiting up to REBIND_WAIT_S while it is still in use. Why: a host
+    that reloads its module (ACQ4: quit, then load) binds the endpoint the old forwarder closed a
+    moment ago, and ZeroMQ releases a closed socket's port in its I/O thread, after close() returns;
+    the bind then failed with "Address already in use" now and then. Any other error, or an endpoint
+    still taken after the wait (another program), is raised."""
+    import zmq
+
+    deadline = time.monotonic() + REBIND_WAIT_S
+    while True:
+        try:
+            sock.bind(endpoint)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class SweepForwarder:
@@ -23,7 +46,7 @@ class SweepForwarder:
         self.sock = (context or zmq.Context.instance()).socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.LINGER, 2000)
-        self.sock.bind(endpoint)
+        bind_when_free(self.sock, endpoint)
         self.device = device
         self.chunk = chunk_samples
         self.next_sample: dict[int, int] = {}

@@ -31,3 +31,20 @@ def test_forwarded_sweeps_each_get_one_answer(evoked_dir):
         assert len({m["stim_onset_sample"] for m in answers}) == len(answers)
         with pytest.raises(ValueError, match="200000"):
             fwd.send_sweep(0, np.zeros(10), np.zeros(10), 200_000.0)
+
+
+def test_a_reloaded_forwarder_binds_the_endpoint_its_predecessor_just_closed(monkeypatch):
+    import zmq
+
+    from helpers import free_endpoint
+    from plugins import forwarder as fw
+
+    endpoint = free_endpoint()
+    for _ in range(20):  # quit + load, as ACQ4 does it, many times in a row
+        f = fw.SweepForwarder(endpoint)
+        f.close()
+    f = fw.SweepForwarder(endpoint)
+    monkeypatch.setattr(fw, "REBIND_WAIT_S", 0.3)
+    with pytest.raises(zmq.ZMQError):  # still held by a live socket: refused after the wait, not hung
+        fw.SweepForwarder(endpoint)
+    f.close()
