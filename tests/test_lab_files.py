@@ -245,3 +245,25 @@ def test_annotate_writes_a_csv_sidecar_for_an_abf_file(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "2019_05_02_DIC2_0011.abf.rtclassify.csv")))
     assert [(r["sweep"], r["channel"]) for r in rows] == [(str(k), str(c)) for k in range(3) for c in (0, 1)]
     assert all(r["label"] or r["skip"] for r in rows) and rows[0]["model"] == "genetic5"
+
+
+@needs_abf
+def test_sweeps_reads_a_declared_room_temperature_and_refuses_an_impossible_one():
+    import json
+
+    from click.testing import CliRunner
+
+    from rtclassify.cli import main
+
+    path = str(ABF_DIR / "171116sh_0019.abf")  # a fast-spiking cell recorded by another lab
+    runs = {}
+    for told in ((), ("--temperature-c", "24")):
+        result = CliRunner().invoke(main, ["sweeps", path, "--model", "genetic5", "--steps", "any", *told])
+        assert result.exit_code == 0, result.output
+        runs[told] = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    plain, warm = runs[()], runs[("--temperature-c", "24")]
+    labelled = [(a, b) for a, b in zip(plain, warm) if "label" in a and "label" in b]
+    assert labelled and any(a["p_Pvalb"] != b["p_Pvalb"] for a, b in labelled)  # the window is read faster
+    assert all(b["envelope"].startswith("outside: the first AP of a") for _, b in labelled)  # long steps
+    bad = CliRunner().invoke(main, ["sweeps", path, "--model", "genetic5", "--temperature-c", "297"])
+    assert bad.exit_code == 2 and "not a bath temperature in °C" in bad.output

@@ -50,7 +50,7 @@ def label_sweep(s, model, steps: str = "short", rig: RigInfo = RigInfo()) -> dic
     onset, offset, envelope = find_step(s, steps)
     if onset is None:
         return {"skip": envelope, "skip_reason": "qc"}
-    rig = RigInfo(filter_hz=s.filter_hz, temperature_c=None).merged_over(rig)
+    rig = RigInfo.from_values(filter_hz=s.filter_hz).merged_over(rig)
     cut = evoked_window(s, onset, offset, model.spec, first_in_step=envelope != "inside",
                         warp=warp_factor(rig.temperature_c))
     if isinstance(cut, str):
