@@ -93,8 +93,9 @@ def write_allen_file(path, ap_mv, fs, onset_s=1.02, stim_to_peak_s=0.0032, n_swe
             s.create_dataset("starting_time", data=0.0).attrs["rate"] = fs
 
 
-def write_nwb2_file(path, sweeps, fs, stimulus="C1SSFINEST150112"):
-    """A DANDI-like NWB 2 file (pynwb): one CurrentClampSeries + stimulus series per (v mV, i pA) sweep."""
+def write_nwb2_file(path, sweeps, fs, stimulus="C1SSFINEST150112", filtering=None):
+    """A DANDI-like NWB 2 file (pynwb): one CurrentClampSeries + stimulus series per (v mV, i pA) sweep;
+    filtering: the electrode's free-text filter description."""
     import datetime
 
     from pynwb import NWBHDF5IO, NWBFile
@@ -103,7 +104,8 @@ def write_nwb2_file(path, sweeps, fs, stimulus="C1SSFINEST150112"):
     nwb = NWBFile(session_description="DANDI-like test file", identifier=str(path),
                   session_start_time=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
     dev = nwb.create_device(name="amplifier")
-    el = nwb.create_icephys_electrode(name="electrode_0", description="headstage 0", device=dev)
+    el = nwb.create_icephys_electrode(name="electrode_0", description="headstage 0", device=dev,
+                                      **({"filtering": filtering} if filtering else {}))
     for k, (v_mv, i_pa) in enumerate(sweeps):
         common = dict(electrode=el, gain=1.0, rate=fs, starting_time=0.0, sweep_number=np.uint32(k),
                       stimulus_description=stimulus)

@@ -268,3 +268,22 @@ def test_a_report_condition_is_the_folder_a_lab_would_hand_predict(spikes_dir, t
         assert run["refused"].all() == (name == "8 kHz, 2 kHz")
         scores = score_condition([run, run], np.array([0, 0, 2, 2, -1, 0]), ["Exc", "Ndnf", "Pvalb", "Sst", "Vip"], 50, 0)
         assert scores["n"] == 5 and (("balanced_accuracy" in scores) != (name == "8 kHz, 2 kHz"))
+
+
+def test_an_nwb2_electrode_filter_reaches_sweeps_and_the_envelope(tmp_path):
+    from helpers import write_nwb2_file
+    from rtclassify.formats.nwb.nwb2 import filter_from_text
+    from rtclassify.formats.recordings import read_recording
+
+    assert filter_from_text("Bessel 10 kHz") == 10_000.0 and filter_from_text("low-pass 2000Hz, 4-pole") == 2_000.0
+    assert filter_from_text("none") is None and filter_from_text(None) is None
+    v, i = spike_sweep(n=4000, onset=1500)
+    i[100:300] = -20.0  # the test pulse that opens every MIES sweep
+    write_nwb2_file(tmp_path / "f.nwb", [(v, i)], 50_000.0, filtering="Bessel 1 kHz low-pass")
+    sweeps = read_recording(tmp_path / "f.nwb")
+    assert sweeps[0].filter_hz == 1_000.0
+    from rtclassify.model.file_format import load_model
+    from rtclassify.offline.sweep_labels import label_sweep
+
+    r = label_sweep(sweeps[0], load_model("genetic5"), "any")
+    assert "filter 1000 Hz is below the validated 2000 Hz" in r["envelope"]

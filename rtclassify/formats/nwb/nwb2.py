@@ -2,6 +2,8 @@
 sweep_number; stimulus name in `stimulus_description`. Read with pynwb; files pynwb cannot load
 (early 2.0b files written by MIES) are read from the same groups with h5py.
 """
+import re
+
 import numpy as np
 
 from rtclassify.formats.nwb import NwbError, Sweep, mode_from, rate_of, scaled, text, to_mv_or_pa
@@ -26,6 +28,17 @@ def series_values(series, where: str) -> np.ndarray:
     return to_mv_or_pa(np.asarray(series.data[:], dtype=np.float64) * float(series.conversion), series.unit, where)
 
 
+FILTER_TEXT = re.compile(r"(\d+(?:\.\d+)?)\s*(k?)hz", re.IGNORECASE)
+
+
+def filter_from_text(text) -> float | None:
+    """The low-pass corner (Hz) an electrode's free-text `filtering` field states ("Bessel 10 kHz",
+    "low-pass 2000 Hz"), None when it states none. NWB 2 keeps the amplifier's filter only as this
+    text; a field naming several frequencies gives the first."""
+    m = FILTER_TEXT.search(str(text or ""))
+    return float(m.group(1)) * (1000.0 if m.group(2) else 1.0) if m else None
+
+
 def read_with_pynwb(path) -> list[Sweep]:
     import warnings
 
@@ -46,10 +59,12 @@ def read_with_pynwb(path) -> list[Sweep]:
             mode = mode_from(type(s).__name__)
             sweep = int(s.sweep_number) if s.sweep_number is not None else len(out)
             stim = stims.get(s.sweep_number)
+            electrode = getattr(s, "electrode", None)
             out.append(Sweep(sweep, str(s.stimulus_description or ""), mode, float(s.rate),
                              series_values(s, f"{path}:/acquisition/{name}"),
                              series_values(stim, f"{path}:/stimulus/presentation/{stim.name}") if stim is not None
-                             else None, "nwb2"))
+                             else None, "nwb2",
+                             filter_hz=filter_from_text(electrode.filtering) if electrode is not None else None))
         return out
 
 
