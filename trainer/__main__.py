@@ -18,6 +18,7 @@ from trainer.cli.cmd_fit_neurons import fit_neurons
 from trainer.cli.cmd_learning_curve import learning_curve
 from trainer.cli.cmd_patchseq_labels import patchseq_labels
 from trainer.cli.cmd_rescore import rescore
+from trainer.cli.cmd_rig_cv import rig_cv
 from trainer.cli.cmd_rigs import rigs
 from trainer.cli.cmd_ship import ship
 from trainer.cli.cmd_teacher_spread import teacher_spread
@@ -31,7 +32,7 @@ def main():
 
 
 for command in (evaluate, figures, rescore, bias_sweep, learning_curve, teacher_spread, train, ship, cards, build,
-                calibration, fit_neurons, patchseq_labels, transfer, fetch, rigs, adapt, adapt_curve):
+                calibration, fit_neurons, patchseq_labels, transfer, fetch, rigs, rig_cv, adapt, adapt_curve):
     main.add_command(command)
 
 if __name__ == "__main__":

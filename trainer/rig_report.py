@@ -17,9 +17,10 @@ HEADLINE = ("balanced_accuracy", "macro_f1", "accuracy")
 
 
 def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Path, seed: int, n_boot: int,
-                   write_cards: bool) -> dict:
+                   write_cards: bool, held: np.ndarray | None = None, data=None) -> dict:
     """models: {task: [model file or built-in name, ...]}; cells: "final" or "calibration" (the split
-    scored). Writes out_dir/rigs.json and rigs.md; returns the results."""
+    scored), or any name when `held` ((N,) bool over data's cells) says which. Writes out_dir/rigs.json
+    and rigs.md; returns the results."""
     from tqdm import tqdm
 
     from rtclassify.model.file_format import load_model
@@ -28,9 +29,10 @@ def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Pa
     from trainer.labels import get_task
     from trainer.rigs import REPORT_CONDITIONS, family_ratios, write_condition_folder
 
-    data = load(data_dir, 50_000.0)
-    final, calibration = shipping_split(data, fold_groups("donor", metadata_dir, data))
-    held = final if cells == "final" else calibration
+    data = load(data_dir, 50_000.0) if data is None else data
+    if held is None:
+        final, calibration = shipping_split(data, fold_groups("donor", metadata_dir, data))
+        held = final if cells == "final" else calibration
     results = {"meta": {"cells": cells, "seed": seed, "data": str(data_dir), "models": models,
                         "conditions": [c.name for c in REPORT_CONDITIONS]}, "tasks": {}}
     loaded = {task: [load_model(m) for m in files] for task, files in models.items()}

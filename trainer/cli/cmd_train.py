@@ -28,13 +28,14 @@ def train(task, data_dir, out_path, members, name, report_json, threads, fs_hz, 
 
 
 def train_and_export(task_name, data_dir, out_path, members, name, report_json, fs_hz, seed, epochs, channels,
-                     threads=None, data=None, train_cells=None, calibration_cells=None, rig_draws=None):
+                     threads=None, data=None, train_cells=None, calibration_cells=None, rig_draws=None,
+                     overrides: dict | None = None):
     """Train the task's recipe and write the model file; returns its card (None on ranks > 0).
 
     data: the loaded folder (default: read data_dir). train_cells: (N,) bool, the cells trained on
     (default: all). calibration_cells: (N,) bool, cells whose windows (as recorded and through rigs)
     fit the file's temperature afterwards (default: none, uncalibrated). rig_draws: acquisition chains
-    drawn per cell (default: the recipe's)."""
+    drawn per cell (default: the recipe's). overrides: TrainConfig options replacing the recipe's."""
     import numpy as np
     from tqdm import tqdm
 
@@ -51,6 +52,8 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
         cfg = replace(cfg, threads=threads)
     if rig_draws is not None:
         cfg = replace(cfg, rig_draws=rig_draws)
+    if overrides:
+        cfg = replace(cfg, **overrides)
     if cfg.rig_draws and (data.traces is None or data.spec.anchor != "peak"):
         click.echo(f"{name}: no acquisition-chain draws: they start from stored APs (a folder of peak-aligned "
                    "traces), not from windows already built; training on the windows as they are", err=True)
