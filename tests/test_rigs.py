@@ -73,6 +73,9 @@ def test_judge_names_every_bound_an_input_breaks():
     shifted = judge(ENVELOPE, 50_000.0, RigInfo(), ok + 40)
     assert "1 ms before the peak" in shifted and "AP peak 80.0 mV" in shifted
     assert judge(None, 50_000.0).startswith("outside: the model's card states no validated envelope")
+    from rtclassify.model.envelope import describe
+
+    assert describe(ENVELOPE) == "10-200 kHz, filters >= 2 kHz, 22-34 °C (assumed 34 °C when not declared)"
 
 
 def test_a_header_declares_the_rig_and_a_bad_rig_field_loses_no_sample():

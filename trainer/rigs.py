@@ -20,7 +20,7 @@ The training distribution (`draw_rig`, documented in docs/rigs.md):
   files (edges repeated, as predict reads a cells.csv folder), half streams (the whole AP in view).
 """
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,9 +53,6 @@ class Rig:
     hum_hz: float = 50.0
     temperature_c: float = REFERENCE_C
     stored: bool = False  # the window is read from a stored 3 ms file (edges repeated) rather than a stream
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def draw_rig(rng: np.random.Generator) -> Rig:

@@ -99,7 +99,7 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     if model.runtime_note:
         warn(f"runtime {model.runtime}: {model.runtime_note}")
     warm_up_model(model)
-    from rtclassify.model.envelope import RigInfo
+    from rtclassify.model.envelope import RigInfo, describe
 
     cfg = ServeConfig(budget_ms=budget_ms, onsets=onsets, include_window=label_window, max_headstages=max_headstages,
                       rig=RigInfo.from_values(filter_hz, temperature_c))
@@ -115,7 +115,8 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     def ready():
         warn(f"ready: model {model.name} ({', '.join(model.classes)}) on {model.device} ({model.runtime}), "
              f"source {source}"
-             f"{' ' + ', '.join(streams) if streams else ''}, onsets {onsets}, labels to {', '.join(outputs)}")
+             f"{' ' + ', '.join(streams) if streams else ''}, onsets {onsets}, labels to {', '.join(outputs)}; "
+             f"validated on {describe(model.envelope)}")
 
     try:
         if source == "zmq":
