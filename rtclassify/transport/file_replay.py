@@ -7,7 +7,8 @@ import numpy as np
 
 
 def replay_recordings(path: str, fs_hz: float | None, detector) -> list[tuple[str, list, float, list]]:
-    """(name, [(headstage, v mV, i pA)], fs Hz, stimulus onsets) per sweep of one replay file.
+    """(name, [(headstage, v mV, i pA, rig)], fs Hz, stimulus onsets) per sweep of one replay file; rig:
+    what the file says of its rig (model.envelope.RigInfo: an ABF telegraph's filter), None if nothing.
 
     .npz: one recording (arrays v, i) at fs_hz on headstage 0; its onsets are the steps on i, found
     as `detect` finds them. Any other recording: each sweep's current-clamp channels that are a
@@ -15,6 +16,7 @@ def replay_recordings(path: str, fs_hz: float | None, detector) -> list[tuple[st
     are the command's steps (an ABF epoch table's, at any size; an NWB sweep's short square).
     """
     from rtclassify.dsp.detector import detect_steps
+    from rtclassify.model.envelope import RigInfo
 
     if not str(path).endswith(".npz"):
         from rtclassify.formats.recordings import read_recording
@@ -29,12 +31,13 @@ def replay_recordings(path: str, fs_hz: float | None, detector) -> list[tuple[st
             else:
                 step = find_short_square(s.stimulus, s.command, s.fs, s.layout)
                 onsets = [step.onset] if step else []
-            by_sweep.setdefault(s.sweep, []).append((s.channel, s.response, s.command, s.fs, onsets))
+            rig = RigInfo.from_values(filter_hz=s.filter_hz) if s.filter_hz else None
+            by_sweep.setdefault(s.sweep, []).append((s.channel, s.response, s.command, s.fs, onsets, rig))
         out = []
         for sweep, channels in sorted(by_sweep.items()):
             fs = channels[0][3]
             n = min(len(c[1]) for c in channels)
-            out.append((f"{path}#sweep{sweep}", [(ch, v[:n], i[:n]) for ch, v, i, _, _ in channels], fs,
+            out.append((f"{path}#sweep{sweep}", [(ch, v[:n], i[:n], rig) for ch, v, i, _, _, rig in channels], fs,
                         sorted({o for c in channels for o in c[4] if o < n})))
         return out
     from rtclassify.formats.npz import read_npz_recording
@@ -42,7 +45,7 @@ def replay_recordings(path: str, fs_hz: float | None, detector) -> list[tuple[st
     if not fs_hz:
         raise ValueError("an .npz recording needs its sampling rate (--fs)")
     v, i = read_npz_recording(path)
-    return [(str(path), [(0, v, i)], fs_hz, [int(x) for x in detect_steps(i, detector)[0]])]
+    return [(str(path), [(0, v, i, None)], fs_hz, [int(x) for x in detect_steps(i, detector)[0]])]
 
 
 def run_replay(daemon, files: list[str], fs_hz: float | None, speed: float, stop, chunk_ms: float = 1.0,
@@ -67,7 +70,7 @@ def run_replay(daemon, files: list[str], fs_hz: float | None, speed: float, stop
             continue
         announced = set()
         for _, channels, fs, onsets in recordings:
-            for h, _, _ in channels:
+            for h, *_ in channels:
                 if h not in announced:  # each file a new cell, on each of its headstages
                     daemon.on_event({"type": "new_cell", "headstage": h, "cell_id": str(path), "sample": position})
                     announced.add(h)
@@ -80,9 +83,9 @@ def run_replay(daemon, files: list[str], fs_hz: float | None, speed: float, stop
                     delay = t_start + played_s + a / fs / speed - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                for h, v, i in channels:
+                for h, v, i, rig in channels:
                     x = np.column_stack([v[a:a + chunk], i[a:a + chunk]])
-                    daemon.on_data(h, position + a, None, fs, x, time.perf_counter())
+                    daemon.on_data(h, position + a, None, fs, x, time.perf_counter(), rig)
                     if a == 0:
                         for onset in onsets:
                             daemon.on_event({"type": "stimulus", "headstage": h, "sample": position + int(onset)})
