@@ -163,6 +163,12 @@ def test_replaying_an_abf_file_answers_each_stimulus_once(tmp_path):
 
     onsets = {int(a + o) for a, s in zip(starts, sweeps) for o, _ in steps_after_test_pulse(s.command, s.fs, s.layout)}
     assert onsets <= {k[1] for k in keys}  # every step of the epoch table answered
+    from rtclassify.dsp.detector import DetectorConfig
+    from rtclassify.model.envelope import RigInfo
+    from rtclassify.transport.file_replay import replay_recordings
+
+    played = replay_recordings(str(ABF_DIR / name), None, DetectorConfig())
+    assert {c[3] for _, channels, _, _ in played for c in channels} == {RigInfo(filter_hz=10_000.0)}  # telegraphed
 
 
 def write_in_pieces(src: Path, dst: Path, pieces: int, pause_s: float) -> None:
