@@ -102,7 +102,9 @@ def mode_from(kind: str) -> str:
     raise NwbError(f"not a patch-clamp series ({kind})")
 
 
-def _counting_config():
+def counting_rules():
+    """The detector's rules for `sweeps`' n_spikes (a DetectorConfig; built on use, so that reading a
+    file does not import the numba kernels until APs are counted)."""
     from rtclassify.dsp.detector import DetectorConfig
 
     # AP counts of whole sweeps (`sweeps`' n_spikes) use the same detector with gentler rules than the
@@ -114,9 +116,6 @@ def _counting_config():
     # sweep in depolarisation block gains an AP), the other five files unchanged (all exact). Labels keep
     # the default rules: there a 25-30 mV spikelet must not pass for the evoked AP.
     return DetectorConfig(dvdt_threshold=5.0, min_acceleration=5.0, min_amplitude_mv=20.0)
-
-
-COUNTING = _counting_config()
 
 
 def summarise_sweep(s: Sweep) -> dict:
@@ -131,6 +130,6 @@ def summarise_sweep(s: Sweep) -> dict:
             steps = steps_after_test_pulse(s.command, s.fs, s.layout)
             onset = round(steps[0][0] / s.fs, 9) if steps else None
         n_spikes = len(detect_spikes(s.response, s.fs, ([a for a, _ in steps], [b for _, b in steps]),
-                                     COUNTING).peaks)
+                                     counting_rules()).peaks)
     return {"sweep": s.sweep, "channel": s.channel, "stimulus": s.stimulus, "clamp_mode": s.clamp_mode, "fs": s.fs,
             "n_samples": int(len(s.response)), "stim_onset_s": onset, "n_spikes": n_spikes}
