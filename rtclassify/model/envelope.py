@@ -16,7 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtclassify.dsp.temperature import check_temperature
+
 INSIDE = "inside"
+RIG_UNITS = {"filter_hz": "Hz", "temperature_c": "°C"}  # the fields a rig may declare, and their units
+MAX_FILTER_HZ = 1e6
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,42 @@ def number_or_none(value) -> float | None:
 def positive_or_none(value) -> float | None:
     x = number_or_none(value)
     return x if x is not None and x > 0 else None
+
+
+def check_filter(filter_hz: float) -> str | None:
+    """Why filter_hz (Hz) cannot be an analog filter's corner (None when it can; 0: none or unknown)."""
+    if not 0 <= filter_hz <= MAX_FILTER_HZ:
+        return f"filter_hz={filter_hz:g} is not a low-pass corner in Hz (0-{MAX_FILTER_HZ:g}; 0 for none)"
+    return None
+
+
+def parse_rig_fields(values: dict, text: bool = False) -> tuple[RigInfo, list[str]]:
+    """The rig that {field: value} declares (fields of RIG_UNITS; absent or None, or empty text: not declared), as
+    every source gives them: a ZMQ header's JSON numbers (text False: a string is not a number), or the
+    text of a cells.csv column or of LSL metadata (text True). Returns the rig of the usable values and,
+    for each unusable one, why, naming the field and the value; the callers decide what that costs
+    (a header's field ignored and counted, a table row refused)."""
+    checks = {"filter_hz": check_filter, "temperature_c": check_temperature}
+    usable, why = {}, []
+    for key, unit in RIG_UNITS.items():
+        value = values.get(key)
+        if value is None or (text and isinstance(value, str) and not value.strip()):
+            continue  # not declared (JSON: null; a table or XML: empty)
+        number = None
+        if not isinstance(value, bool) and (isinstance(value, (int, float)) or (text and isinstance(value, str))):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is None:
+            why.append(f"{key}={repr(value)[:40]} is not a number: give it in {unit} or leave it out")
+            continue
+        reason = checks[key](number)
+        if reason:
+            why.append(reason)
+            continue
+        usable[key] = number
+    return RigInfo.from_values(**usable), why
 
 
 def judge(envelope: dict | None, fs_hz: float, rig: RigInfo = RigInfo(), window=None) -> str:

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from rtclassify.formats.spike_folder import CellError, load_cell_window, read_cells_table
-from rtclassify.dsp.temperature import check_temperature, warp_factor
-from rtclassify.model.envelope import INSIDE, RigInfo, judge, number_or_none
+from rtclassify.dsp.temperature import warp_factor
+from rtclassify.model.envelope import INSIDE, RigInfo, judge, parse_rig_fields
 from rtclassify.model.file_format import LoadedModel
 
 BATCH = 256
@@ -55,18 +55,11 @@ def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=Non
 
 def declared_rig(row) -> RigInfo:
     """The rig a cells.csv row declares (optional columns filter_hz, temperature_c); CellError naming
-    the column and value when one is not a number or not a plausible temperature."""
-    values = {}
-    for column in ("filter_hz", "temperature_c"):
-        try:
-            values[column] = number_or_none(row.columns.get(column))
-        except ValueError:
-            raise CellError(f"{column}={row.columns.get(column)!r} is not a number: give it in "
-                            f"{'Hz' if column == 'filter_hz' else '°C'} or leave it empty") from None
-    why = check_temperature(values["temperature_c"])
+    the column and value when one cannot be a filter's corner in Hz or a bath temperature in °C."""
+    rig, why = parse_rig_fields(row.columns, text=True)
     if why:
-        raise CellError(why)
-    return RigInfo.from_values(**values)
+        raise CellError("; ".join(why))
+    return rig
 
 
 def write_predictions(out_csv: Path, rows, classes, probs_by_row: dict, errors: dict, envelopes: dict) -> None:

@@ -78,30 +78,18 @@ def read_rig_metadata(inlet, name: str):
     and `<temperature_c>` (°C), as text (docs/streaming.md). None when neither is there; an unusable
     value is left out and said once on stderr, the stream is read all the same."""
     from rtclassify.daemon.publish import warn
-    from rtclassify.dsp.temperature import check_temperature
-    from rtclassify.model.envelope import RigInfo
-    from rtclassify.transport.wire import check_filter
+    from rtclassify.model.envelope import RIG_UNITS, RigInfo, parse_rig_fields
 
     try:
         acquisition = inlet.info(1.0).desc().child("acquisition")
     except Exception:  # the full info could not be fetched in time: nothing declared
         return None
-    values = {}
-    for key, check in (("filter_hz", check_filter), ("temperature_c", check_temperature)):
-        text = acquisition.child_value(key) if not acquisition.empty() else ""
-        if not text:
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            warn(f"LSL stream {name!r}: metadata {key}={text[:40]!r} is not a number; ignored")
-            continue
-        why = check(value)
-        if why:
-            warn(f"LSL stream {name!r}: metadata {why}; ignored")
-            continue
-        values[key] = value
-    return RigInfo.from_values(**values) if values else None
+    if acquisition.empty():
+        return None
+    rig, why = parse_rig_fields({key: acquisition.child_value(key) for key in RIG_UNITS}, text=True)
+    for reason in why:
+        warn(f"LSL stream {name!r}: metadata {reason}; ignored")
+    return rig if rig != RigInfo() else None
 
 
 class StampMap:

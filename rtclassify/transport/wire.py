@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtclassify.dsp.temperature import check_temperature
-from rtclassify.model.envelope import RigInfo
+from rtclassify.model.envelope import RIG_UNITS, RigInfo, parse_rig_fields
 from rtclassify.units import I_SCALE, V_SCALE
 
 WIRE_VERSION = 1
@@ -129,39 +128,13 @@ def parse_data(header_frame: bytes, payload: bytes) -> DataChunk:
         raise MalformedMessage(f"data payload: {bad} samples with NaN/Inf (chunk starting at {first})", "non_finite")
     if scale != (1.0, 1.0):
         samples *= np.array(scale)
-    rig, rig_errors = parse_rig(h, where) if ("filter_hz" in h or "temperature_c" in h) else (None, ())
+    rig, rig_errors = None, ()
+    if any(key in h for key in RIG_UNITS):  # the optional filter_hz (Hz; 0 or null: none or unknown), temperature_c
+        # an unusable value is not a reason to lose samples: it is ignored (as not declared) and counted
+        rig, why = parse_rig_fields(h)
+        rig_errors = tuple(("rig_field", f"{where}: {reason}; ignored") for reason in why)
     return DataChunk(device=device, headstage=headstage, seq=seq, first_sample=first, fs=float(fs), samples=samples,
                      rig=rig, rig_errors=rig_errors)
-
-
-MAX_FILTER_HZ = 1e6
-
-
-def parse_rig(h: dict, where: str) -> tuple[RigInfo, tuple]:
-    """The optional rig fields of a data header: `filter_hz` (analog low-pass corner, Hz; 0 or null:
-    none or unknown) and `temperature_c` (bath, °C; null: unknown). An unusable value is not a reason to
-    lose samples: it is ignored (as not declared) and returned as (code, detail) for the heartbeat."""
-    values, errors = {}, []
-    for key, check in (("filter_hz", check_filter), ("temperature_c", check_temperature)):
-        value = h.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            errors.append(("rig_field", f"{where}: field {key!r}={shorten(value)} must be a number; ignored"))
-            continue
-        why = check(float(value))
-        if why:
-            errors.append(("rig_field", f"{where}: {why}; ignored"))
-            continue
-        values[key] = float(value)
-    return RigInfo.from_values(**values), tuple(errors)
-
-
-def check_filter(filter_hz: float) -> str | None:
-    """Why filter_hz (Hz) cannot be an analog filter's corner (None when it can; 0: none or unknown)."""
-    if not 0 <= filter_hz <= MAX_FILTER_HZ:
-        return f"filter_hz={filter_hz:g} is not a low-pass corner in Hz (0-{MAX_FILTER_HZ:g}; 0 for none)"
-    return None
 
 
 def unit_scales(units) -> tuple[float, float]:
