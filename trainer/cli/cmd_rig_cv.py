@@ -11,13 +11,12 @@ from trainer.cli.common import DEFAULT_DATA, DEFAULT_METADATA
 @click.option("--task", default="genetic5", show_default=True, type=click.Choice(["genetic5", "broad2"]))
 @click.option("--folds", default=3, show_default=True)
 @click.option("--fold", "only", type=int, default=None, help="Run this fold only (0-based; to share the cores).")
-@click.option("--rig-draws", default=None, type=int, help="Acquisition chains per cell (default: the recipe's).")
 @click.option("--set", "settings", multiple=True, metavar="OPTION=VALUE", help="A TrainConfig option (repeatable).")
 @click.option("--threads", default=1, show_default=True)
 @click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True)
 @click.option("--metadata", "metadata_dir", default=DEFAULT_METADATA, show_default=True)
 @click.option("--out", "out_dir", required=True, help="Folder: one model file and one rig report per fold.")
-def rig_cv(task, folds, only, rig_draws, settings, threads, data_dir, metadata_dir, out_dir):
+def rig_cv(task, folds, only, settings, threads, data_dir, metadata_dir, out_dir):
     """Train the task's recipe on the development cells less one donor-grouped fold and score that fold
     through every rig of `python -m trainer rigs` (uncalibrated: balanced accuracy does not depend on T)."""
     import json
@@ -43,7 +42,7 @@ def rig_cv(task, folds, only, rig_draws, settings, threads, data_dir, metadata_d
         held = fold_of == k
         path = out / f"fold{k}" / f"{task}.pt"
         train_and_export(task, data_dir, path, recipe.SHIPPED[task], task, None, 50_000.0, 0, None, None, threads,
-                         data=data, train_cells=dev & ~held, rig_draws=rig_draws, overrides=overrides)
+                         data=data, train_cells=dev & ~held, overrides=overrides)
         res = run_rig_report({task: [str(path)]}, data_dir, metadata_dir, f"development fold {k}", out / f"fold{k}",
                              7, 200, False, held=held, data=data)
         rows = res["tasks"][task]

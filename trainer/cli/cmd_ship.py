@@ -39,5 +39,5 @@ def ship(data_dir, metadata_dir, out_dir, tasks, rig_draws, threads, fs_hz, seed
         out = Path(out_dir) / f"{task}.pt"
         card = train_and_export(task, data_dir, out, members, task, None, fs_hz, seed, epochs, channels, threads,
                                 data=data, train_cells=~final & ~calibration, calibration_cells=calibration,
-                                rig_draws=rig_draws)
+                                overrides=None if rig_draws is None else {"rig_draws": rig_draws})
         click.echo(f"{out}: {card['classes']} sha256 {card['weights_sha256'][:12]}")

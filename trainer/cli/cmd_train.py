@@ -28,14 +28,14 @@ def train(task, data_dir, out_path, members, name, report_json, threads, fs_hz, 
 
 
 def train_and_export(task_name, data_dir, out_path, members, name, report_json, fs_hz, seed, epochs, channels,
-                     threads=None, data=None, train_cells=None, calibration_cells=None, rig_draws=None,
+                     threads=None, data=None, train_cells=None, calibration_cells=None,
                      overrides: dict | None = None):
     """Train the task's recipe and write the model file; returns its card (None on ranks > 0).
 
     data: the loaded folder (default: read data_dir). train_cells: (N,) bool, the cells trained on
     (default: all). calibration_cells: (N,) bool, cells whose windows (as recorded and through rigs)
-    fit the file's temperature afterwards (default: none, uncalibrated). rig_draws: acquisition chains
-    drawn per cell (default: the recipe's). overrides: TrainConfig options replacing the recipe's."""
+    fit the file's temperature afterwards (default: none, uncalibrated). overrides: TrainConfig options
+    replacing the recipe's (e.g. {"rig_draws": 0})."""
     import numpy as np
     from tqdm import tqdm
 
@@ -50,8 +50,6 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
     cfg = replace(make_config(epochs, channels, task_name), members=members)
     if threads:
         cfg = replace(cfg, threads=threads)
-    if rig_draws is not None:
-        cfg = replace(cfg, rig_draws=rig_draws)
     if overrides:
         cfg = replace(cfg, **overrides)
     if cfg.rig_draws and (data.traces is None or data.spec.anchor != "peak"):
