@@ -159,7 +159,7 @@ def cross_validate(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: Ad
     None when a class present has fewer than 2 cells."""
     from sklearn.model_selection import StratifiedKFold
 
-    from trainer.metrics import balanced_accuracy_and_macro_f1
+    from trainer.metrics import score_repeats
 
     present = np.bincount(y, minlength=n_classes)
     k = min(cfg.folds, int(present[present > 0].min()))
@@ -171,24 +171,11 @@ def cross_validate(module, x: np.ndarray, y: np.ndarray, n_classes: int, cfg: Ad
     base = probabilities(module, x)
     out = {"folds": k, "n_cells": len(y)}
     for name, p in (("base", base), ("adapted", adapted)):
-        ba, f1 = balanced_accuracy_and_macro_f1(y, p.argmax(axis=1), n_classes)
-        out[name] = {"balanced_accuracy": round(float(ba), 4), "macro_f1": round(float(f1), 4),
-                     "accuracy": round(float(np.mean(p.argmax(axis=1) == y)), 4),
-                     "balanced_accuracy_ci95": bootstrap_ci(y, p.argmax(axis=1), n_classes, cfg.seed)}
+        s = score_repeats(y, p.argmax(axis=1)[None], n_classes, n_boot=1000, seed=cfg.seed)  # 95% over cells
+        out[name] = {**{key: round(s[key], 4) for key in ("balanced_accuracy", "macro_f1", "accuracy")},
+                     "balanced_accuracy_ci95": [round(v, 3) for v in s["ci95"]["balanced_accuracy"]]}
     out["oof_probs"] = adapted
     return out
-
-
-def bootstrap_ci(y, pred, n_classes, seed, n_boot: int = 1000) -> list:
-    """95% interval of balanced accuracy over cells (bootstrap)."""
-    from trainer.metrics import balanced_accuracy_and_macro_f1
-
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(y), len(y))
-        vals.append(balanced_accuracy_and_macro_f1(y[i], pred[i], n_classes)[0])
-    return [round(float(v), 3) for v in np.nanpercentile(vals, [2.5, 97.5])]
 
 
 def adapt_model(base: str, folder: Path, out: Path, cfg: AdaptConfig = AdaptConfig()) -> dict:

@@ -35,18 +35,16 @@ def subset_folder(src: Path, dst: Path, ids: set, drop_temperature: bool = False
 
 
 def score_folder(model_path, folder: Path, truth: dict, classes: list) -> dict:
-    """rtclassify predict's code on `folder`, scored against truth {specimen_id: class name}."""
+    """rtclassify predict's code on `folder` (trainer.rig_report.predict_rows), scored against truth
+    {specimen_id: class name} on the rows it classified."""
     from rtclassify.model.file_format import load_model
-    from rtclassify.offline.predict import predict_folder
+    from trainer.rig_report import predict_rows
 
-    out = folder / "predictions.csv"
-    predict_folder(load_model(str(model_path)), folder, out)
-    with open(out) as f:
-        rows = [r for r in csv.DictReader(f) if r["label"]]
-    y = np.array([classes.index(truth[r["specimen_id"]]) for r in rows])
-    pred = np.array([classes.index(r["label"]) for r in rows])
-    ba, f1 = balanced_accuracy_and_macro_f1(y, pred, len(classes))
-    return {"balanced_accuracy": round(float(ba), 4), "macro_f1": round(float(f1), 4), "n_test": len(rows)}
+    run = predict_rows(load_model(str(model_path)), folder)
+    ok = ~run["refused"]
+    y = np.array([classes.index(truth[sid]) for sid in run["specimen_ids"][ok]])
+    ba, f1 = balanced_accuracy_and_macro_f1(y, run["probs"][ok].argmax(axis=1), len(classes))
+    return {"balanced_accuracy": round(float(ba), 4), "macro_f1": round(float(f1), 4), "n_test": int(ok.sum())}
 
 
 def run_adapt_curve(model: str, task_name: str, data_dir, metadata_dir, condition, sizes, seeds: int,

@@ -59,8 +59,8 @@ def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Pa
 
 
 def predict_rows(model, folder: Path) -> dict:
-    """rtclassify predict on `folder`: {"probs": (N, K) NaN where refused, "refused": (N,) bool,
-    "outside": (N,) bool, "reasons": {reason: count}}."""
+    """rtclassify predict on `folder`: {"specimen_ids": (N,) str, "probs": (N, K) NaN where refused,
+    "refused": (N,) bool, "outside": (N,) bool, "reasons": {reason: count}}, rows in cells.csv's order."""
     from rtclassify.offline.predict import predict_folder
 
     out = folder / f"pred-{model.sha256[:8]}.csv"
@@ -79,7 +79,8 @@ def predict_rows(model, folder: Path) -> dict:
         else:
             continue
         reasons[key] = reasons.get(key, 0) + 1
-    return {"probs": probs, "refused": refused, "outside": outside, "reasons": reasons}
+    return {"specimen_ids": np.array([r["specimen_id"] for r in rows]), "probs": probs, "refused": refused,
+            "outside": outside, "reasons": reasons}
 
 
 def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed: int) -> dict:
