@@ -144,3 +144,27 @@ def test_the_shipped_models_state_their_envelope(name):
     assert -90 < lo < -60 and -40 < hi < -10
     figures = env["figures"]["conditions"]
     assert figures["8 kHz, 2 kHz"]["refused_share"] == 1.0 and "balanced_accuracy" in figures["as recorded"]
+
+
+def test_the_all_cells_file_takes_its_held_out_siblings_temperature(tmp_path):
+    """`ship`: the file trained on every cell has no held-out cells; it carries the temperature its
+    sibling was fitted to, and its card names the sibling. Here the sibling is the shipped broad2 and the
+    'all-cells' file is the same network with its temperature undone: taking it back must restore the
+    shipped probabilities exactly."""
+    from rtclassify.model.file_format import ModelFileError, apply_temperature_to_file, update_card
+    from trainer.cli.cmd_ship import take_temperature
+
+    sibling = load_model("broad2", runtime="torchscript")
+    t = sibling.card["calibration"]["temperature"]
+    raw = tmp_path / "all-cells.pt"
+    apply_temperature_to_file("broad2", 1.0 / t, {"fitted_on": "test: temperature undone"}, out=raw)
+    card = take_temperature(raw, sibling.path)
+    assert card["calibration"]["temperature"] == pytest.approx(t, rel=1e-4)
+    assert sibling.card["weights_sha256"][:12] in card["calibration"]["fitted_on"]
+    windows = np.random.default_rng(1).normal(-55, 15, (8, sibling.spec.n_samples)).astype(np.float32)
+    assert np.allclose(load_model(str(raw), runtime="torchscript").run(windows), sibling.run(windows), atol=1e-5)
+    uncalibrated = tmp_path / "uncalibrated.pt"
+    uncalibrated.write_bytes(raw.read_bytes())
+    update_card(str(uncalibrated), {"calibration": None})
+    with pytest.raises(ModelFileError, match="ship --train-on development"):
+        take_temperature(raw, uncalibrated)

@@ -17,10 +17,11 @@ HEADLINE = ("balanced_accuracy", "macro_f1", "accuracy")
 
 
 def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Path, seed: int, n_boot: int,
-                   write_cards: bool, held: np.ndarray | None = None, data=None) -> dict:
+                   write_cards: bool, held: np.ndarray | None = None, data=None, card_to: dict | None = None) -> dict:
     """models: {task: [model file or built-in name, ...]}; cells: "final" or "calibration" (the split
     scored), or any name when `held` ((N,) bool over data's cells) says which. Writes out_dir/rigs.json
-    and rigs.md; returns the results."""
+    and rigs.md; returns the results. card_to: {task: [file, ...]}, files trained on every cell (the
+    shipped ones) that carry the scored siblings' figures in their cards too (with write_cards)."""
     from tqdm import tqdm
 
     from rtclassify.model.file_format import load_model
@@ -54,7 +55,7 @@ def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Pa
     (out_dir / "rigs.json").write_text(json.dumps(results, indent=1))
     (out_dir / "rigs.md").write_text(render_markdown(results))
     if write_cards:
-        write_figures_to_cards(results, models)
+        write_figures_to_cards(results, models, card_to or {})
     return results
 
 
@@ -135,9 +136,10 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_figures_to_cards(results: dict, models: dict) -> None:
-    """Each model file's card: `envelope.figures` (balanced accuracy and ECE per condition) and
-    `evaluation` (the as-recorded figures with intervals and per-class recall, the protocol)."""
+def write_figures_to_cards(results: dict, models: dict, card_to: dict) -> None:
+    """Each model file's card, and each of card_to's (files of the same recipe trained on every cell):
+    `envelope.figures` (balanced accuracy and ECE per condition) and `evaluation` (the as-recorded figures
+    with intervals and per-class recall, the protocol)."""
     from rtclassify.model.file_format import load_model, update_card
 
     for task, files in models.items():
@@ -151,8 +153,12 @@ def write_figures_to_cards(results: dict, models: dict) -> None:
                       "pooled": {k: recorded[k] for k in ("balanced_accuracy", "macro_f1", "accuracy", "recall",
                                                           "ci95", "seed_sd", "ece", "n")},
                       "report": "docs/rigs/rigs.md"}
-        for path in files:
+        siblings = {"protocol": evaluation["protocol"].replace(
+            "this recipe", "this recipe trained without that split (held-out siblings); this file, the same recipe "
+                           "trained on every labelled cell, has no held-out cells of its own and is expected to do "
+                           "at least as well")}
+        for path, extra in [(f, {}) for f in files] + [(f, siblings) for f in card_to.get(task, [])]:
             envelope = dict(load_model(path).card.get("envelope") or {})
             envelope["figures"] = {"split": results["meta"]["cells"], "report": "docs/rigs/rigs.md",
                                    "conditions": figures}
-            update_card(path, {"envelope": envelope, "evaluation": evaluation})
+            update_card(path, {"envelope": envelope, "evaluation": {**evaluation, **extra}})

@@ -1,9 +1,16 @@
 """`python -m trainer ship`: the built-in models rebuilt from the shared data.
 
-Each model trains on the development cells less a calibration split (trainer.evaluate.shipping_split),
-its windows as recorded and drawn through random acquisition chains (trainer/rigs.py); its temperature
-is fitted on the calibration cells through the same chains; the frozen final split stays unseen, for
-`python -m trainer rigs` to score the file once.
+Two files per model, same recipe and seed (trainer/recipe.py; windows as recorded and drawn through random
+acquisition chains, trainer/rigs.py):
+
+- the held-out sibling (`--train-on development`, written to OUT/held-out/): trained on the development
+  cells less a calibration split (trainer.evaluate.shipping_split); its temperature is fitted on the
+  calibration cells through the same chains, and `python -m trainer rigs` scores it once on the frozen
+  final split: every published figure is a sibling's;
+- the shipped file (`--train-on all`, the default): the same recipe trained on every labelled cell, final
+  and calibration splits included, so that a user's cells meet a network that learned from every donor
+  we have. It takes its sibling's temperature (it has no held-out cells of its own to fit one on); the
+  card says so and names the sibling's weights.
 """
 from pathlib import Path
 
@@ -11,6 +18,8 @@ import click
 
 from trainer.cli.common import DEFAULT_DATA, DEFAULT_METADATA, window_options
 from trainer.recipe import SHIPPED
+
+SIBLING_DIR = "held-out"  # OUT/held-out/<task>.pt: the sibling whose figures and temperature the shipped file carries
 
 
 @click.command()
@@ -20,12 +29,20 @@ from trainer.recipe import SHIPPED
 @click.option("--out", "out_dir", default="rtclassify/model/shipped", show_default=True)
 @click.option("--task", "tasks", multiple=True, type=click.Choice(list(SHIPPED)),
               help="Build only this model (repeatable; default: all).")
+@click.option("--train-on", type=click.Choice(["all", "development"]), default="all", show_default=True,
+              help="all: every labelled cell, temperature from the held-out sibling (trained first into "
+                   f"OUT/{SIBLING_DIR}/ unless --temperature-from names it); development: the held-out sibling "
+                   "itself (development cells less the calibration split; the final split unseen).")
+@click.option("--temperature-from", "sibling_dir", default=None,
+              help="Folder holding the held-out siblings (<task>.pt) to take the temperature from, instead of "
+                   "training them (with --train-on all).")
 @click.option("--rig-draws", default=None, type=int,
               help="Acquisition chains drawn per cell (default: the recipe's; 0: windows as recorded only).")
 @click.option("--threads", default=None, type=int,
               help="torch CPU threads (default: TrainConfig's; 1 when another training shares a 2-core machine).")
 @window_options
-def ship(data_dir, metadata_dir, out_dir, tasks, rig_draws, threads, fs_hz, seed, epochs, channels):
+def ship(data_dir, metadata_dir, out_dir, tasks, train_on, sibling_dir, rig_draws, threads, fs_hz, seed, epochs,
+         channels):
     """Build the built-in models (genetic5, broad2) from the shared data."""
     from trainer.cli.cmd_train import train_and_export
     from trainer.cli.common import fold_groups, load
@@ -33,11 +50,35 @@ def ship(data_dir, metadata_dir, out_dir, tasks, rig_draws, threads, fs_hz, seed
 
     data = load(data_dir, fs_hz)
     final, calibration = shipping_split(data, fold_groups("donor", metadata_dir, data))
+    overrides = None if rig_draws is None else {"rig_draws": rig_draws}
     for task, members in SHIPPED.items():
         if tasks and task not in tasks:
             continue
         out = Path(out_dir) / f"{task}.pt"
-        card = train_and_export(task, data_dir, out, members, task, None, fs_hz, seed, epochs, channels, threads,
-                                data=data, train_cells=~final & ~calibration, calibration_cells=calibration,
-                                overrides=None if rig_draws is None else {"rig_draws": rig_draws})
-        click.echo(f"{out}: {card['classes']} sha256 {card['weights_sha256'][:12]}")
+        sibling = out if train_on == "development" else Path(sibling_dir or Path(out_dir) / SIBLING_DIR) / f"{task}.pt"
+        if train_on == "development" or sibling_dir is None:
+            card = train_and_export(task, data_dir, sibling, members, task, None, fs_hz, seed, epochs, channels,
+                                    threads, data=data, train_cells=~final & ~calibration,
+                                    calibration_cells=calibration, overrides=overrides)
+            click.echo(f"{sibling}: held-out sibling, sha256 {card['weights_sha256'][:12]}")
+        if train_on == "all":
+            train_and_export(task, data_dir, out, members, task, None, fs_hz, seed, epochs, channels, threads,
+                             data=data, overrides=overrides)
+            card = take_temperature(out, sibling)
+            click.echo(f"{out}: {card['classes']} sha256 {card['weights_sha256'][:12]}")
+
+
+def take_temperature(path: Path, sibling: Path) -> dict:
+    """Calibrate the all-cells file `path` with the temperature its held-out sibling (same recipe and seed,
+    trained without the final and calibration splits) was fitted to; returns the new card."""
+    from rtclassify.model.file_format import ModelFileError, apply_temperature_to_file, load_model
+
+    theirs = load_model(str(sibling)).card
+    fitted = theirs.get("calibration") or {}
+    if fitted.get("method") != "temperature":
+        raise ModelFileError(f"{sibling}: not temperature-calibrated; build it with `ship --train-on development`")
+    evidence = {"fitted_on": f"the held-out sibling (weights sha256 {theirs['weights_sha256'][:12]}, same recipe "
+                             f"and seed, trained without the final and calibration splits): {fitted['fitted_on']}",
+                "ece_after_on_fit_cells": fitted.get("ece_after_on_fit_cells"),
+                "held_out_figures": "the sibling's, on the final split (docs/rigs.md, python -m trainer rigs)"}
+    return apply_temperature_to_file(str(path), fitted["temperature"], evidence)
