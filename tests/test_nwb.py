@@ -54,3 +54,25 @@ def test_corrupt_and_unknown_files_are_refused_by_name(tmp_path):
         h.attrs["nwb_version"] = "0.9"
     result = CliRunner().invoke(main, ["sweeps", str(tmp_path / "other.nwb")])
     assert result.exit_code != 0 and "unknown NWB layout" in result.output
+
+
+@pytest.mark.parametrize("name", ["H18.03.315.11.11.01.05.nwb", "Sst-IRES-CreAi14-395722.01.01.01.nwb",
+                                  "valid_v2_MIES-NWBv2-0655f7e4.nwb"])
+def test_mies_files_give_the_amplifier_filter_of_their_lab_notebook(name):
+    """MIES writes the MultiClamp's low-pass only into its lab notebook ('LPF Cutoff', per headstage);
+    these files were recorded with the 10 kHz Bessel (their notebooks, read with h5py by hand)."""
+    sweeps = read_sweeps(need(NWB_FIXTURES / name))
+    assert sweeps and all(s.filter_hz == 10_000.0 for s in sweeps)
+
+
+def test_the_notebook_filter_belongs_to_the_headstage_on_that_ad_channel_and_its_last_setting():
+    from rtclassify.formats.nwb.mies_notebook import ad_channel, settings_per_sweep
+
+    nan = np.nan
+    # rows x headstages 0-2: hs 0 records on AD 0, hs 1 inactive, hs 2 on AD 2; sweep 3 changes hs 2's filter
+    sweep = np.array([[0, 0, 0], [0, 0, 0], [3, 3, 3], [3, 3, 3], [3, 3, 3]], float)
+    adc = np.array([[0, nan, 2], [nan, nan, nan], [0, nan, 2], [nan, nan, nan], [nan, nan, nan]])
+    lpf = np.array([[nan, nan, nan], [10e3, nan, 3e3], [nan, nan, nan], [10e3, nan, 3e3], [nan, nan, 2e3]])
+    assert settings_per_sweep(sweep, adc, lpf) == {(0, 0): 10e3, (0, 2): 3e3, (3, 0): 10e3, (3, 2): 2e3}
+    assert settings_per_sweep(sweep, adc, np.where(np.isfinite(lpf), 0.0, nan)) == {}  # 0: bypassed, no corner
+    assert (ad_channel("data_00012_AD1"), ad_channel("data_00012_AD10"), ad_channel("Sweep_3")) == (1, 10, None)

@@ -1,6 +1,6 @@
 """How many labelled cells of a lab's own rig an adaptation needs (`python -m trainer adapt-curve`).
 
-The lab is simulated: the cells no shipped model trained on (the final and calibration splits) are
+The lab is simulated: the cells a held-out sibling never trained on (the final and calibration splits) are
 recorded through one rig (trainer.rigs.Condition, by default 25 °C, 50 kHz, 10 kHz filter, temperature
 declared) and written as a labelled cells.csv folder. For each number of cells per class and seed, that
 many cells of each class are drawn as the lab's labelled cells, `python -m trainer adapt`'s code adapts

@@ -41,7 +41,9 @@ def adapt(base, data_dir, out_path, epochs, seed):
 
 
 @click.command("adapt-curve")
-@click.option("--model", default="genetic5", show_default=True)
+@click.option("--model", required=True,
+              help="A held-out sibling (`ship` writes OUT/held-out/genetic5.pt): the simulated lab is the final and "
+                   "calibration cells, which the shipped file itself has trained on.")
 @click.option("--task", default="genetic5", show_default=True, type=click.Choice(["genetic5", "broad2"]))
 @click.option("--data", "data_dir", default="../shared/data/allen-ctdb-spikes", show_default=True)
 @click.option("--metadata", "metadata_dir", default="../shared/data/allen-ctdb-metadata", show_default=True)

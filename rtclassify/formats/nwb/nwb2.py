@@ -7,6 +7,7 @@ import re
 import numpy as np
 
 from rtclassify.formats.nwb import NwbError, Sweep, mode_from, rate_of, scaled, text, to_mv_or_pa
+from rtclassify.formats.nwb.mies_notebook import ad_channel, lowpass_by_sweep
 
 
 def read_nwb2(path) -> list[Sweep]:
@@ -21,7 +22,22 @@ def read_nwb2(path) -> list[Sweep]:
             sweeps = read_with_h5py(h, path)
     if not sweeps:
         raise NwbError(f"{path}: NWB 2 file without patch-clamp series in /acquisition")
-    return sorted(sweeps, key=lambda s: s.sweep)
+    return sorted(with_notebook_filters(sweeps, path), key=lambda s: s.sweep)
+
+
+def with_notebook_filters(sweeps: list, path) -> list:
+    """Sweeps whose electrode states no filter take it from a MIES lab notebook, when the file has one
+    (MIES writes its electrodes' `filtering` empty). The series name (channel_name) gives the AD channel."""
+    from dataclasses import replace
+
+    import h5py
+
+    if all(s.filter_hz for s in sweeps):
+        return sweeps
+    with h5py.File(path, "r") as h:
+        lowpass = lowpass_by_sweep(h)
+    return [s if s.filter_hz or not lowpass else
+            replace(s, filter_hz=lowpass.get((s.sweep, ad_channel(s.channel_name)))) for s in sweeps]
 
 
 def series_values(series, where: str) -> np.ndarray:
@@ -63,7 +79,7 @@ def read_with_pynwb(path) -> list[Sweep]:
             out.append(Sweep(sweep, str(s.stimulus_description or ""), mode, float(s.rate),
                              series_values(s, f"{path}:/acquisition/{name}"),
                              series_values(stim, f"{path}:/stimulus/presentation/{stim.name}") if stim is not None
-                             else None, "nwb2",
+                             else None, "nwb2", channel_name=name,
                              filter_hz=filter_from_text(electrode.filtering) if electrode is not None else None))
         return out
 
@@ -83,5 +99,6 @@ def read_with_h5py(h, path) -> list[Sweep]:
         stim = stims.get(sweep)
         out.append(Sweep(sweep, text(g.attrs.get("stimulus_description", "")), mode, rate_of(g),
                          scaled(g["data"], mode, "response"),
-                         scaled(stim["data"], mode, "command") if stim is not None else None, "nwb2"))
+                         scaled(stim["data"], mode, "command") if stim is not None else None, "nwb2",
+                         channel_name=name))
     return out
