@@ -142,8 +142,8 @@ def write_figures_to_cards(results: dict, models: dict, card_to: dict) -> None:
     with intervals and per-class recall, the protocol)."""
     from rtclassify.model.file_format import load_model, update_card
 
-    for task, files in models.items():
-        rows = results["tasks"][task]
+    for task, rows in results["tasks"].items():
+        files = models.get(task, [])
         figures = {name: ({"balanced_accuracy": r["balanced_accuracy"], "ece": r["ece"], "n": r["scored"]}
                           if "balanced_accuracy" in r else {"refused_share": r["refused_share"]})
                    for name, r in rows.items()}
@@ -153,10 +153,11 @@ def write_figures_to_cards(results: dict, models: dict, card_to: dict) -> None:
                       "pooled": {k: recorded[k] for k in ("balanced_accuracy", "macro_f1", "accuracy", "recall",
                                                           "ci95", "seed_sd", "ece", "n")},
                       "report": "docs/rigs/rigs.md"}
-        siblings = {"protocol": evaluation["protocol"].replace(
-            "this recipe", "this recipe trained without that split (held-out siblings); this file, the same recipe "
-                           "trained on every labelled cell, has no held-out cells of its own and is expected to do "
-                           "at least as well")}
+        siblings = {"protocol": f"the {results['meta']['cells']} split, scored through `python -m trainer rigs`: "
+                                f"{recorded['seeds']} training seeds of this recipe trained without that split "
+                                "(held-out siblings); this file, the same recipe trained on every labelled cell (that "
+                                "split included), has no held-out cells of its own and is expected to do at least as "
+                                "well"}
         for path, extra in [(f, {}) for f in files] + [(f, siblings) for f in card_to.get(task, [])]:
             envelope = dict(load_model(path).card.get("envelope") or {})
             envelope["figures"] = {"split": results["meta"]["cells"], "report": "docs/rigs/rigs.md",
