@@ -161,6 +161,7 @@ def test_the_all_cells_file_takes_its_held_out_siblings_temperature(tmp_path):
     card = take_temperature(raw, sibling.path)
     assert card["calibration"]["temperature"] == pytest.approx(t, rel=1e-4)
     assert sibling.card["weights_sha256"][:12] in card["calibration"]["fitted_on"]
+    assert card["calibration"]["ece_before_on_fit_cells"] == sibling.card["calibration"]["ece_before_on_fit_cells"]
     windows = np.random.default_rng(1).normal(-55, 15, (8, sibling.spec.n_samples)).astype(np.float32)
     assert np.allclose(load_model(str(raw), runtime="torchscript").run(windows), sibling.run(windows), atol=1e-5)
     uncalibrated = tmp_path / "uncalibrated.pt"

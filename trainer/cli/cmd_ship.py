@@ -79,6 +79,6 @@ def take_temperature(path: Path, sibling: Path) -> dict:
         raise ModelFileError(f"{sibling}: not temperature-calibrated; build it with `ship --train-on development`")
     evidence = {"fitted_on": f"the held-out sibling (weights sha256 {theirs['weights_sha256'][:12]}, same recipe "
                              f"and seed, trained without the final and calibration splits): {fitted['fitted_on']}",
-                "ece_after_on_fit_cells": fitted.get("ece_after_on_fit_cells"),
+                **{k: fitted[k] for k in ("ece_before_on_fit_cells", "ece_after_on_fit_cells") if k in fitted},
                 "held_out_figures": "the sibling's, on the final split (docs/rigs.md, python -m trainer rigs)"}
     return apply_temperature_to_file(str(path), fitted["temperature"], evidence)
