@@ -290,3 +290,27 @@ def test_an_nwb2_electrode_filter_reaches_sweeps_and_the_envelope(tmp_path):
 
     r = label_sweep(sweeps[0], load_model("genetic5"), "any")
     assert "filter 1000 Hz is below the validated 2000 Hz" in r["envelope"]
+
+
+def test_the_pooled_calibration_is_the_ece_of_every_declared_rows_together():
+    from trainer.calibration import expected_calibration_error
+    from trainer.rig_report import pooled_ece
+
+    rng = np.random.default_rng(3)
+
+    def run(n, refused_at=()):
+        p = rng.dirichlet(np.ones(3), n)
+        refused = np.zeros(n, bool)
+        refused[list(refused_at)] = True
+        p[refused] = np.nan
+        return {"probs": p, "refused": refused}
+
+    y1, y2 = np.array([0, 1, 2, -1, 0]), np.array([2, 2, 1, 0])
+    a = [run(5, [1]), run(5)]  # condition 1, seeds 0 and 1; seed 0 refused row 1: left out for both seeds
+    b = [run(4), run(4, [3])]
+    out = pooled_ece([(a, y1), (b, y2)])
+    keep1, keep2 = np.array([1, 0, 1, 0, 1], bool), np.array([1, 1, 1, 0], bool)
+    expect = [expected_calibration_error(np.concatenate([a[s]["probs"][keep1], b[s]["probs"][keep2]]),
+                                         np.concatenate([y1[keep1], y2[keep2]])) for s in (0, 1)]
+    assert out == {"ece": round(float(np.mean(expect)), 4), "ece_max_seed": round(float(max(expect)), 4),
+                   "rows_per_seed": 6, "conditions": 2}

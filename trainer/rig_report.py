@@ -40,6 +40,7 @@ def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Pa
     g5 = get_task("genetic5")
     ratios = family_ratios(list(g5.classes), data.labels(g5), data.dendrite_types)  # the rig widens by family
     idx = np.flatnonzero(held)
+    declared = {}  # task -> [(runs, y)] of every condition whose rig is declared
     with tempfile.TemporaryDirectory() as tmp:
         for c_i, condition in enumerate(tqdm(REPORT_CONDITIONS, desc="conditions", unit="rig")):
             folder = Path(tmp) / f"c{c_i}"
@@ -51,6 +52,9 @@ def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Pa
                 runs = [predict_rows(m, folder) for m in nets]
                 results["tasks"].setdefault(task_name, {})[condition.name] = score_condition(
                     runs, y, list(task.classes), n_boot, seed)
+                if "not told" not in condition.name:  # a rig declared as it is: pooled into one calibration figure
+                    declared.setdefault(task_name, []).append((runs, y))
+    results["pooled_ece"] = {task: pooled_ece(pairs) for task, pairs in declared.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "rigs.json").write_text(json.dumps(results, indent=1))
     (out_dir / "rigs.md").write_text(render_markdown(results))
@@ -108,6 +112,23 @@ def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed:
     return out
 
 
+def pooled_ece(pairs: list) -> dict:
+    """ECE over the rows of every declared condition together, per model seed: pairs = [(runs, y)], one
+    per condition (runs as score_condition's, one per seed); refused rows and cells outside the task
+    left out. Returns the mean over seeds, the worst seed and the rows per seed."""
+    eces, rows = [], 0
+    for s in range(len(pairs[0][0])):
+        probs, labels = [], []
+        for runs, y in pairs:
+            ok = (y >= 0) & ~np.any([r["refused"] for r in runs], axis=0)
+            probs.append(runs[s]["probs"][ok])
+            labels.append(y[ok])
+        eces.append(expected_calibration_error(np.concatenate(probs), np.concatenate(labels)))
+        rows = sum(len(x) for x in labels)
+    return {"ece": round(float(np.mean(eces)), 4), "ece_max_seed": round(float(np.max(eces)), 4),
+            "rows_per_seed": rows, "conditions": len(pairs)}
+
+
 def render_markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [f"# Rig-stratified figures ({meta['cells']} split)", "",
@@ -132,6 +153,11 @@ def render_markdown(results: dict) -> str:
                          f"{r['accuracy']:.3f} | {r['ece']:.3f} | "
                          + " | ".join(f"{r['recall'][c]:.2f}" for c in classes)
                          + f" | {r['refused_share']:.0%} | {r['outside_share']:.0%} |")
+        pooled = results.get("pooled_ece", {}).get(task)
+        if pooled:
+            lines += ["", f"Pooled over the {pooled['conditions']} declared conditions ({pooled['rows_per_seed']} rows "
+                          f"per seed, refused rows left out): ECE {pooled['ece']:.3f} (worst seed "
+                          f"{pooled['ece_max_seed']:.3f})."]
         lines.append("")
     return "\n".join(lines)
 
@@ -161,5 +187,5 @@ def write_figures_to_cards(results: dict, models: dict, card_to: dict) -> None:
         for path, extra in [(f, {}) for f in files] + [(f, siblings) for f in card_to.get(task, [])]:
             envelope = dict(load_model(path).card.get("envelope") or {})
             envelope["figures"] = {"split": results["meta"]["cells"], "report": "docs/rigs/rigs.md",
-                                   "conditions": figures}
+                                   "conditions": figures, "pooled_declared_ece": results.get("pooled_ece", {}).get(task)}
             update_card(path, {"envelope": envelope, "evaluation": {**evaluation, **extra}})
