@@ -308,7 +308,8 @@ def test_the_pooled_calibration_is_the_ece_of_every_declared_rows_together():
     y1, y2 = np.array([0, 1, 2, -1, 0]), np.array([2, 2, 1, 0])
     a = [run(5, [1]), run(5)]  # condition 1, seeds 0 and 1; seed 0 refused row 1: left out for both seeds
     b = [run(4), run(4, [3])]
-    out = pooled_ece([(a, y1), (b, y2)])
+    refused_whole = [run(4, range(4)), run(4, range(4))]  # an 8 kHz rig: no row to pool, not a condition pooled
+    out = pooled_ece([(a, y1), (refused_whole, y2), (b, y2)])
     keep1, keep2 = np.array([1, 0, 1, 0, 1], bool), np.array([1, 1, 1, 0], bool)
     expect = [expected_calibration_error(np.concatenate([a[s]["probs"][keep1], b[s]["probs"][keep2]]),
                                          np.concatenate([y1[keep1], y2[keep2]])) for s in (0, 1)]

@@ -114,9 +114,11 @@ def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed:
 
 def pooled_ece(pairs: list) -> dict:
     """ECE over the rows of every declared condition together, per model seed: pairs = [(runs, y)], one
-    per condition (runs as score_condition's, one per seed); refused rows and cells outside the task
-    left out. Returns the mean over seeds, the worst seed and the rows per seed."""
+    per condition (runs as score_condition's, one per seed); refused rows, cells outside the task and
+    conditions refused whole left out. Returns the mean over seeds, the worst seed, the rows per seed and
+    the conditions pooled."""
     eces, rows = [], 0
+    pairs = [(runs, y) for runs, y in pairs if ((y >= 0) & ~np.any([r["refused"] for r in runs], axis=0)).any()]
     for s in range(len(pairs[0][0])):
         probs, labels = [], []
         for runs, y in pairs:
@@ -155,8 +157,8 @@ def render_markdown(results: dict) -> str:
                          + f" | {r['refused_share']:.0%} | {r['outside_share']:.0%} |")
         pooled = results.get("pooled_ece", {}).get(task)
         if pooled:
-            lines += ["", f"Pooled over the {pooled['conditions']} declared conditions ({pooled['rows_per_seed']} rows "
-                          f"per seed, refused rows left out): ECE {pooled['ece']:.3f} (worst seed "
+            lines += ["", f"Pooled over the {pooled['conditions']} scored conditions whose rig is declared "
+                          f"({pooled['rows_per_seed']} rows per seed): ECE {pooled['ece']:.3f} (worst seed "
                           f"{pooled['ece_max_seed']:.3f})."]
         lines.append("")
     return "\n".join(lines)
