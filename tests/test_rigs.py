@@ -315,3 +315,14 @@ def test_the_pooled_calibration_is_the_ece_of_every_declared_rows_together():
                                          np.concatenate([y1[keep1], y2[keep2]])) for s in (0, 1)]
     assert out == {"ece": round(float(np.mean(expect)), 4), "ece_max_seed": round(float(max(expect)), 4),
                    "rows_per_seed": 6, "conditions": 2}
+
+
+def test_a_rate_specialists_rigs_keep_to_its_rates_and_the_default_draws_are_unchanged():
+    from trainer.rigs import draw_rig
+
+    rng = np.random.default_rng(0)
+    rigs = [draw_rig(rng, (10_000.0, 15_000.0)) for _ in range(300)]
+    assert all(10_000.0 <= r.fs_hz <= 15_000.0 for r in rigs)
+    assert all(r.filter_hz is None or r.filter_hz <= 0.45 * r.fs_hz for r in rigs)
+    assert [draw_rig(np.random.default_rng(5)) for _ in range(3)] == \
+           [draw_rig(np.random.default_rng(5), None) for _ in range(3)]

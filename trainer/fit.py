@@ -45,6 +45,8 @@ class TrainConfig:
     # (trainer/rigs.py: rate, analog filter, gain, offset, noise, hum, temperature), cut as serve cuts
     rig_share: float = 0.7  # share of training windows taken from a random one of those draws, the rest as recorded
     rig_seed: int = 0  # seed of the rigs drawn (the pool is made once per training run)
+    rig_rates_hz: tuple | None = None  # (low, high): draw every rig's rate log-uniform in this range instead of
+    # trainer/rigs.py's distribution (a rate specialist, e.g. (10000, 15000))
     related_lines: bool = False  # also train on cells of related Cre lines (trainer/cre_related.csv; never scored)
     members: int = 1  # networks in the ensemble (different seeds and validation splits)
     member_options: tuple = ()  # per-member overrides of these options, cycled over the members (member m
@@ -103,6 +105,8 @@ class TrainConfig:
             d["branches"] = tuple(d["branches"])
         if "member_options" in d:
             d["member_options"] = tuple(d["member_options"])
+        if d.get("rig_rates_hz") is not None:
+            d["rig_rates_hz"] = tuple(d["rig_rates_hz"])
         return dataclass_from_dict(cls, d, "training options")
 
 

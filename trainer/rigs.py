@@ -55,9 +55,12 @@ class Rig:
     stored: bool = False  # the window is read from a stored 3 ms file (edges repeated) rather than a stream
 
 
-def draw_rig(rng: np.random.Generator) -> Rig:
-    """One rig of the training distribution (see the module docstring)."""
-    if rng.random() < 0.6:
+def draw_rig(rng: np.random.Generator, rates_hz: tuple | None = None) -> Rig:
+    """One rig of the training distribution (see the module docstring); rates_hz (low, high): the rate
+    log-uniform in that range instead (a rate specialist's distribution)."""
+    if rates_hz is not None:
+        fs = round(math.exp(rng.uniform(math.log(rates_hz[0]), math.log(rates_hz[1]))), -2)
+    elif rng.random() < 0.6:
         fs = float(rng.choice(COMMON_RATES_HZ))
     else:
         fs = round(math.exp(rng.uniform(math.log(10_000.0), math.log(200_000.0))), -2)
@@ -160,15 +163,15 @@ def family_ratios(classes: list[str], labels: np.ndarray, dendrite_types: np.nda
 
 
 def rig_pool(traces: list, fs_hz: np.ndarray, ratios: np.ndarray, spec: WindowSpec, draws: int, seed: int,
-             progress=None) -> np.ndarray:
-    """(N, draws, L) float32 mV: every stored AP through `draws` random rigs (draw_rig), each AP
-    widened by its ratio (N,) at the rig's temperature (5% spread) and read at the declared
-    temperature. Seeded: the same pool for the same seed."""
+             progress=None, rates_hz: tuple | None = None) -> np.ndarray:
+    """(N, draws, L) float32 mV: every stored AP through `draws` random rigs (draw_rig, its rates from
+    rates_hz when given), each AP widened by its ratio (N,) at the rig's temperature (5% spread) and read
+    at the declared temperature. Seeded: the same pool for the same seed."""
     rng = np.random.default_rng(seed)
     out = np.empty((len(traces), draws, spec.n_samples), np.float32)
     for i, (trace, fs) in enumerate(zip(traces, fs_hz)):
         for k in range(draws):
-            out[i, k] = window_through(trace, float(fs), draw_rig(rng), spec, rng, ratios[i], spread=0.05)
+            out[i, k] = window_through(trace, float(fs), draw_rig(rng, rates_hz), spec, rng, ratios[i], spread=0.05)
         if progress:
             progress(1)
     return out
