@@ -1,5 +1,6 @@
 """`python -m trainer rig-cv`: a training-distribution choice made on the development cells: donor-grouped
-folds over them (the final split untouched), each fold's held-out cells scored through the rig report."""
+(or, with --group cell, cell-grouped) folds over them (the final split untouched), each fold's held-out
+cells scored through the rig report."""
 from pathlib import Path
 
 import click
@@ -20,8 +21,9 @@ from trainer.cli.common import DEFAULT_DATA, DEFAULT_METADATA
 @click.option("--metadata", "metadata_dir", default=DEFAULT_METADATA, show_default=True)
 @click.option("--out", "out_dir", required=True, help="Folder: one model file and one rig report per fold.")
 def rig_cv(task, folds, group, only, settings, threads, data_dir, metadata_dir, out_dir):
-    """Train the task's recipe on the development cells less one donor-grouped fold and score that fold
-    through every rig of `python -m trainer rigs` (uncalibrated: balanced accuracy does not depend on T)."""
+    """Train the task's recipe on the development cells less one fold (donor- or cell-grouped) and score
+    that fold through every rig of `python -m trainer rigs` (uncalibrated: balanced accuracy does not
+    depend on T)."""
     import json
     from dataclasses import replace
 
@@ -46,8 +48,8 @@ def rig_cv(task, folds, group, only, settings, threads, data_dir, metadata_dir, 
         path = out / f"fold{k}" / f"{task}.pt"
         train_and_export(task, data_dir, path, recipe.SHIPPED[task], task, None, 50_000.0, 0, None, None, threads,
                          data=data, train_cells=dev & ~held, overrides=overrides)
-        res = run_rig_report({task: [str(path)]}, data_dir, metadata_dir, f"development fold {k} ({group}-grouped)", out / f"fold{k}",
-                             7, 200, False, held=held, data=data)
+        res = run_rig_report({task: [str(path)]}, data_dir, metadata_dir, f"development fold {k} ({group}-grouped)",
+                             out / f"fold{k}", 7, 200, False, held=held, data=data)
         rows = res["tasks"][task]
         click.echo(json.dumps({"fold": k, "as_recorded": rows["as recorded"]["balanced_accuracy"],
                                "rigs_mean": round(float(np.mean([r["balanced_accuracy"] for c, r in rows.items()
