@@ -24,11 +24,12 @@ class SpikeSet:
     traces: list | None = None  # (N,) stored APs, each (n,) mV at its fs_hz (rig draws start from them); None: not kept
 
     def rig_windows(self, task: Task, draws: int, seed: int, progress=None, cells: np.ndarray | None = None,
-                    rates_hz: tuple | None = None) -> np.ndarray:
+                    rates_hz: tuple | None = None, cooled_share: float = 0.5) -> np.ndarray:
         """(N, 1 + draws, L) float32 mV: each cell's window as recorded, then through `draws` random
         acquisition chains (trainer.rigs.rig_pool), its AP widened by its class's temperature ratio.
         cells: (N,) bool, the cells to draw for (default all); the others repeat their window as recorded.
-        rates_hz: (low, high) to draw every rig's rate log-uniform from (default: draw_rig's distribution)."""
+        rates_hz: (low, high) to draw every rig's rate log-uniform from (default: draw_rig's distribution);
+        cooled_share: the share of rigs drawn below 34 °C."""
         from trainer.rigs import family_ratios, rig_pool
 
         if self.traces is None:
@@ -38,7 +39,7 @@ class SpikeSet:
         idx = np.flatnonzero(cells)
         ratios = family_ratios(list(task.classes), self.labels(task)[idx], self.dendrite_types[idx])
         out[idx, 1:] = rig_pool([self.traces[i] for i in idx], self.fs_hz[idx], ratios, self.spec, draws, seed,
-                                progress, rates_hz)
+                                progress, rates_hz, cooled_share)
         return out
 
     def labels(self, task: Task) -> np.ndarray:

@@ -47,6 +47,8 @@ class TrainConfig:
     rig_seed: int = 0  # seed of the rigs drawn (the pool is made once per training run)
     rig_rates_hz: tuple | None = None  # (low, high): draw every rig's rate log-uniform in this range instead of
     # trainer/rigs.py's distribution (a rate specialist, e.g. (10000, 15000))
+    rig_cooled_share: float = 0.5  # share of rigs drawn below 34 °C (22-34 °C, the AP widened and read back
+    # with the temperature warp); the others at 34 °C
     related_lines: bool = False  # also train on cells of related Cre lines (trainer/cre_related.csv; never scored)
     members: int = 1  # networks in the ensemble (different seeds and validation splits)
     member_options: tuple = ()  # per-member overrides of these options, cycled over the members (member m

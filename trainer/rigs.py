@@ -55,9 +55,10 @@ class Rig:
     stored: bool = False  # the window is read from a stored 3 ms file (edges repeated) rather than a stream
 
 
-def draw_rig(rng: np.random.Generator, rates_hz: tuple | None = None) -> Rig:
+def draw_rig(rng: np.random.Generator, rates_hz: tuple | None = None, cooled_share: float = 0.5) -> Rig:
     """One rig of the training distribution (see the module docstring); rates_hz (low, high): the rate
-    log-uniform in that range instead (a rate specialist's distribution)."""
+    log-uniform in that range instead (a rate specialist's distribution); cooled_share: the share of
+    rigs below 34 °C."""
     if rates_hz is not None:
         fs = round(math.exp(rng.uniform(math.log(rates_hz[0]), math.log(rates_hz[1]))), -2)
     elif rng.random() < 0.6:
@@ -69,7 +70,7 @@ def draw_rig(rng: np.random.Generator, rates_hz: tuple | None = None) -> Rig:
         top = min(10_000.0, 0.45 * fs)
         filter_hz = float(math.exp(rng.uniform(math.log(1_000.0), math.log(top))))
         poles = 4 if rng.random() < 0.7 else 8
-    cooled = rng.random() < 0.5
+    cooled = rng.random() < cooled_share
     return Rig(fs_hz=fs, filter_hz=filter_hz, filter_poles=poles, gain=float(rng.uniform(0.95, 1.05)),
                offset_mv=float(rng.uniform(-15.0, 15.0)), noise_mv=float(rng.uniform(0.0, 0.5)),
                hum_mv=float(rng.uniform(0.0, 0.3)) if rng.random() < 0.3 else 0.0,
@@ -163,15 +164,15 @@ def family_ratios(classes: list[str], labels: np.ndarray, dendrite_types: np.nda
 
 
 def rig_pool(traces: list, fs_hz: np.ndarray, ratios: np.ndarray, spec: WindowSpec, draws: int, seed: int,
-             progress=None, rates_hz: tuple | None = None) -> np.ndarray:
+             progress=None, rates_hz: tuple | None = None, cooled_share: float = 0.5) -> np.ndarray:
     """(N, draws, L) float32 mV: every stored AP through `draws` random rigs (draw_rig, its rates from
-    rates_hz when given), each AP widened by its ratio (N,) at the rig's temperature (5% spread) and read
+    rates_hz when given, cooled_share of them below 34 °C), each AP widened by its ratio (N,) at the rig's temperature (5% spread) and read
     at the declared temperature. Seeded: the same pool for the same seed."""
     rng = np.random.default_rng(seed)
     out = np.empty((len(traces), draws, spec.n_samples), np.float32)
     for i, (trace, fs) in enumerate(zip(traces, fs_hz)):
         for k in range(draws):
-            out[i, k] = window_through(trace, float(fs), draw_rig(rng, rates_hz), spec, rng, ratios[i], spread=0.05)
+            out[i, k] = window_through(trace, float(fs), draw_rig(rng, rates_hz, cooled_share), spec, rng, ratios[i], spread=0.05)
         if progress:
             progress(1)
     return out
