@@ -42,7 +42,7 @@ def adapt(base, data_dir, out_path, epochs, seed):
 
 @click.command("adapt-curve")
 @click.option("--model", required=True,
-              help="A held-out sibling (`ship` writes OUT/held-out/genetic5.pt): the simulated lab is the final and "
+              help="A held-out sibling (`ship` writes .cache/held-out/genetic5.pt): the simulated lab is the final and "
                    "calibration cells, which the shipped file itself has trained on.")
 @click.option("--task", default="genetic5", show_default=True, type=click.Choice(["genetic5", "broad2"]))
 @click.option("--data", "data_dir", default="../shared/data/allen-ctdb-spikes", show_default=True)

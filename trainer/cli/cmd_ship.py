@@ -3,10 +3,11 @@
 Two files per model, same recipe and seed (trainer/recipe.py; windows as recorded and drawn through random
 acquisition chains, trainer/rigs.py):
 
-- the held-out sibling (`--train-on development`, written to OUT/held-out/): trained on the development
-  cells less a calibration split (trainer.evaluate.shipping_split); its temperature is fitted on the
-  calibration cells through the same chains, and `python -m trainer rigs` scores it once on the frozen
-  final split: every published figure is a sibling's;
+- the held-out sibling (`--train-on development` builds only it, into OUT; else into --siblings,
+  .cache/held-out/ by default): trained on the development cells less a calibration split
+  (trainer.evaluate.shipping_split); its temperature is fitted on the calibration cells through the same
+  chains, and `python -m trainer rigs` scores it once on the frozen final split: every published figure
+  is a sibling's;
 - the shipped file (`--train-on all`, the default): the same recipe trained on every labelled cell, final
   and calibration splits included, so that a user's cells meet a network that learned from every donor
   we have. It takes its sibling's temperature (it has no held-out cells of its own to fit one on); the
@@ -19,7 +20,8 @@ import click
 from trainer.cli.common import DEFAULT_DATA, DEFAULT_METADATA, window_options
 from trainer.recipe import SHIPPED
 
-SIBLING_DIR = "held-out"  # OUT/held-out/<task>.pt: the sibling whose figures and temperature the shipped file carries
+SIBLING_DIR = ".cache/held-out"  # <task>.pt under it: the siblings whose figures and temperature the shipped files
+# carry (outside the package: they are not shipped)
 
 
 @click.command()
@@ -31,18 +33,20 @@ SIBLING_DIR = "held-out"  # OUT/held-out/<task>.pt: the sibling whose figures an
               help="Build only this model (repeatable; default: all).")
 @click.option("--train-on", type=click.Choice(["all", "development"]), default="all", show_default=True,
               help="all: every labelled cell, temperature from the held-out sibling (trained first into "
-                   f"OUT/{SIBLING_DIR}/ unless --temperature-from names it); development: the held-out sibling "
-                   "itself (development cells less the calibration split; the final split unseen).")
+                   "--siblings unless --temperature-from names them); development: the held-out sibling itself, "
+                   "into OUT (development cells less the calibration split; the final split unseen).")
+@click.option("--siblings", "siblings_out", default=SIBLING_DIR, show_default=True,
+              help="Folder the held-out siblings are written to, with --train-on all.")
 @click.option("--temperature-from", "sibling_dir", default=None,
-              help="Folder holding the held-out siblings (<task>.pt) to take the temperature from, instead of "
-                   "training them (with --train-on all).")
+              help="Folder holding held-out siblings (<task>.pt) already built, to take the temperature from "
+                   "instead of training them (with --train-on all).")
 @click.option("--rig-draws", default=None, type=int,
               help="Acquisition chains drawn per cell (default: the recipe's; 0: windows as recorded only).")
 @click.option("--threads", default=None, type=int,
               help="torch CPU threads (default: TrainConfig's; 1 when another training shares a 2-core machine).")
 @window_options
-def ship(data_dir, metadata_dir, out_dir, tasks, train_on, sibling_dir, rig_draws, threads, fs_hz, seed, epochs,
-         channels):
+def ship(data_dir, metadata_dir, out_dir, tasks, train_on, siblings_out, sibling_dir, rig_draws, threads, fs_hz,
+         seed, epochs, channels):
     """Build the built-in models (genetic5, broad2) from the shared data."""
     from trainer.cli.cmd_train import train_and_export
     from trainer.cli.common import fold_groups, load
@@ -55,7 +59,7 @@ def ship(data_dir, metadata_dir, out_dir, tasks, train_on, sibling_dir, rig_draw
         if tasks and task not in tasks:
             continue
         out = Path(out_dir) / f"{task}.pt"
-        sibling = out if train_on == "development" else Path(sibling_dir or Path(out_dir) / SIBLING_DIR) / f"{task}.pt"
+        sibling = out if train_on == "development" else Path(sibling_dir or siblings_out) / f"{task}.pt"
         if train_on == "development" or sibling_dir is None:
             card = train_and_export(task, data_dir, sibling, members, task, None, fs_hz, seed, epochs, channels,
                                     threads, data=data, train_cells=~final & ~calibration,
