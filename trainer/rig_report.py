@@ -117,18 +117,16 @@ def pooled_ece(pairs: list) -> dict:
     per condition (runs as score_condition's, one per seed); refused rows, cells outside the task and
     conditions refused whole left out. Returns the mean over seeds, the worst seed, the rows per seed and
     the conditions pooled."""
-    eces, rows = [], 0
-    pairs = [(runs, y) for runs, y in pairs if ((y >= 0) & ~np.any([r["refused"] for r in runs], axis=0)).any()]
-    for s in range(len(pairs[0][0])):
-        probs, labels = [], []
-        for runs, y in pairs:
-            ok = (y >= 0) & ~np.any([r["refused"] for r in runs], axis=0)
-            probs.append(runs[s]["probs"][ok])
-            labels.append(y[ok])
-        eces.append(expected_calibration_error(np.concatenate(probs), np.concatenate(labels)))
-        rows = sum(len(x) for x in labels)
+    kept = []
+    for runs, y in pairs:
+        ok = (y >= 0) & ~np.any([r["refused"] for r in runs], axis=0)
+        if ok.any():
+            kept.append((runs, y, ok))
+    labels = np.concatenate([y[ok] for _, y, ok in kept])
+    eces = [expected_calibration_error(np.concatenate([runs[s]["probs"][ok] for runs, _, ok in kept]), labels)
+            for s in range(len(kept[0][0]))]
     return {"ece": round(float(np.mean(eces)), 4), "ece_max_seed": round(float(np.max(eces)), 4),
-            "rows_per_seed": rows, "conditions": len(pairs)}
+            "rows_per_seed": len(labels), "conditions": len(kept)}
 
 
 def render_markdown(results: dict) -> str:
