@@ -88,6 +88,11 @@ def predict_rows(model, folder: Path) -> dict:
             "outside": outside, "reasons": reasons}
 
 
+def scored_rows(runs: list, y: np.ndarray) -> np.ndarray:
+    """(N,) bool: the task's cells (y >= 0) that no model seed refused, the rows a condition is scored on."""
+    return (y >= 0) & ~np.any([r["refused"] for r in runs], axis=0)
+
+
 def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed: int) -> dict:
     """Scores of one condition over the task's cells (y >= 0), one run per model seed."""
     task_cells = y >= 0
@@ -95,7 +100,7 @@ def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed:
     outside = np.mean([r["outside"][task_cells].mean() for r in runs])
     out = {"n": int(task_cells.sum()), "refused_share": round(float(refused), 4),
            "outside_share": round(float(outside), 4), "reasons": runs[0]["reasons"]}
-    ok = task_cells & ~np.any([r["refused"] for r in runs], axis=0)
+    ok = scored_rows(runs, y)
     if ok.sum() < 2:
         return out
     preds = np.stack([r["probs"][ok].argmax(axis=1) for r in runs])
@@ -119,7 +124,7 @@ def pooled_ece(pairs: list) -> dict:
     the conditions pooled."""
     kept = []
     for runs, y in pairs:
-        ok = (y >= 0) & ~np.any([r["refused"] for r in runs], axis=0)
+        ok = scored_rows(runs, y)
         if ok.any():
             kept.append((runs, y, ok))
     labels = np.concatenate([y[ok] for _, y, ok in kept])
