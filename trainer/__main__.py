@@ -9,6 +9,7 @@ import click
 from trainer.cli.cmd_adapt import adapt, adapt_curve
 from trainer.cli.cmd_bias_sweep import bias_sweep
 from trainer.cli.cmd_build import build
+from trainer.cli.cmd_cells import cells
 from trainer.cli.cmd_calibration import calibration
 from trainer.cli.cmd_cards import cards
 from trainer.cli.cmd_evaluate import evaluate
@@ -32,7 +33,7 @@ def main():
 
 
 for command in (evaluate, figures, rescore, bias_sweep, learning_curve, teacher_spread, train, ship, cards, build,
-                calibration, fit_neurons, patchseq_labels, transfer, fetch, rigs, rig_cv, adapt, adapt_curve):
+                calibration, fit_neurons, patchseq_labels, transfer, fetch, rigs, rig_cv, adapt, adapt_curve, cells):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -5,18 +5,26 @@ waveform from the file's epoch table (`sweepC`), which is where pCLAMP keeps the
 files record no current channel. neo's AxonIO reads the same files but leaves the epoch table's
 waveform to the caller; pyabf is the reader here (neo serves the other formats, formats/neo_files.py).
 
-Clamp mode, per file (the amplifier's mode):
+Clamp mode, per file (the amplifier's mode), the first of these that speaks:
 1. the amplifier's telegraph, when enabled and from a MultiClamp (whose mode codes ABF stores as
    0 voltage clamp, 1 current clamp, 2 I=0); other instruments' codes are not trusted (an
    Axopatch 200B file in current clamp telegraphs 0);
-2. otherwise the first recorded channel's units: a current (pA, nA) is what an amplifier's primary
-   output gives in voltage clamp, a voltage (mV, V) what it gives in current clamp.
+2. the protocol's name: `cc`, `IC`, `cclamp`, `current clamp` say current clamp; `vc`, `vclamp`,
+   `voltage clamp`, `memtest` say voltage clamp (labs name protocols by mode);
+3. the content: a channel in voltage units that holds action potentials (peaks above -20 mV, 40 mV
+   or more above their threshold) in the first sweeps is a membrane potential in current clamp,
+   whatever the channel order (rat CA1 files put a current monitor `Imemb` first);
+4. the first recorded channel's units: a current (pA, nA) is what an amplifier's primary output
+   gives in voltage clamp, a voltage (mV, V) what it gives in current clamp.
 
 Channels, per sweep: in current clamp a channel is a membrane potential when its units are a
-voltage and its values can be one (median -120 to +20 mV, all within -200 to +150 mV); any other
-channel is kept, with `refusal` saying why it gets no label (a current monitor, a trigger).
-Each channel's command is the epoch-table waveform of the DAC of the same index, in pA.
+voltage and its values can be one (median -160 to +20 mV, all within -250 to +150 mV: deep
+hyperpolarising steps reach below -120 mV); any other channel is kept, with `refusal` saying why it
+gets no label (a current monitor, a trigger). Each channel's command is the epoch-table waveform of
+the DAC of the same index, in pA; when that DAC is not a current command (a file whose stimulus
+went out another way), a recorded current channel (the current monitor) is the command.
 """
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +36,13 @@ V_UNITS = {"mV": 1.0, "V": 1e3, "uV": 1e-3, "µV": 1e-3}
 I_UNITS = {"pA": 1.0, "nA": 1e3, "uA": 1e6, "µA": 1e6, "A": 1e12, "fA": 1e-3}
 MULTICLAMP = 24  # ABF's telegraph instrument code of the MultiClamp 700A/B
 MULTICLAMP_MODES = {0: "voltage", 1: "current", 2: "current"}  # 2: I=0
-VM_MEDIAN_MV = (-120.0, 20.0)
-VM_LIMITS_MV = (-200.0, 150.0)
+VM_MEDIAN_MV = (-160.0, 20.0)
+VM_LIMITS_MV = (-250.0, 150.0)
+CURRENT_CLAMP_NAME = re.compile(r"(^|[^a-z])(cc|ic|iclamp|cclamp|current[ _-]?clamp)([^a-z]|$)", re.IGNORECASE)
+VOLTAGE_CLAMP_NAME = re.compile(r"(^|[^a-z])(vc|vclamp|voltage[ _-]?clamp|memtest)([^a-z]|$)", re.IGNORECASE)
+AP_PEAK_MIN_MV = -20.0  # an AP that tells a membrane potential overshoots this...
+AP_HEIGHT_MIN_MV = 40.0  # ...and rises this far above its threshold
+CONTENT_SWEEPS = 3  # sweeps looked at for APs
 
 
 class AbfError(RecordingError):
@@ -67,13 +80,41 @@ def file_clamp_mode(abf) -> tuple[str, str]:
     enabled, instrument, mode, _ = telegraph(abf)
     if enabled and enabled[0] and instrument[0] == MULTICLAMP and mode[0] in MULTICLAMP_MODES:
         return MULTICLAMP_MODES[mode[0]], f"MultiClamp telegraph mode {mode[0]}"
+    protocol = str(abf.protocol or "")
+    if CURRENT_CLAMP_NAME.search(protocol):
+        return "current", f"protocol name {protocol!r} says current clamp"
+    if VOLTAGE_CLAMP_NAME.search(protocol):
+        return "voltage", f"protocol name {protocol!r} says voltage clamp"
+    ch = channel_with_aps(abf)
+    if ch is not None:
+        return "current", f"channel {abf.adcNames[ch]!r} ({abf.adcUnits[ch]}) holds action potentials"
     unit = abf.adcUnits[0]
     if unit in I_UNITS:
         return "voltage", f"first channel {abf.adcNames[0]!r} records a current ({unit})"
     if unit in V_UNITS:
         return "current", f"first channel {abf.adcNames[0]!r} records a voltage ({unit})"
-    raise AbfError(f"{abf.abfFilePath}: cannot tell the clamp mode: no MultiClamp telegraph, and the first "
-                   f"channel's units {unit!r} are neither a voltage nor a current")
+    raise AbfError(f"{abf.abfFilePath}: cannot tell the clamp mode: no MultiClamp telegraph, no mode in the "
+                   f"protocol name {protocol!r}, and the first channel's units {unit!r} are neither a voltage "
+                   "nor a current")
+
+
+def channel_with_aps(abf) -> int | None:
+    """The first channel in voltage units whose first sweeps hold an action potential, or None."""
+    from rtclassify.dsp.detector import detect_spikes
+    from rtclassify.formats.nwb import counting_rules
+
+    for ch, unit in enumerate(abf.adcUnits):
+        if unit not in V_UNITS:
+            continue
+        for sweep in range(min(abf.sweepCount, CONTENT_SWEEPS)):
+            abf.setSweep(sweep, channel=ch)
+            v = np.array(abf.sweepY, dtype=np.float64) * V_UNITS[unit]
+            if not np.all(np.isfinite(v)):
+                continue
+            sp = detect_spikes(v, float(abf.sampleRate), ((), ()), counting_rules())
+            if np.any((v[sp.peaks] > AP_PEAK_MIN_MV) & (v[sp.peaks] - v[sp.thresholds] >= AP_HEIGHT_MIN_MV)):
+                return ch
+    return None
 
 
 def membrane_potential_refusal(y_mv: np.ndarray, name: str, unit: str) -> str | None:
@@ -116,6 +157,9 @@ def read_abf(path) -> list[Sweep]:
                 refusal = membrane_potential_refusal(response, name, unit)
             if mode == "current" and refusal is None:
                 command = command_pa(abf, ch, len(response))
+                if command is None:
+                    command = current_monitor_pa(abf, sweep, ch)
+                abf.setSweep(sweep, channel=ch)
             filt = float(filters[ch]) if ch < len(filters) and filters[ch] and filters[ch] < 1e5 else None
             out.append(Sweep(sweep, str(abf.protocol or ""), mode, float(abf.sampleRate), response, command, layout,
                              channel=ch, channel_name=name, units=unit, refusal=refusal, filter_hz=filt))
@@ -133,6 +177,39 @@ def command_pa(abf, ch: int, n: int) -> np.ndarray | None:
     if unit not in I_UNITS or len(c) != n:
         return None
     return c * I_UNITS[unit]
+
+
+MONITOR_SMOOTH_MS = 2.0  # median filter: removes the AP-coupled transients of a current monitor
+MONITOR_STEP_PA = 10.0  # a filtered monitor this far from the holding current is inside a step
+MONITOR_HOLDING_S = 0.02  # the holding current is the monitor's median over the sweep's first 20 ms
+
+
+def current_monitor_pa(abf, sweep: int, ch: int) -> np.ndarray | None:
+    """A recorded current channel of `sweep` (not `ch`) as a piecewise-constant command in pA (see
+    monitor_as_command), used when the epoch table holds none for channel `ch`; None when the file
+    records no current."""
+    for other, unit in enumerate(abf.adcUnits):
+        if other != ch and unit in I_UNITS:
+            abf.setSweep(sweep, channel=other)
+            return monitor_as_command(np.array(abf.sweepY, dtype=np.float64) * I_UNITS[unit], float(abf.sampleRate))
+    return None
+
+
+def monitor_as_command(i_pa: np.ndarray, fs: float) -> np.ndarray:
+    """A measured current (n,) pA made into the command it followed: median-filtered over
+    MONITOR_SMOOTH_MS, then each stretch further than MONITOR_STEP_PA from the holding current set to
+    its own median and the rest to the holding current, so that the step finder reads it as an
+    epoch-table waveform (levels without noise)."""
+    from scipy.ndimage import median_filter
+
+    smooth = median_filter(i_pa, size=max(3, int(MONITOR_SMOOTH_MS * fs / 1e3) | 1), mode="nearest")
+    holding = float(np.median(smooth[:max(1, int(MONITOR_HOLDING_S * fs))]))
+    out = np.full(len(i_pa), holding)
+    on = np.abs(smooth - holding) > MONITOR_STEP_PA
+    edges = np.flatnonzero(np.diff(np.r_[0, on.astype(np.int8), 0]))
+    for a, b in zip(edges[::2], edges[1::2]):
+        out[a:b] = np.median(smooth[a:b])
+    return out
 
 
 def is_abf(path) -> bool:

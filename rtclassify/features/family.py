@@ -1,0 +1,98 @@
+"""A cell's features from its family of long steps, named and defined as in the Allen Cell Types
+Database's per-cell table (`cell_features.csv`; IPFX `LongSquareAnalysis`):
+
+| feature | from |
+|---|---|
+| `threshold_i_long_square` (pA) | rheobase: the smallest depolarising step with an AP |
+| `latency` (s) | the rheobase step: onset to the first AP's threshold |
+| `*_long_square` AP shape (`threshold_v`, `peak_v`, `fast_trough_v`, `trough_v`, `upstroke_downstroke_ratio`) | the rheobase step's first AP |
+| `f_i_curve_slope` (Hz/pA) | least squares of AP rate on amplitude over the steps with APs |
+| `adaptation`, `avg_isi` (ms) | the "hero" step: the first with amplitude 39-61 pA above rheobase, else the nearest to rheobase + 39 pA |
+| `sag`, `vm_for_sag` | the step without APs whose peak deflection is nearest -100 mV |
+| `tau` (ms), `ri` = `input_resistance_mohm` (MΩ) | steps of -100 to 0 pA without APs: mean tau; slope of peak deflection on current |
+| `vrest` (mV) | mean pre-step baseline over all steps |
+
+Missing pieces leave their features NaN: no hyperpolarising step (no sag, tau, ri), a single
+amplitude (no f-I slope), no AP (no rheobase, latency or AP shape).
+
+Temperature: a family recorded at T °C below the Allen 34 °C has its time features (`latency`,
+`avg_isi`, `tau`) divided by the project's AP warp (rtclassify.dsp.temperature.warp_factor), the
+same Q10 that reads an AP window faster; `f_i_curve_slope` is multiplied by it (rates scale
+inversely with intervals).
+"""
+import numpy as np
+
+from rtclassify.features.step import StepFeatures
+
+SAG_TARGET_MV = -100.0
+SUBTHRESH_MIN_PA = -100.0  # tau and ri use steps of SUBTHRESH_MIN_PA to 0 pA (IPFX's Allen setting)
+HERO_OFFSET_PA = (39.0, 61.0)
+
+# every feature a family of steps gives, in the order the cell models read them (Allen's names)
+FAMILY_FEATURES = ("threshold_i_long_square", "latency", "threshold_v_long_square", "peak_v_long_square",
+                   "fast_trough_v_long_square", "trough_v_long_square", "upstroke_downstroke_ratio_long_square",
+                   "f_i_curve_slope", "adaptation", "avg_isi", "sag", "vm_for_sag", "tau", "ri",
+                   "input_resistance_mohm", "vrest")
+TIME_FEATURES = ("latency", "avg_isi", "tau")  # divided by the warp at a declared temperature below 34 °C
+RATE_FEATURES = ("f_i_curve_slope",)  # multiplied by it
+
+
+def family_features(steps: list[StepFeatures], warp: float = 1.0) -> dict:
+    """{Allen feature name: value (NaN when not measurable)} for one cell's long steps (any order)."""
+    out = {name: float("nan") for name in FAMILY_FEATURES}
+    if not steps:
+        return out
+    out["vrest"] = float(np.nanmean([s.v_baseline for s in steps]))
+    spiking = sorted((s for s in steps if s.n_spikes > 0 and s.stim_amp > 0), key=lambda s: s.stim_amp)
+    if spiking:
+        rheo = spiking[0]
+        out["threshold_i_long_square"] = rheo.stim_amp
+        out["latency"] = rheo.latency_s
+        out["threshold_v_long_square"] = float(rheo.threshold_v[0])
+        out["peak_v_long_square"] = float(rheo.peak_v[0])
+        out["fast_trough_v_long_square"] = float(rheo.fast_trough_v[0])
+        out["trough_v_long_square"] = float(rheo.trough_v[0])
+        out["upstroke_downstroke_ratio_long_square"] = float(rheo.upstroke_downstroke_ratio[0])
+        amps = np.array([s.stim_amp for s in spiking])
+        if len(np.unique(amps)) >= 2:
+            rates = np.array([s.avg_rate for s in spiking])
+            out["f_i_curve_slope"] = float(np.polyfit(amps, rates, 1)[0])
+        hero = find_hero(spiking, rheo.stim_amp)
+        out["adaptation"] = hero.adaptation
+        out["avg_isi"] = hero.avg_isi_ms
+    quiet = [s for s in steps if s.n_spikes == 0 and s.stim_amp < 0]
+    if quiet:
+        sag_step = min(quiet, key=lambda s: abs(s.peak_deflect_v - SAG_TARGET_MV))
+        out["sag"], out["vm_for_sag"] = sag_step.sag, sag_step.peak_deflect_v
+        passive = [s for s in quiet if s.stim_amp >= SUBTHRESH_MIN_PA]
+        if passive:
+            taus = [s.tau_ms for s in passive if np.isfinite(s.tau_ms)]
+            out["tau"] = float(np.mean(taus)) if taus else float("nan")
+            out["ri"] = out["input_resistance_mohm"] = input_resistance_mohm(passive)
+    for name in TIME_FEATURES:
+        out[name] /= warp
+    for name in RATE_FEATURES:
+        out[name] *= warp
+    return out
+
+
+def find_hero(spiking: list[StepFeatures], rheobase_pa: float) -> StepFeatures:
+    """IPFX's hero step: the first with amplitude in (rheobase + 39, rheobase + 61) pA, otherwise the
+    one nearest rheobase + 39 pA. `spiking` is sorted by amplitude."""
+    lo, hi = rheobase_pa + HERO_OFFSET_PA[0], rheobase_pa + HERO_OFFSET_PA[1]
+    for s in spiking:
+        if lo < s.stim_amp < hi:
+            return s
+    return min(spiking, key=lambda s: abs(s.stim_amp - lo))
+
+
+def input_resistance_mohm(steps: list[StepFeatures]) -> float:
+    """Slope of peak deflection (mV) on amplitude (pA) over hyperpolarising steps, in MΩ (IPFX
+    input_resistance; one step: through its own baseline at 0 pA)."""
+    i = [s.stim_amp for s in steps]
+    v = [s.peak_deflect_v for s in steps]
+    if len(set(i)) == 1:
+        i.append(0.0)
+        v.append(float(np.mean([s.v_baseline for s in steps])))
+    slope = np.polyfit(np.array(i, float), np.array(v, float), 1)[0]  # mV/pA = GΩ
+    return float(slope * 1e3)
