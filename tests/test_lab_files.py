@@ -20,9 +20,11 @@ from rtclassify.formats.recordings import read_recording
 
 ABF_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "abf-recordings"
 needs_abf = pytest.mark.skipif(not ABF_DIR.is_dir(), reason=f"{ABF_DIR} (real ABF files) not present")
-# the shared folder's README: protocol and clamp mode of each file
-VOLTAGE_CLAMP = {"05210017_vc_abf1.abf", "171116sh_0011.abf", "18425108_abf1.abf"}
-NOT_VM = {("2019_05_02_DIC2_0011.abf", 1), ("2020_07_29_0062.abf", 1)}  # recorded currents (pA)
+# the shared folder's README: protocol and clamp mode of each file. 18425108_abf1 is listed there as
+# voltage clamp, but its channel 10_Vm holds APs peaking at +19 mV, ~100 mV above threshold, under a
+# "15 pulse AHP" protocol, beside an Imemb current monitor: current clamp, read from the content.
+VOLTAGE_CLAMP = {"05210017_vc_abf1.abf", "171116sh_0011.abf"}
+NOT_VM = {("2019_05_02_DIC2_0011.abf", 1), ("2020_07_29_0062.abf", 1), ("18425108_abf1.abf", 0)}  # recorded currents
 RATES = {"18425108_abf1.abf": 25_000.0, "2020_07_29_0062.abf": 10_000.0}
 
 
@@ -112,13 +114,18 @@ def test_sweeps_lists_every_sweep_and_channel_with_labels_or_the_reason(model):
     r = CliRunner().invoke(main, ["sweeps", str(ABF_DIR / "2019_05_02_DIC2_0011.abf"), "--model", "genetic5"])
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in r.output.splitlines()]
+    verdicts = [x for x in lines if "verdict" in x]
+    assert [v["channel"] for v in verdicts] == [0]  # channel 1 records a current: not a cell
+    lines = [x for x in lines if "verdict" not in x]
     assert [(x["sweep"], x["channel"]) for x in lines] == [(k, c) for k in range(3) for c in range(2)]
     for x in lines:
         assert {"sweep", "channel", "clamp_mode", "fs", "n_samples", "stim_onset_s", "n_spikes"} <= set(x)
-        assert "label" in x or x["skip"]
+        assert "label" in x or x.get("skip") or x.get("protocol") == "long_step"
     assert all("not a membrane potential" in x["skip"] for x in lines if x["channel"] == 1)
     vc = CliRunner().invoke(main, ["sweeps", str(ABF_DIR / "171116sh_0011.abf"), "--model", "genetic5"])
-    assert all(json.loads(x)["skip"].startswith("voltage clamp") for x in vc.output.splitlines())
+    vc_lines = [json.loads(x) for x in vc.output.splitlines()]
+    assert all(x["skip"].startswith("voltage clamp") for x in vc_lines if "sweep" in x)
+    assert [x["verdict"]["reason"] for x in vc_lines if "verdict" in x] == ["no evidence"]
 
 
 @needs_abf

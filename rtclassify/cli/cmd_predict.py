@@ -7,8 +7,9 @@ from rtclassify.cli.options import check_folder, device_option, model_option
 @click.command()
 @model_option
 @click.option("--data", "data_dir", required=True, callback=check_folder, metavar="DIR",
-              help="Folder with cells.csv (specimen_id, fs_hz; optional filter_hz in Hz and temperature_c in °C) and "
-                   "traces/<specimen_id>.npy (mV, 1 ms before to 2 ms after the AP peak).")
+              help="Folder with cells.csv (specimen_id, fs_hz; optional filter_hz in Hz, temperature_c in °C and per-cell "
+                   "feature columns named as in Allen's cell_features.csv) and traces/<specimen_id>.npy (mV, 1 ms "
+                   "before to 2 ms after the AP peak).")
 @click.option("--out", "out_csv", required=True, type=click.Path(dir_okay=False), metavar="FILE.csv",
               help="Output CSV: specimen_id,label,p_<class>...,error, one row per cells.csv row.")
 @device_option
@@ -17,7 +18,10 @@ def predict(model_name, data_dir, out_csv, device):
 
     Columns: specimen_id, label, p_<class>..., error, envelope (`inside`, or `outside: <why>` when
     the row's rate, declared filter or temperature, or its window lies outside what the model was
-    validated on). A row recorded below 34 °C (temperature_c) is read with the temperature warp.
+    validated on), evidence (ap, features or ap+features), uncertain, trace_error. Per-cell feature
+    columns (Allen's names: f_i_curve_slope, adaptation, tau, ...) join the AP in one verdict; a row
+    without a usable trace is classified from its features alone. A row recorded below 34 °C
+    (temperature_c) is read with the temperature warp, its time features alike.
 
     Exit status 0 once the file is written, even when some rows carry an error; 1 when DIR's table
     or MODEL cannot be used; 2 when DIR does not exist (`rtclassify --help` has the rule).
@@ -47,6 +51,7 @@ def predict(model_name, data_dir, out_csv, device):
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"{counts['classified']}/{counts['rows']} cells classified with {model.name} "
-        f"({counts['errors']} with errors, {counts['outside']} outside the model's envelope) -> {out_csv}",
+        f"({counts['features_only']} from their features alone, {counts['errors']} with errors, "
+        f"{counts['outside']} outside the model's envelope) -> {out_csv}",
         err=True,
     )

@@ -5,7 +5,7 @@ Database's per-cell table (`cell_features.csv`; IPFX `LongSquareAnalysis`):
 |---|---|
 | `threshold_i_long_square` (pA) | rheobase: the smallest depolarising step with an AP |
 | `latency` (s) | the rheobase step: onset to the first AP's threshold |
-| `*_long_square` AP shape (`threshold_v`, `peak_v`, `fast_trough_v`, `trough_v`, `upstroke_downstroke_ratio`) | the rheobase step's first AP |
+| `*_long_square` AP shape (`threshold_v`, `peak_v`, `fast_trough_v`, `trough_v`, `upstroke_downstroke_ratio`) | the rheobase step's first AP; in a family without a depolarising step that fired (hyperpolarising steps only), the first rebound AP after a step's end (`ap_shape_from` says which) |
 | `f_i_curve_slope` (Hz/pA) | least squares of AP rate on amplitude over the steps with APs |
 | `adaptation`, `avg_isi` (ms) | the "hero" step: the first with amplitude 39-61 pA above rheobase, else the nearest to rheobase + 39 pA |
 | `sag`, `vm_for_sag` | the step without APs whose peak deflection is nearest -100 mV |
@@ -15,8 +15,8 @@ Database's per-cell table (`cell_features.csv`; IPFX `LongSquareAnalysis`):
 Missing pieces leave their features NaN: no hyperpolarising step (no sag, tau, ri), a single
 amplitude (no f-I slope), no AP (no rheobase, latency or AP shape).
 
-Temperature: a family recorded at T °C below the Allen 34 °C has its time features (`latency`,
-`avg_isi`, `tau`) divided by the project's AP warp (rtclassify.dsp.temperature.warp_factor), the
+Temperature (warp_features): a family recorded at a declared T °C below the Allen 34 °C has its time
+features (`latency`, `avg_isi`, `tau`) divided by the project's AP warp (rtclassify.dsp.temperature.warp_factor), the
 same Q10 that reads an AP window faster; `f_i_curve_slope` is multiplied by it (rates scale
 inversely with intervals).
 """
@@ -37,9 +37,11 @@ TIME_FEATURES = ("latency", "avg_isi", "tau")  # divided by the warp at a declar
 RATE_FEATURES = ("f_i_curve_slope",)  # multiplied by it
 
 
-def family_features(steps: list[StepFeatures], warp: float = 1.0) -> dict:
-    """{Allen feature name: value (NaN when not measurable)} for one cell's long steps (any order)."""
+def family_features(steps: list[StepFeatures]) -> dict:
+    """{Allen feature name: value (NaN when not measurable)} for one cell's long steps (any order), and
+    `ap_shape_from`: "rheobase", "rebound" or None (where the AP shape features were measured)."""
     out = {name: float("nan") for name in FAMILY_FEATURES}
+    out["ap_shape_from"] = None
     if not steps:
         return out
     out["vrest"] = float(np.nanmean([s.v_baseline for s in steps]))
@@ -53,6 +55,7 @@ def family_features(steps: list[StepFeatures], warp: float = 1.0) -> dict:
         out["fast_trough_v_long_square"] = float(rheo.fast_trough_v[0])
         out["trough_v_long_square"] = float(rheo.trough_v[0])
         out["upstroke_downstroke_ratio_long_square"] = float(rheo.upstroke_downstroke_ratio[0])
+        out["ap_shape_from"] = "rheobase"
         amps = np.array([s.stim_amp for s in spiking])
         if len(np.unique(amps)) >= 2:
             rates = np.array([s.avg_rate for s in spiking])
@@ -60,6 +63,12 @@ def family_features(steps: list[StepFeatures], warp: float = 1.0) -> dict:
         hero = find_hero(spiking, rheo.stim_amp)
         out["adaptation"] = hero.adaptation
         out["avg_isi"] = hero.avg_isi_ms
+    else:
+        rebound = next((s.rebound for s in sorted(steps, key=lambda s: -s.stim_amp) if s.rebound), None)
+        if rebound is not None:
+            for name, value in rebound.items():
+                out[f"{name}_long_square"] = value
+            out["ap_shape_from"] = "rebound"
     quiet = [s for s in steps if s.n_spikes == 0 and s.stim_amp < 0]
     if quiet:
         sag_step = min(quiet, key=lambda s: abs(s.peak_deflect_v - SAG_TARGET_MV))
@@ -69,10 +78,20 @@ def family_features(steps: list[StepFeatures], warp: float = 1.0) -> dict:
             taus = [s.tau_ms for s in passive if np.isfinite(s.tau_ms)]
             out["tau"] = float(np.mean(taus)) if taus else float("nan")
             out["ri"] = out["input_resistance_mohm"] = input_resistance_mohm(passive)
-    for name in TIME_FEATURES:
-        out[name] /= warp
-    for name in RATE_FEATURES:
-        out[name] *= warp
+    return out
+
+
+def warp_features(features: dict, warp: float) -> dict:
+    """Features of a cell recorded at a declared temperature, as the 34 °C models read them: time
+    features divided by the warp (rtclassify.dsp.temperature.warp_factor), rates multiplied by it.
+    Returns a new dict; values that are absent or not numbers are left as they are."""
+    out = dict(features)
+    if warp == 1.0:
+        return out
+    for name in TIME_FEATURES + RATE_FEATURES:
+        value = out.get(name)
+        if isinstance(value, (int, float)) and value is not None:
+            out[name] = value / warp if name in TIME_FEATURES else value * warp
     return out
 
 

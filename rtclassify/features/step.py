@@ -18,6 +18,7 @@ TAU_MIN_SNR = 20.0  # IPFX: no tau below this deflection / baseline noise ratio
 THRESH_FRAC = 0.05  # IPFX: an AP's threshold is where dV/dt rises past 5% of its upstroke
 FAST_TROUGH_S = 0.005  # IPFX: the fast trough is the lowest V within 5 ms of the peak
 MAX_SPIKE_SEARCH_S = 0.005  # an AP's threshold lies at most this long before its peak
+REBOUND_S = 0.5  # APs this soon after a hyperpolarising step's end are its rebound
 
 
 @dataclass
@@ -40,6 +41,8 @@ class StepFeatures:
     upstroke: np.ndarray = field(default_factory=lambda: np.zeros(0))  # mV/ms
     downstroke: np.ndarray = field(default_factory=lambda: np.zeros(0))  # mV/ms (negative)
     width_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # at half of threshold-to-peak
+    rebound: dict | None = None  # the shape of the first AP within REBOUND_S after a hyperpolarising step
+    # (keys threshold_v, peak_v, fast_trough_v, trough_v, upstroke_downstroke_ratio), None without one
 
     @property
     def n_spikes(self) -> int:
@@ -86,7 +89,7 @@ class StepFeatures:
                "tau": self.tau_ms, "threshold_v": first(self.threshold_v), "peak_v": first(self.peak_v),
                "fast_trough_v": first(self.fast_trough_v),
                "upstroke_downstroke_ratio": first(self.upstroke_downstroke_ratio), "width_ms": first(self.width_ms)}
-        return {k: finite_or_none(v) for k, v in out.items()}
+        return {k: (v if k == "n_spikes" else finite_or_none(v)) for k, v in out.items()}
 
 
 def finite_or_none(x):
@@ -138,6 +141,8 @@ def measure_step(v_mv: np.ndarray, i_pa: np.ndarray | None, fs: float, onset: in
     out = StepFeatures(stim_amp=float(stim_amp), duration_s=(offset - onset) / fs, v_baseline=v_base,
                        peak_deflect_v=deflect_v, peak_deflect_s=(deflect_at - onset) / fs, v_steady=v_steady,
                        sag=sag, tau_ms=tau)
+    if hyper and len(peaks) == 0:
+        out.rebound = rebound_shape(v, fs, offset)
     if len(peaks):
         shape = spike_shapes(v, fs, np.asarray(peaks), offset)
         out.spike_thresholds_s = (shape["threshold"] - onset) / fs
@@ -145,6 +150,18 @@ def measure_step(v_mv: np.ndarray, i_pa: np.ndarray | None, fs: float, onset: in
         out.fast_trough_v, out.trough_v = shape["fast_trough_v"], shape["trough_v"]
         out.upstroke, out.downstroke, out.width_ms = shape["upstroke"], shape["downstroke"], shape["width_ms"]
     return out
+
+
+def rebound_shape(v: np.ndarray, fs: float, offset: int) -> dict | None:
+    """The shape of the first AP within REBOUND_S after a step's end (rebound firing), or None."""
+    end = min(len(v), offset + int(REBOUND_S * fs))
+    _, peaks = find_step_spikes(v, fs, offset, end)
+    if not len(peaks):
+        return None
+    shape = spike_shapes(v, fs, peaks[:2], end)
+    return {"threshold_v": float(v[shape["threshold"][0]]), "peak_v": float(v[peaks[0]]),
+            "fast_trough_v": float(shape["fast_trough_v"][0]), "trough_v": float(shape["trough_v"][0]),
+            "upstroke_downstroke_ratio": float(shape["upstroke"][0] / -shape["downstroke"][0])}
 
 
 def find_step_spikes(v: np.ndarray, fs: float, onset: int, offset: int) -> tuple[np.ndarray, np.ndarray]:

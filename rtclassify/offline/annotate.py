@@ -102,33 +102,44 @@ def sidecar_path(path: Path, out_dir: Path | None = None) -> Path:
 
 def annotate_sidecar(path: Path, model, out_dir: Path | None = None, steps: str = "short") -> dict:
     """Labels of every sweep and channel of a recording in any readable format (ABF, neo's) into a
-    CSV sidecar: sweep, channel, clamp_mode, fs_hz, stim_onset_s, label, p_<class>..., envelope,
-    skip (the reason, where no label), model, model_sha256. The recording itself is not touched.
-    Returns {"file", "sidecar", "labels", "skipped"}."""
+    CSV sidecar: sweep, channel, clamp_mode, fs_hz, stim_onset_s, protocol, label, p_<class>...,
+    envelope, skip (the reason, where no label), verdict, verdict_p, verdict_uncertain (the cell's
+    verdict over the whole file, on each of its channel's rows), model, model_sha256. A sweep of long
+    steps has no AP label: it is evidence for the verdict. The recording itself is not touched.
+    Returns {"file", "sidecar", "labels", "skipped", "verdicts"}."""
     import csv
 
     from rtclassify.formats.recordings import read_recording
     from rtclassify.offline.sweep_labels import label_sweep
+    from rtclassify.offline.verdicts import FileVerdicts
 
     path = Path(path)
     target = sidecar_path(path, out_dir)
-    columns = ["sweep", "channel", "clamp_mode", "fs_hz", "stim_onset_s", "label",
-               *[f"p_{c}" for c in model.classes], "envelope", "skip", "model", "model_sha256"]
-    rows, labels = [], 0
+    columns = ["sweep", "channel", "clamp_mode", "fs_hz", "stim_onset_s", "protocol", "label",
+               *[f"p_{c}" for c in model.classes], "envelope", "skip", "verdict", "verdict_p", "verdict_uncertain",
+               "model", "model_sha256"]
+    rows, labels, cells = [], 0, FileVerdicts(model)
     for s in read_recording(path):
-        r = label_sweep(s, model, steps)
+        r = label_sweep(s, model, steps, evidence=cells.evidence_for(s))
         onset = r.get("stim_onset_sample")
         row = {"sweep": s.sweep, "channel": s.channel, "clamp_mode": s.clamp_mode, "fs_hz": s.fs,
-               "stim_onset_s": "" if onset is None else round(onset / s.fs, 9), "label": r.get("label", ""),
-               "envelope": r.get("envelope", ""), "skip": r.get("skip", ""), "model": model.name,
-               "model_sha256": model.sha256}
+               "stim_onset_s": "" if onset is None else round(onset / s.fs, 9), "protocol": r.get("protocol", ""),
+               "label": r.get("label", ""), "envelope": r.get("envelope", ""), "skip": r.get("skip", ""),
+               "model": model.name, "model_sha256": model.sha256}
         row.update({f"p_{c}": r.get(f"p_{c}", "") for c in model.classes})
         labels += "label" in r
         rows.append(row)
+    verdicts = {line["channel"]: line["verdict"] for line in cells.lines(str(path))}
+    for row in rows:
+        v = verdicts.get(row["channel"])
+        if v is not None:
+            row.update({"verdict": v["label"] or "", "verdict_p": max(v["probs"].values()) if v["probs"] else "",
+                        "verdict_uncertain": str(v["uncertain"]).lower()})
     tmp = target.with_name(target.name + ".part")  # a reader never sees half a table
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
     tmp.replace(target)
-    return {"file": str(path), "sidecar": str(target), "labels": labels, "skipped": len(rows) - labels}
+    return {"file": str(path), "sidecar": str(target), "labels": labels, "skipped": len(rows) - labels,
+            "verdicts": [{"channel": c, **v} for c, v in sorted(verdicts.items())]}

@@ -26,31 +26,69 @@ def classify_windows(model: LoadedModel, windows: np.ndarray) -> np.ndarray:
 def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=None, rows=None) -> dict:
     """Classify every row of `folder/cells.csv` and write `out_csv` in the same row order.
 
-    Columns: specimen_id, label, p_<class>..., error, envelope. A row that cannot be classified keeps
-    its place with an empty label and the reason in `error`; `envelope` says whether a classified row
-    lies inside what the model was validated on (rtclassify.model.envelope). Optional columns
-    `filter_hz` (Hz) and `temperature_c` (°C) declare the rig: the window of a row recorded below
-    34 °C is read faster by the temperature warp (rtclassify.dsp.temperature). Returns counts
-    {"rows", "classified", "errors", "outside"}. rows: the table already read, else it is read here.
+    Columns: specimen_id, label, p_<class>..., error, envelope, evidence, uncertain, trace_error. A
+    row that cannot be classified keeps its place with an empty label and the reason in `error`;
+    `envelope` says whether a classified row's AP lies inside what the model was validated on
+    (rtclassify.model.envelope). Optional columns `filter_hz` (Hz) and `temperature_c` (°C) declare
+    the rig: the window of a row recorded below 34 °C is read faster by the temperature warp
+    (rtclassify.dsp.temperature), and its time features are warped alike. Optional per-cell feature
+    columns named as in Allen's cell_features.csv join the AP in the cell verdict (the cell model of
+    the model's classes, rtclassify.verdict); a row whose trace is absent or unusable but whose
+    features are present is classified from its features alone (`evidence` "features", the trace's
+    problem in `trace_error`). `label` and `p_<class>` are the verdict's; `uncertain` is true where
+    the verdict's top probability is below the confidence the cell model asks for (the label is still
+    its most likely class). Returns counts {"rows", "classified", "errors", "outside", "features_only"}.
+    rows: the table already read, else it is read here.
     """
+    from rtclassify.verdict.cell import CellEvidence
+    from rtclassify.verdict.cell_model import cell_model_for
+
     rows = read_cells_table(folder) if rows is None else rows
-    windows, ok_rows, errors, envelopes = [], [], {}, {}
+    cell_model = cell_model_for(model)
+    windows, ok_rows, errors, envelopes, trace_errors, rigs = [], [], {}, {}, {}, {}
     iterator = progress(rows) if progress else rows
     for i, row in enumerate(iterator):
         try:
             rig = declared_rig(row)
-            window = load_cell_window(folder, row, model.spec, warp_factor(rig.temperature_c))
         except CellError as exc:
             errors[i] = str(exc)
+            continue
+        rigs[i] = rig
+        try:
+            window = load_cell_window(folder, row, model.spec, warp_factor(rig.temperature_c))
+        except CellError as exc:
+            trace_errors[i] = str(exc)
             continue
         windows.append(window)
         ok_rows.append(i)
         envelopes[i] = judge(model.envelope, row.fs_hz, rig, window)
     probs = classify_windows(model, np.stack(windows)) if windows else np.zeros((0, len(model.classes)))
-    by_row = dict(zip(ok_rows, probs))
-    write_predictions(out_csv, rows, model.classes, by_row, errors, envelopes)
-    return {"rows": len(rows), "classified": len(ok_rows), "errors": len(errors),
-            "outside": sum(e != INSIDE for e in envelopes.values())}
+    ap_by_row = dict(zip(ok_rows, probs))
+    verdicts = {}
+    for i, rig in rigs.items():
+        evidence = CellEvidence(model.classes, cell_model, rig.temperature_c)
+        if cell_model is not None:
+            evidence.give_features({name: row_value(rows[i], name) for name in cell_model.features})
+        if i in ap_by_row:
+            evidence.add_ap(ap_by_row[i])
+        v = evidence.verdict()
+        if v.probs:
+            verdicts[i] = v
+        else:
+            errors[i] = f"{trace_errors.pop(i, 'no AP trace')}; and no per-cell features to classify from"
+    write_predictions(out_csv, rows, model.classes, verdicts, errors, envelopes, trace_errors)
+    return {"rows": len(rows), "classified": len(verdicts), "errors": len(errors),
+            "outside": sum(e != INSIDE for e in envelopes.values()),
+            "features_only": sum(1 for i in verdicts if i not in ap_by_row)}
+
+
+def row_value(row, name: str):
+    """A cells.csv cell as a number (None when empty or not a number)."""
+    text = (row.columns.get(name) or "").strip()
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def declared_rig(row) -> RigInfo:
@@ -62,17 +100,23 @@ def declared_rig(row) -> RigInfo:
     return rig
 
 
-def write_predictions(out_csv: Path, rows, classes, probs_by_row: dict, errors: dict, envelopes: dict) -> None:
-    """Write the prediction CSV; every input row appears exactly once."""
+def write_predictions(out_csv: Path, rows, classes, verdicts: dict, errors: dict, envelopes: dict,
+                      trace_errors: dict) -> None:
+    """Write the prediction CSV; every input row appears exactly once. verdicts: row -> Verdict."""
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["specimen_id", "label"] + [f"p_{c}" for c in classes] + ["error", "envelope"])
+        w.writerow(["specimen_id", "label"] + [f"p_{c}" for c in classes]
+                   + ["error", "envelope", "evidence", "uncertain", "trace_error"])
         for i, row in enumerate(rows):
-            if i in probs_by_row:
-                p = probs_by_row[i]
-                w.writerow([row.specimen_id, classes[int(np.argmax(p))]] + [f"{v:.6f}" for v in p]
-                           + ["", envelopes[i]])
+            if i in verdicts:
+                v = verdicts[i]
+                p = [v.probs[c] for c in classes]
+                kinds = [k for k, n in (("ap", v.evidence["short_square"]), ("features", v.n_features)) if n]
+                w.writerow([row.specimen_id, classes[int(np.argmax(p))]] + [f"{x:.6f}" for x in p]
+                           + ["", envelopes.get(i, ""), "+".join(kinds), str(v.uncertain).lower(),
+                              trace_errors.get(i, "")])
             else:
-                w.writerow([row.specimen_id, ""] + [""] * len(classes) + [errors.get(i, "not classified"), ""])
+                w.writerow([row.specimen_id, ""] + [""] * len(classes) + [errors.get(i, "not classified"), "", "", "",
+                                                                            trace_errors.get(i, "")])

@@ -11,7 +11,10 @@ The rules (`rtclassify watch DIR`):
   from the sweep's start, `headstage` is the channel. A restart with the same `--log` reads the
   answers already logged and never answers them again.
 - A cell is a file: its `cell_id` is the file's name without its extension, and the cell verdict
-  accumulates over that file's sweeps of one channel.
+  accumulates over that file's sweeps of one channel: short squares labelled by the AP network and
+  long steps measured (rtclassify.verdict.cell.CellEvidence). A sweep of long steps is answered with
+  a label of `protocol` "long_step": its steps' `features`, and as `label`/`probs` the cell's
+  reading so far.
 """
 import json
 import os
@@ -22,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from rtclassify.daemon.messages import HEARTBEAT_SCHEMA, LABEL_SCHEMA, PROB_DIGITS, SKIP_SCHEMA
-from rtclassify.daemon.tracking import CellEntry
 from rtclassify.formats import RecordingError
 from rtclassify.formats.recordings import RECORDING_SUFFIXES, read_recording
 from rtclassify.model.envelope import RigInfo
 from rtclassify.offline.sweep_labels import label_sweep
+from rtclassify.offline.verdicts import FileVerdicts
 
 HEARTBEAT_S = 2.0
 
@@ -54,7 +57,7 @@ class FolderWatch:
     retry_s: float = 2.0
     answered: set = field(default_factory=set)  # (source_file, sweep, channel)
     files: dict = field(default_factory=dict)  # path -> WatchedFile
-    cells: dict = field(default_factory=dict)  # (source_file, channel) -> CellEntry
+    cells: dict = field(default_factory=dict)  # source_file -> FileVerdicts
     seq: dict = field(default_factory=dict)  # channel -> next output seq
     started: float = field(default_factory=time.time)
 
@@ -106,40 +109,50 @@ class FolderWatch:
             if key in self.answered:
                 continue
             t0 = time.perf_counter()
-            result = label_sweep(s, self.model, self.steps, self.rig)
-            self.publish(path, s, result, (time.perf_counter() - t0) * 1e3)
+            cells = self.cells.setdefault(str(path), FileVerdicts(self.model, self.rig.temperature_c))
+            evidence = cells.evidence_for(s)
+            result = label_sweep(s, self.model, self.steps, self.rig, evidence)
+            self.publish(path, s, result, evidence, (time.perf_counter() - t0) * 1e3)
             self.answered.add(key)
             sent += 1
         return sent
 
-    def publish(self, path: Path, s, result: dict, ms: float) -> None:
+    def publish(self, path: Path, s, result: dict, evidence, ms: float) -> None:
         """One label or skip message for sweep `s` of `path`, in serve's schema plus the file fields."""
         seq = self.seq.get(s.channel, 0)
         self.seq[s.channel] = seq + 1
         common = {"headstage": s.channel, "seq": seq, "cell_id": path.stem, "source_file": str(path),
                   "sweep": s.sweep, "channel": s.channel}
-        if "label" not in result:
+        if "skip" in result:
             self.emit("skip", {"schema": SKIP_SCHEMA, **common, "stim_onset_sample": result.get("stim_onset_sample"),
                                "reason": result["skip_reason"], "detail": result["skip"]})
             return
-        cell = self.cells.setdefault((str(path), s.channel), CellEntry(-1, path.stem))
-        probs = np.array(result["probs"])
-        cell.add(probs)
         classes = self.model.classes
-        n_after = int(round(self.model.spec.after_ms * s.fs / 1000))
-        self.emit("label", {"schema": LABEL_SCHEMA, **common, "stim_onset_sample": result["stim_onset_sample"],
-                            "window_end_sample": result["peak_sample"] + n_after - 1, "label": result["label"],
+        cell = evidence.cell_fields()
+        message = {"schema": LABEL_SCHEMA, **common, "stim_onset_sample": result["stim_onset_sample"]}
+        if "label" in result:  # a short square (or, with --steps any, a long step's first AP)
+            probs = np.array(result["probs"])
+            n_after = int(round(self.model.spec.after_ms * s.fs / 1000))
+            message.update({"window_end_sample": result["peak_sample"] + n_after - 1, "label": result["label"],
                             "probs": {c: round(float(p), PROB_DIGITS) for c, p in zip(classes, probs)},
-                            "cell": cell.verdict(classes), "model": {"name": self.model.name,
-                                                                    "sha256": self.model.sha256},
-                            "latency_ms": {"process": round(ms, 3)}, "late": False,
                             "peak_sample": result["peak_sample"], "envelope": result["envelope"]})
+        else:  # long steps: the cell's reading so far
+            top = max(cell["probs"], key=cell["probs"].get)
+            message.update({"window_end_sample": result["window_end_sample"], "label": top, "probs": cell["probs"],
+                            "envelope": "inside"})
+        message.update({"protocol": result["protocol"], "cell": cell,
+                        "model": {"name": self.model.name, "sha256": self.model.sha256},
+                        "latency_ms": {"process": round(ms, 3)}, "late": False})
+        if "features" in result:
+            message["features"] = {"steps": result["features"], "cell": evidence.reported_features()}
+        self.emit("label", message)
 
     def heartbeat(self) -> dict:
         now = time.time()
         latest = {}
-        for (source, channel), cell in self.cells.items():
-            latest[str(channel)] = {"cell_id": cell.cell_id}
+        for source, cells in self.cells.items():
+            for channel in cells.cells:
+                latest[str(channel)] = {"cell_id": Path(source).stem}
         return {"schema": HEARTBEAT_SCHEMA, "time": round(now, 3), "uptime_s": round(now - self.started, 3),
                 "model": {"name": self.model.name, "sha256": self.model.sha256, "classes": self.model.classes},
                 "watch": {"folder": str(self.folder), "files": len(self.files), "answered": len(self.answered),

@@ -4,7 +4,8 @@
    out-of-fold probabilities from all features and from the long-step features only; the
    temperature fitted on them; the rule joining them with the AP network's out-of-fold
    probabilities (docs/report-dev/predictions.npz) chosen by log-loss; the confidence below which a
-   verdict is `uncertain` chosen so that the kept verdicts are right at least `--target` of the time.
+   verdict is `uncertain` chosen so that the kept verdicts from long steps alone are right at least
+   `--target` of the time.
 2. final: trees fitted on every development cell score the frozen final split once, alone and joined
    with the AP network's final-split probabilities (docs/report/predictions.npz, one per seed).
 3. ship: trees fitted on every labelled cell, with the dev stage's temperature and rule, written to
@@ -24,7 +25,8 @@ SEEDS = (0, 1, 2)
 @click.option("--metadata", "metadata_dir", default=DEFAULT_METADATA, show_default=True)
 @click.option("--features", "features_csv", default=FEATURES_CSV, show_default=True)
 @click.option("--target", default=0.95, show_default=True,
-              help="Accuracy the kept (not uncertain) development verdicts must reach; sets min_confidence.")
+              help="Accuracy the kept (not uncertain) development verdicts from long steps alone must reach; sets "
+                   "min_confidence.")
 @click.option("--out", "out_dir", default="docs/cells", show_default=True, help="Report folder.")
 @click.option("--ship/--no-ship", default=True, show_default=True, help="Write the shipped cell model files.")
 def cells(tasks, data_dir, metadata_dir, features_csv, target, out_dir, ship):

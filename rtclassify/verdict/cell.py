@@ -1,0 +1,70 @@
+"""One cell's evidence as it comes in (short-square AP labels, long steps, features a table gives)
+and its verdict: what `sweeps`, `watch`, `annotate`, `predict` and the daemon share."""
+import numpy as np
+
+from rtclassify.dsp.temperature import warp_factor
+from rtclassify.features.family import FAMILY_FEATURES, family_features, warp_features
+from rtclassify.verdict.cell_model import CellModel
+from rtclassify.verdict.combine import Rule, Verdict, verdict
+
+
+class CellEvidence:
+    """Evidence of one cell. classes: the AP model's classes (the verdict's); cell_model: the cell
+    model of the same classes, or None (then only short squares count); temperature_c: the declared
+    bath temperature (None: unknown, read as 34 °C), which warps the time features."""
+
+    def __init__(self, classes, cell_model: CellModel | None, temperature_c: float | None = None):
+        self.classes = tuple(classes)
+        self.cell_model = cell_model
+        self.warp = warp_factor(temperature_c)
+        self.ap_probs: list[np.ndarray] = []
+        self.steps: list = []  # features.step.StepFeatures
+        self.given: dict = {}  # per-cell features from a table (Allen's names)
+
+    def add_ap(self, probs) -> None:
+        """A short square's AP labelled by the AP model: (K,) probabilities."""
+        self.ap_probs.append(np.asarray(probs, dtype=np.float64))
+
+    def add_step(self, step) -> None:
+        """A measured long step (features.step.StepFeatures)."""
+        self.steps.append(step)
+
+    def give_features(self, features: dict) -> None:
+        """Per-cell features a table gives (Allen's names; absent or empty values are ignored)."""
+        self.given.update({k: v for k, v in features.items() if v not in (None, "")})
+
+    def features(self) -> dict:
+        """The cell's features so far, as the cell model reads them (warped to 34 °C): measured from its
+        long steps, with the table's values where it gives them."""
+        measured = family_features(self.steps) if self.steps else {}
+        merged = {**measured, **self.given}
+        return warp_features(merged, self.warp)
+
+    def reported_features(self) -> dict:
+        """The long-step features as measured (not warped), JSON-ready: Allen's names, null where not measurable."""
+        from rtclassify.features.step import finite_or_none
+
+        measured = family_features(self.steps)
+        out = {name: finite_or_none(measured.get(name)) for name in FAMILY_FEATURES}
+        out["ap_shape_from"] = measured.get("ap_shape_from")
+        return out
+
+    def verdict(self) -> Verdict:
+        model = self.cell_model
+        ap = np.array(self.ap_probs) if self.ap_probs else None
+        if model is None:
+            prior = np.full(len(self.classes), 1.0 / len(self.classes))
+            return verdict(self.classes, ap, None, prior, Rule(), 0)
+        feats = self.features()
+        n_features = model.n_present(feats)
+        step_probs = model.predict([feats])[0] if n_features else None
+        return verdict(self.classes, ap, step_probs, model.prior, Rule.from_dict(model.rule), len(self.steps),
+                       n_features)
+
+    def cell_fields(self) -> dict:
+        """The `cell` object of a label message: the verdict with `n_windows` (short squares and long
+        steps that contributed)."""
+        v = self.verdict()
+        d = v.to_dict()
+        d["n_windows"] = v.evidence["short_square"] + v.evidence["long_step"]
+        return d
