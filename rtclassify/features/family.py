@@ -9,7 +9,7 @@ Database's per-cell table (`cell_features.csv`; IPFX `LongSquareAnalysis`):
 | `f_i_curve_slope` (Hz/pA) | least squares of AP rate on amplitude over the steps with APs |
 | `adaptation`, `avg_isi` (ms) | the "hero" step: the first with amplitude 39-61 pA above rheobase, else the nearest to rheobase + 39 pA |
 | `sag`, `vm_for_sag` | the step without APs whose peak deflection is nearest -100 mV |
-| `tau` (ms), `ri` = `input_resistance_mohm` (MΩ) | steps of -100 to 0 pA without APs: mean tau; slope of peak deflection on current |
+| `tau` (ms), `ri` = `input_resistance_mohm` (MΩ) | steps above -100 and below 0 pA without APs (a family without one: its -100 pA steps): mean tau; slope of peak deflection on current |
 | `vrest` (mV) | mean pre-step baseline over all steps |
 
 Missing pieces leave their features NaN: no hyperpolarising step (no sag, tau, ri), a single
@@ -25,7 +25,7 @@ import numpy as np
 from rtclassify.features.step import StepFeatures
 
 SAG_TARGET_MV = -100.0
-SUBTHRESH_MIN_PA = -100.0  # tau and ri use steps of SUBTHRESH_MIN_PA to 0 pA (IPFX's Allen setting)
+SUBTHRESH_MIN_PA = -100.0  # tau and ri use steps above SUBTHRESH_MIN_PA and below 0 pA (IPFX's Allen setting)
 HERO_OFFSET_PA = (39.0, 61.0)
 
 # every feature a family of steps gives, in the order the cell models read them (Allen's names)
@@ -73,7 +73,8 @@ def family_features(steps: list[StepFeatures]) -> dict:
     if quiet:
         sag_step = min(quiet, key=lambda s: abs(s.peak_deflect_v - SAG_TARGET_MV))
         out["sag"], out["vm_for_sag"] = sag_step.sag, sag_step.peak_deflect_v
-        passive = [s for s in quiet if s.stim_amp >= SUBTHRESH_MIN_PA]
+        passive = [s for s in quiet if s.stim_amp > SUBTHRESH_MIN_PA + 0.5] or \
+            [s for s in quiet if s.stim_amp >= SUBTHRESH_MIN_PA - 0.5]
         if passive:
             taus = [s.tau_ms for s in passive if np.isfinite(s.tau_ms)]
             out["tau"] = float(np.mean(taus)) if taus else float("nan")

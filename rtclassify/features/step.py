@@ -16,7 +16,7 @@ SAG_STEADY_S = 0.03  # IPFX sag(): steady state is the mean over the step's last
 TAU_FRAC = 0.1  # IPFX: the exponential fit starts where the deflection reaches 10% of its peak
 TAU_MIN_SNR = 20.0  # IPFX: no tau below this deflection / baseline noise ratio
 THRESH_FRAC = 0.05  # IPFX: an AP's threshold is where dV/dt rises past 5% of its upstroke
-FAST_TROUGH_S = 0.005  # IPFX: the fast trough is the lowest V within 5 ms of the peak
+TERM_FRAC = 0.01  # IPFX: the fast trough is where dV/dt, past the downstroke, climbs back to 1% of it
 MAX_SPIKE_SEARCH_S = 0.005  # an AP's threshold lies at most this long before its peak
 REBOUND_S = 0.5  # APs this soon after a hyperpolarising step's end are its rebound
 
@@ -176,36 +176,38 @@ def find_step_spikes(v: np.ndarray, fs: float, onset: int, offset: int) -> tuple
 
 
 def spike_shapes(v: np.ndarray, fs: float, peaks: np.ndarray, end: int) -> dict:
-    """Per-AP shape by IPFX's definitions: threshold (sample where dV/dt last rises past THRESH_FRAC of
-    the upstroke before the peak), upstroke / downstroke (max / min dV/dt, mV/ms, before / after the
-    peak up to the trough), fast trough (min within FAST_TROUGH_S of the peak), trough (min before the
-    next AP or `end`), width at half the threshold-to-peak height (ms)."""
-    dvdt = np.gradient(v) * fs / 1e3  # mV/ms
+    """Per-AP shape by IPFX's definitions, on its forward-difference dV/dt (mV/ms): upstroke / downstroke
+    (max / min dV/dt before the peak / from the peak to the trough), threshold (going back from the
+    upstroke, the first sample where dV/dt is at most THRESH_FRAC of the mean upstroke of the step's
+    APs), fast trough (the end of the spike: where dV/dt, after its most negative value before the next
+    AP, climbs back to TERM_FRAC of it), trough (min before the next AP or `end`), width at half the
+    threshold-to-peak height (ms)."""
+    dvdt = np.append(np.diff(v), 0.0) * fs / 1e3
     back = int(round(MAX_SPIKE_SEARCH_S * fs))
-    n_fast = max(1, int(round(FAST_TROUGH_S * fs)))
     out = {k: np.empty(len(peaks)) for k in ("fast_trough_v", "trough_v", "upstroke", "downstroke", "width_ms")}
+    starts = np.array([max(0, p - back, int(peaks[j - 1]) + 1 if j else 0) for j, p in enumerate(peaks)], np.int64)
+    up_at = np.array([a + int(np.argmax(dvdt[a:p + 1])) for a, p in zip(starts, peaks)], np.int64)
+    target = THRESH_FRAC * float(np.mean(dvdt[up_at]))
     thresholds = np.empty(len(peaks), np.int64)
     for j, p in enumerate(peaks):
-        lo = max(0, p - back)
-        if j > 0:
-            lo = max(lo, int(peaks[j - 1]) + 1)
-        up_at = lo + int(np.argmax(dvdt[lo:p + 1]))
-        up = float(dvdt[up_at])
-        below = np.flatnonzero(dvdt[lo:up_at + 1] < THRESH_FRAC * up)
-        t = lo + int(below[-1]) + 1 if len(below) else lo
+        lo, up = int(starts[j]), int(up_at[j])
+        below = np.flatnonzero(dvdt[lo:up + 1] <= target)
+        t = lo + int(below[-1]) if len(below) else lo
         nxt = int(peaks[j + 1]) if j + 1 < len(peaks) else min(end, len(v))
         nxt = max(nxt, p + 2)
         trough_at = p + int(np.argmin(v[p:nxt]))
-        fast_end = min(nxt, p + n_fast + 1)
-        down = float(np.min(dvdt[p:max(trough_at, p + 1) + 1]))
+        down_at = p + int(np.argmin(dvdt[p:nxt]))
+        back_up = np.flatnonzero(dvdt[down_at:nxt] >= TERM_FRAC * dvdt[down_at])
+        fast_at = down_at + int(back_up[0]) if len(back_up) else trough_at
         half = (v[t] + v[p]) / 2.0
         a = t + int(np.argmax(v[t:p + 1] >= half))
         after = np.flatnonzero(v[p:nxt] < half)
         b = p + int(after[0]) if len(after) else nxt
         thresholds[j] = t
-        out["fast_trough_v"][j] = float(np.min(v[p:fast_end]))
+        out["fast_trough_v"][j] = float(v[fast_at])
         out["trough_v"][j] = float(v[trough_at])
-        out["upstroke"][j], out["downstroke"][j] = up, down
+        out["upstroke"][j] = float(dvdt[up])
+        out["downstroke"][j] = float(np.min(dvdt[p:max(trough_at, p + 1) + 1]))
         out["width_ms"][j] = (b - a) / fs * 1e3
     out["threshold"] = thresholds
     return out
