@@ -11,7 +11,7 @@ from rtclassify.verdict.combine import Rule, join_log_probs
 from rtclassify.verdict.trees import probabilities
 from trainer.calibration import expected_calibration_error
 from trainer.cell_model import export_trees, fit_trees, read_features, training_copies
-from trainer.evaluate import final_split, make_folds
+from trainer.evaluate import RATE_STRATA, final_split, make_folds
 from trainer.labels import get_task
 from trainer.metrics import score_repeats
 
@@ -133,6 +133,13 @@ def run_task(task_name: str, data, groups, features_csv: Path, target: float, se
         s["confident_wrong"] = float(np.mean(wrong_conf))
         s["kept_at_min_confidence"] = [float(np.mean(v)) for v in zip(*[selective(p, y_test, rule.min_confidence)
                                                                          for p in ps])]
+        s["strata"] = {}
+        for stratum, (rate, scored) in RATE_STRATA[task_name].items():
+            present = [task.classes.index(c) for c in scored]
+            keep = (data.fs_hz[test] == rate) & np.isin(y_test, present)
+            if keep.sum():
+                s["strata"][stratum] = score_repeats(y_test[keep], np.array([p.argmax(1)[keep] for p in ps]), k,
+                                                     present, n_boot=200)
         final_scores[m] = s
 
     summary = {"classes": list(task.classes), "n_dev": int(dev.sum()), "n_final": int(test.sum()),
@@ -177,6 +184,10 @@ def write_report(results: dict, out: Path) -> None:
                          f"{f['confident_wrong']:.3f} | {f['kept_at_min_confidence'][0]:.2f} "
                          f"({f['kept_at_min_confidence'][1]:.3f}) | "
                          + " | ".join(f"{v:.2f}" for v in f["recall"]) + " |")
+            for stratum, st in f["strata"].items():
+                lines.append(f"| ↳ {stratum} (n {st['n']}) | {st['accuracy']:.3f} | {st['balanced_accuracy']:.3f} | "
+                             f"{st['macro_f1']:.3f} | | | | " + " | ".join("" if v != v else f"{v:.2f}" for v in st["recall"])
+                             + " |")
         lines += ["", "Development folds (out-of-fold, donor-grouped; where the rule was chosen):", "",
                   "| evidence | balanced accuracy | macro-F1 |", "|---|---|---|"]
         for m, d in r["dev"].items():
