@@ -233,3 +233,35 @@ def test_predict_reads_feature_columns_and_classifies_a_row_without_its_trace(tm
     truth = dict(zip(cells.specimen_id.astype(str), cells.line_name.map(strict)))
     right = [r["label"] == truth[r["specimen_id"]] for r in rows[:-1] if r["evidence"] == "features"]
     assert np.mean(right) >= 0.6  # four interneuron classes from features alone: chance is 0.25
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("cell", ["001_150216_A1_CA1py_MPG", "001_150218_A1_CA1py_MPG"])
+def test_a_folder_of_igor_waves_is_one_cell_its_v_and_i_paired_by_sweep_number(cell):
+    folder = LAB / "igor" / cell
+    if not folder.is_dir():
+        pytest.skip(f"{folder} absent: the shared lab-cells recordings are needed")
+    from rtclassify.cli import main
+    from rtclassify.formats.recordings import read_recording
+
+    sweeps = read_recording(folder)
+    numbers = sorted({p.name.rsplit("_", 1)[1] for p in folder.glob("*.ibw")})
+    assert len(sweeps) == len(numbers) == 2
+    for s in sweeps:
+        assert s.channel == 0 and s.channel_name == "ch2" and s.refusal is None
+        assert -90 < np.median(s.response) < 0 and s.fs == 10_000.0  # volts read as mV
+        assert s.command is not None and len(s.command) == len(s.response)
+    out = CliRunner().invoke(main, ["sweeps", str(folder), "--model", "broad2"])
+    assert out.exit_code == 0, out.output
+    lines = [json.loads(x) for x in out.output.splitlines()]
+    steps = [f for x in lines if x.get("protocol") == "long_step" for f in x["features"]]
+    assert len(steps) == 2 and all(f["stim_amp"] > 100 and f["n_spikes"] > 5 for f in steps)
+    assert abs(steps[0]["stim_amp"] - steps[1]["stim_amp"]) > 50  # two amplitudes per cell
+    assert lines[-1]["verdict"]["label"] == "Exc"  # rat CA1 pyramidal cells
+
+
+def test_a_folder_without_igor_waves_is_refused_with_the_reason(tmp_path):
+    from rtclassify.cli import main
+
+    out = CliRunner().invoke(main, ["sweeps", str(tmp_path)])
+    assert out.exit_code != 0 and "Igor waves" in out.output and "Traceback" not in out.output

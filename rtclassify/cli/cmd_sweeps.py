@@ -1,11 +1,11 @@
 """`rtclassify sweeps`: list (and with --model, label) the sweeps of a recording of any format."""
 import click
 
-from rtclassify.cli.options import check_files, rig_options
+from rtclassify.cli.options import check_recording, rig_options
 
 
 @click.command()
-@click.argument("path", callback=check_files, metavar="FILE")
+@click.argument("path", callback=check_recording, metavar="FILE")
 @click.option("--model", "model_name", default=None, metavar="MODEL",
               help="Also classify with this model (genetic5, broad2 or a model file): short squares get label, "
                    "p_<class>, envelope; long steps their features; each line the cell's verdict so far (`cell`), "
@@ -26,7 +26,8 @@ def sweeps(path, model_name, steps, filter_hz, temperature_c):
     monitor, voltage clamp). With --model, a last line per recorded cell: {"verdict": {label (null
     when uncertain), probs, evidence, uncertain, reason}, "channel", "source_file", "features"}.
     Reads NWB (MIES NWB 1, Allen Cell Types NWB 1, NWB 2), Axon ABF 1 and 2, and through neo Axograph,
-    WinWCP, Igor, Spike2.
+    WinWCP, Igor, Spike2; FILE may be a folder of Igor waves (one cell: waves *_ch<C>_<N>.ibw sharing N
+    are one sweep, the wave in volts its membrane potential, the one in amperes its current).
     """
     import json
 

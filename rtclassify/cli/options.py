@@ -43,6 +43,17 @@ def check_files(ctx, param, value):
     return value
 
 
+def check_recording(ctx, param, value):
+    """An existing recording file, or a folder of Igor waves (.ibw: one cell, a sweep's V and I in two
+    waves), else a one-line error."""
+    p = Path(value)
+    if p.is_dir():
+        if any(f.suffix.lower() == ".ibw" for f in p.iterdir()):
+            return value
+        raise OptionError(f"{named(param, value)}: is a folder without Igor waves (.ibw): give a recording file")
+    return check_files(ctx, param, value)
+
+
 def check_model(ctx, param, value: str) -> str:
     """A built-in model name or the path of an existing file, else a one-line error."""
     if value in BUILTIN_MODELS or Path(value).is_file():

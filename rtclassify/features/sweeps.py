@@ -7,7 +7,7 @@ hold two: a variable step and a fixed hyperpolarising one). Each is measured on 
 import numpy as np
 
 from rtclassify.features.step import StepFeatures, measure_step
-from rtclassify.formats.stimuli import SHORT_STEP_MS, steps_after_test_pulse
+from rtclassify.formats.stimuli import LEVEL_LAYOUTS, SHORT_STEP_MS, steps_after_test_pulse
 
 MIN_LONG_STEP_MS = SHORT_STEP_MS[1]  # longer than a short square's upper bound
 
@@ -25,7 +25,7 @@ def long_steps(s) -> list[tuple[int, int]]:
     found = steps_after_test_pulse(s.command, s.fs, s.layout)
     out = []
     for a, b in found:
-        b = first_level_change(s.command, s.fs, a, b, measured=not s.layout.startswith("abf"))
+        b = first_level_change(s.command, s.fs, a, b, measured=not s.layout.startswith(LEVEL_LAYOUTS))
         if (b - a) / s.fs * 1e3 > MIN_LONG_STEP_MS:
             out.append((a, b))
     return out

@@ -20,6 +20,12 @@ def read_recording(path) -> list:
     """Every sweep x channel of the recording at `path`, in file order; RecordingError naming the
     file and the reason when it cannot be read (missing, truncated, of an unknown format)."""
     path = Path(path)
+    if path.is_dir():
+        from rtclassify.formats.igor_waves import is_wave_folder, read_wave_folder
+
+        if is_wave_folder(path):
+            return read_wave_folder(path)
+        raise RecordingError(f"{path}: a folder, and not one of Igor waves (.ibw); give a recording file")
     if not path.is_file():
         raise RecordingError(f"{path}: no such file")
     suffix = path.suffix.lower()

@@ -15,6 +15,7 @@ import numpy as np
 TABLE = Path(__file__).with_name("short_square.csv")
 TEST_PULSE_END_S = 0.021  # MIES and the Allen pipeline put a test pulse in a sweep's first ~20 ms
 EPOCH_STEP_PA = 0.5  # a level change this large on an epoch-table command is a step
+LEVEL_LAYOUTS = ("abf", "igor-waves")  # readers whose command is noise-free levels
 SHORT_STEP_MS = (1.0, 5.0)  # a short square's step lasts 3 ms; accept 1-5 ms
 
 
@@ -47,16 +48,17 @@ def is_short_square_name(name: str) -> bool:
 def steps_after_test_pulse(command_pa: np.ndarray, fs: float, layout: str = "") -> list[tuple[int, int]]:
     """(onset, offset) sample pairs of the current steps after the test pulse on a command trace (pA).
 
-    layout: the reader's (Sweep.layout). An ABF command is its epoch table's waveform: it starts at
-    the holding level (so that is the baseline, even when steps fill half the sweep and the median
-    would be a step's level) and holds no test pulse (so no step is left out for being early).
+    layout: the reader's (Sweep.layout). An ABF command is its epoch table's waveform (and an Igor
+    wave folder's a measured current made into levels): it starts at the holding level (so that is the
+    baseline, even when steps fill half the sweep and the median would be a step's level) and holds no
+    test pulse (so no step is left out for being early).
     """
     from dataclasses import replace
 
     from rtclassify.dsp.detector import DetectorConfig, detect_steps
 
     command_pa = np.asarray(command_pa, dtype=np.float64)
-    from_epochs = layout.startswith("abf")
+    from_epochs = layout.startswith(LEVEL_LAYOUTS)
     if from_epochs and len(command_pa):  # a noise-free waveform: any change of level is a step
         on, off = detect_steps(command_pa, replace(DetectorConfig(), i_threshold_pa=EPOCH_STEP_PA),
                                holding_pa=float(command_pa[0]))

@@ -20,13 +20,13 @@ def replay_recordings(path: str, fs_hz: float | None, detector) -> list[tuple[st
 
     if not str(path).endswith(".npz"):
         from rtclassify.formats.recordings import read_recording
-        from rtclassify.formats.stimuli import find_short_square, steps_after_test_pulse
+        from rtclassify.formats.stimuli import LEVEL_LAYOUTS, find_short_square, steps_after_test_pulse
 
         by_sweep: dict[int, list] = {}
         for s in read_recording(path):
             if s.clamp_mode != "current" or s.refusal or s.command is None or len(s.command) != len(s.response):
                 continue
-            if s.layout.startswith("abf"):
+            if s.layout.startswith(LEVEL_LAYOUTS):
                 onsets = [a for a, _ in steps_after_test_pulse(s.command, s.fs, s.layout)]
             else:
                 step = find_short_square(s.stimulus, s.command, s.fs, s.layout)
