@@ -26,7 +26,8 @@ def test_every_fixture_is_listed(name, mode, fs, n):
     assert len(lines) == 1
     line = lines[0]
     assert set(line) == {"sweep", "channel", "stimulus", "clamp_mode", "fs", "n_samples", "stim_onset_s", "n_spikes",
-                         "units", "filter_hz"}  # channel, units, filter_hz: added with the ABF readers
+                         "units", "filter_hz", "rig"}  # channel, units, filter_hz: added with the ABF readers; rig
+    assert line["rig"] == {"fs": fs, "filter_hz": line["filter_hz"], "temperature_c": None, "warp": 1.0}
     assert line["channel"] == 0
     assert (line["clamp_mode"], line["fs"], line["n_samples"]) == (mode, fs, n)
     if mode == "voltage":

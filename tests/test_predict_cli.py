@@ -44,7 +44,8 @@ def test_predict_writes_one_row_per_cell_in_order(tmp_path, spikes_dir):
     rows = read_rows(out)
     assert [r["specimen_id"] for r in rows] == order
     assert list(rows[0]) == ["specimen_id", "label", "p_Exc", "p_Ndnf", "p_Pvalb", "p_Sst", "p_Vip", "error",
-                             "envelope"]
+                             "envelope", "evidence", "uncertain", "trace_error"]
+    assert all(r["evidence"] == "ap" for r in rows if not r["error"])  # no feature columns: the AP alone
     assert all(r["envelope"] == "" for r in rows if r["error"])  # no label, nothing to judge
     by_id = {r["specimen_id"]: r for r in rows}
     assert "not found" in by_id["no_such_trace"]["error"] and by_id["no_such_trace"]["label"] == ""

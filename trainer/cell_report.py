@@ -5,12 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rtclassify.features.family import FAMILY_FEATURES
+from rtclassify.features.family import BANDWIDTH_FEATURE, FAMILY_FEATURES
 from rtclassify.verdict.cell_model import SHIPPED, CellModel
 from rtclassify.verdict.combine import Rule, join_log_probs
 from rtclassify.verdict.trees import probabilities
 from trainer.calibration import expected_calibration_error
-from trainer.cell_model import export_trees, fit_trees, read_features, training_copies
+from trainer.cell_model import cool, distort, export_trees, fit_trees, read_features, training_copies
 from trainer.evaluate import RATE_STRATA, final_split, make_folds
 from trainer.labels import get_task
 from trainer.metrics import score_repeats
@@ -57,8 +57,11 @@ def log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1))))
 
 
-def fit_model(x, y, names, n_classes, seed):
-    return export_trees(fit_trees(*training_copies(x, y, names, seed), n_classes, seed))
+def fit_model(x, y, names, n_classes, seed, distortions=None):
+    return export_trees(fit_trees(*training_copies(x, y, names, seed, distortions=distortions), n_classes, seed))
+
+
+LAB_WARP = 1.6  # the "lab-like" condition: a held-out rig draw's AP shape and bandwidth, read 1.6 x slower (~25 °C)
 
 
 def selective(p: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -67,12 +70,16 @@ def selective(p: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, fl
     return float(keep.mean()), float((p[keep].argmax(1) == y[keep]).mean()) if keep.any() else float("nan")
 
 
-def run_task(task_name: str, data, groups, features_csv: Path, target: float, seeds, ship: bool) -> dict:
+def run_task(task_name: str, data, groups, features_csv: Path, target: float, seeds, ship: bool,
+             distortions: np.ndarray, held_out_rigs: np.ndarray) -> dict:
+    """distortions: (N, D, 6) the training rigs of every cell (cell_model.shape_distortions);
+    held_out_rigs: (N, 6) one other draw per cell, for the lab-like condition."""
     task = get_task(task_name)
     k = len(task.classes)
     y = data.labels(task)
     x, names = read_features(features_csv, data.specimen_ids)
-    family = np.array([n in FAMILY_FEATURES for n in names])
+    family = np.array([n in FAMILY_FEATURES or n == BANDWIDTH_FEATURE for n in names])
+    lab_like = cool(distort(np.where(family, x, np.nan), names, held_out_rigs), names, np.full(len(x), LAB_WARP))
     has = np.isfinite(x).any(axis=1)
     final = final_split(data, groups)
     dev, test = ~final & (y >= 0) & has, final & (y >= 0) & has
@@ -81,12 +88,13 @@ def run_task(task_name: str, data, groups, features_csv: Path, target: float, se
     # 1. dev: out-of-fold raw scores, all features and long-step features only
     folds = make_folds(data, DEV_FOLDS, 1, 0, groups, cells=~final)[0]
     raw = {"all": np.full((len(y), 1 if k == 2 else k), np.nan)}
-    raw["long_steps"] = raw["all"].copy()
+    raw["long_steps"], raw["lab_like"] = raw["all"].copy(), raw["all"].copy()
     for f in range(DEV_FOLDS):
         tr, te = dev & (folds != f), dev & (folds == f)
-        trees = fit_model(x[tr], y[tr], names, k, f)
+        trees = fit_model(x[tr], y[tr], names, k, f, distortions[tr])
         raw["all"][te] = trees.raw(x[te])
         raw["long_steps"][te] = trees.raw(np.where(family, x[te], np.nan))
+        raw["lab_like"][te] = trees.raw(lab_like[te])
     temperature = fit_temperature_raw(np.concatenate([raw["all"][dev], raw["long_steps"][dev]]),
                                       np.concatenate([y[dev], y[dev]]))
     steps_dev = {m: probabilities(raw[m][dev], temperature) for m in ("all", "long_steps")}
@@ -109,6 +117,7 @@ def run_task(task_name: str, data, groups, features_csv: Path, target: float, se
     min_conf = next((c for c in CONFIDENCES if selective(dev_probs["long_steps"], y_dev, c)[1] >= target),
                     CONFIDENCES[-1])
     rule = Rule(rule.w_ap, rule.w_steps, float(min_conf))
+    dev_probs["long_steps, lab-like rig"] = probabilities(raw["lab_like"][dev], temperature)[ok]
     dev_scores = {m: score_repeats(y_dev, p.argmax(1)[None], k, n_boot=200) for m, p in dev_probs.items()}
 
     # 2. final: trees on every dev cell (one per seed), the AP network's final-split probabilities
@@ -116,7 +125,7 @@ def run_task(task_name: str, data, groups, features_csv: Path, target: float, se
     y_test = y[test]
     finals = {m: [] for m in INPUTS}
     for r, seed in enumerate(seeds):
-        trees = fit_model(x[dev], y[dev], names, k, 100 + seed)
+        trees = fit_model(x[dev], y[dev], names, k, 100 + seed, distortions[dev])
         p_all = probabilities(trees.raw(x[test]), temperature)
         p_long = probabilities(trees.raw(np.where(family, x[test], np.nan)), temperature)
         ap = ap_final[r % len(ap_final)]
@@ -146,10 +155,11 @@ def run_task(task_name: str, data, groups, features_csv: Path, target: float, se
                "temperature": temperature, "rule": rule.to_dict(),
                **{f"final_{m}_balanced_accuracy": round(final_scores[m]["balanced_accuracy"], 4) for m in INPUTS},
                "final_min_recall": {m: round(float(np.nanmin(final_scores[m]["recall"])), 4) for m in INPUTS}}
+    summary["dev_lab_like_balanced_accuracy"] = round(dev_scores["long_steps, lab-like rig"]["balanced_accuracy"], 4)
     result = {"summary": summary, "dev": dev_scores, "final": final_scores, "features": names}
     if ship:
         labelled = (y >= 0) & has
-        trees = fit_model(x[labelled], y[labelled], names, k, 0)
+        trees = fit_model(x[labelled], y[labelled], names, k, 0, distortions[labelled])
         card = {"trained_on": f"{int(labelled.sum())} labelled Allen Cell Types Database cells (mouse visual cortex, "
                               "34 °C, per-cell features of cell_features.csv)",
                 "validated_on": "the frozen final split (one donor in 5) by trees fitted on the development cells; "
@@ -188,7 +198,9 @@ def write_report(results: dict, out: Path) -> None:
                 lines.append(f"| ↳ {stratum} (n {st['n']}) | {st['accuracy']:.3f} | {st['balanced_accuracy']:.3f} | "
                              f"{st['macro_f1']:.3f} | | | | " + " | ".join("" if v != v else f"{v:.2f}" for v in st["recall"])
                              + " |")
-        lines += ["", "Development folds (out-of-fold, donor-grouped; where the rule was chosen):", "",
+        lines += ["", "Development folds (out-of-fold, donor-grouped; where the rule was chosen; the lab-like row: long-step "
+                  "features through one held-out rig draw per cell (its bandwidth and AP shape) and read 1.6 times "
+                  "slower, as at ~25 °C undeclared):", "",
                   "| evidence | balanced accuracy | macro-F1 |", "|---|---|---|"]
         for m, d in r["dev"].items():
             lines.append(f"| {m} | {d['balanced_accuracy']:.3f} | {d['macro_f1']:.3f} |")

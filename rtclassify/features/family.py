@@ -33,6 +33,9 @@ FAMILY_FEATURES = ("threshold_i_long_square", "latency", "threshold_v_long_squar
                    "fast_trough_v_long_square", "trough_v_long_square", "upstroke_downstroke_ratio_long_square",
                    "f_i_curve_slope", "adaptation", "avg_isi", "sag", "vm_for_sag", "tau", "ri",
                    "input_resistance_mohm", "vrest")
+BANDWIDTH_FEATURE = "bandwidth_hz"  # how fast a recording can follow an AP (bandwidth_hz()); the cell
+# models read it beside the features, so that a 10 kHz file's blunted AP is not read as another type's
+REFERENCE_BANDWIDTH_HZ = 10_000.0  # the Allen features' own: 50-200 kHz through IPFX's 10 kHz filter
 TIME_FEATURES = ("latency", "avg_isi", "tau")  # divided by the warp at a declared temperature below 34 °C
 RATE_FEATURES = ("f_i_curve_slope",)  # multiplied by it
 
@@ -80,6 +83,15 @@ def family_features(steps: list[StepFeatures]) -> dict:
             out["tau"] = float(np.mean(taus)) if taus else float("nan")
             out["ri"] = out["input_resistance_mohm"] = input_resistance_mohm(passive)
     return out
+
+
+def bandwidth_hz(fs: float, filter_hz: float | None = None) -> float:
+    """The bandwidth an AP's shape was measured with: the lowest of 0.45 x the sampling rate, the
+    amplifier's low-pass corner (when known) and REFERENCE_BANDWIDTH_HZ (Hz). Every Allen cell reads
+    REFERENCE_BANDWIDTH_HZ, whatever its rate, so the rate confound of the Allen data (Vip and Ndnf at
+    50 kHz) cannot enter through it."""
+    corner = filter_hz if filter_hz and filter_hz > 0 else float("inf")
+    return float(min(0.45 * fs, corner, REFERENCE_BANDWIDTH_HZ))
 
 
 def warp_features(features: dict, warp: float) -> dict:

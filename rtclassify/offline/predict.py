@@ -7,6 +7,7 @@ import torch
 
 from rtclassify.formats.spike_folder import CellError, load_cell_window, read_cells_table
 from rtclassify.dsp.temperature import warp_factor
+from rtclassify.features.family import BANDWIDTH_FEATURE, REFERENCE_BANDWIDTH_HZ, bandwidth_hz
 from rtclassify.model.envelope import INSIDE, RigInfo, judge, parse_rig_fields
 from rtclassify.model.file_format import LoadedModel
 
@@ -68,7 +69,11 @@ def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=Non
     for i, rig in rigs.items():
         evidence = CellEvidence(model.classes, cell_model, rig.temperature_c)
         if cell_model is not None:
-            evidence.give_features({name: row_value(rows[i], name) for name in cell_model.features})
+            given = {name: row_value(rows[i], name) for name in cell_model.features}
+            if given.get(BANDWIDTH_FEATURE) is None:  # what the row's rate and filter let an AP's shape show
+                fs = rows[i].fs_hz
+                given[BANDWIDTH_FEATURE] = bandwidth_hz(fs, rig.filter_hz) if fs == fs else REFERENCE_BANDWIDTH_HZ
+            evidence.give_features(given)
         if i in ap_by_row:
             evidence.add_ap(ap_by_row[i])
         v = evidence.verdict()

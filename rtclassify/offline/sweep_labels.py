@@ -17,6 +17,7 @@ from rtclassify.dsp.windows import check_stream_rate
 from rtclassify.model.envelope import INSIDE, RigInfo, judge
 from rtclassify.formats.stimuli import SHORT_STEP_MS, is_short, steps_after_test_pulse
 from rtclassify.offline.sweep_windows import evoked_window
+from rtclassify.features.family import bandwidth_hz
 from rtclassify.features.step import REBOUND_S
 from rtclassify.features.sweeps import long_steps, measure_sweep
 
@@ -62,8 +63,9 @@ def label_sweep(s, model, steps: str = "short", rig: RigInfo = RigInfo(), eviden
         return {"skip": "voltage clamp: no label", "skip_reason": "qc"}
     measured = measure_sweep(s) if long_steps(s) and np.all(np.isfinite(s.response)) else []
     if evidence is not None:
+        filt = RigInfo.from_values(filter_hz=s.filter_hz).merged_over(rig).filter_hz
         for m in measured:
-            evidence.add_step(m)
+            evidence.add_step(m, bandwidth_hz(s.fs, filt))
     long_fields = {}
     if measured:
         (first, _), (_, last) = long_steps(s)[0], long_steps(s)[-1]

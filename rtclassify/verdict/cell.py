@@ -3,7 +3,8 @@ and its verdict: what `sweeps`, `watch`, `annotate`, `predict` and the daemon sh
 import numpy as np
 
 from rtclassify.dsp.temperature import warp_factor
-from rtclassify.features.family import FAMILY_FEATURES, family_features, warp_features
+from rtclassify.features.family import (BANDWIDTH_FEATURE, FAMILY_FEATURES, REFERENCE_BANDWIDTH_HZ, family_features,
+                                        warp_features)
 from rtclassify.verdict.cell_model import CellModel
 from rtclassify.verdict.combine import Rule, Verdict, verdict
 
@@ -19,15 +20,17 @@ class CellEvidence:
         self.warp = warp_factor(temperature_c)
         self.ap_probs: list[np.ndarray] = []
         self.steps: list = []  # features.step.StepFeatures
+        self.bandwidths: list = []  # Hz, of the recordings the steps came from (features.family.bandwidth_hz)
         self.given: dict = {}  # per-cell features from a table (Allen's names)
 
     def add_ap(self, probs) -> None:
         """A short square's AP labelled by the AP model: (K,) probabilities."""
         self.ap_probs.append(np.asarray(probs, dtype=np.float64))
 
-    def add_step(self, step) -> None:
-        """A measured long step (features.step.StepFeatures)."""
+    def add_step(self, step, bandwidth: float = REFERENCE_BANDWIDTH_HZ) -> None:
+        """A measured long step (features.step.StepFeatures) and the bandwidth (Hz) it was recorded with."""
         self.steps.append(step)
+        self.bandwidths.append(bandwidth)
 
     def give_features(self, features: dict) -> None:
         """Per-cell features a table gives (Allen's names; absent or empty values are ignored)."""
@@ -37,6 +40,8 @@ class CellEvidence:
         """The cell's features so far, as the cell model reads them (warped to 34 °C): measured from its
         long steps, with the table's values where it gives them."""
         measured = family_features(self.steps) if self.steps else {}
+        if self.bandwidths:
+            measured[BANDWIDTH_FEATURE] = min(self.bandwidths)
         merged = {**measured, **self.given}
         return warp_features(merged, self.warp)
 

@@ -34,15 +34,21 @@ def cells(tasks, data_dir, metadata_dir, features_csv, target, out_dir, ship):
     import json
     from pathlib import Path
 
+    from tqdm import tqdm
+
     from trainer.cli.common import fold_groups, load
+    from trainer.cell_model import shape_distortions
     from trainer.cell_report import run_task, write_report
 
     data = load(data_dir, 50_000.0)
     groups = fold_groups("donor", metadata_dir, data)
+    with tqdm(total=2 * len(data.traces), desc="rig draws of each AP", unit="cell") as bar:
+        distortions = shape_distortions(data.traces, data.fs_hz, 0, progress=bar.update)
+        held_out = shape_distortions(data.traces, data.fs_hz, 99, draws=1, progress=bar.update)[:, 0]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for task in tasks:
-        results[task] = run_task(task, data, groups, Path(features_csv), target, SEEDS, ship)
+        results[task] = run_task(task, data, groups, Path(features_csv), target, SEEDS, ship, distortions, held_out)
         click.echo(json.dumps({task: results[task]["summary"]}))
     write_report(results, out)
