@@ -143,11 +143,11 @@ def test_steps_any_labels_long_steps_and_marks_them_outside_the_training_protoco
 def test_unreadable_files_are_refused_with_the_file_and_the_reason(tmp_path):
     bad = tmp_path / "x.abf"
     bad.write_bytes(b"ABF2" + b"\0" * 100)
-    with pytest.raises(RecordingError, match="x.abf: not a readable ABF file"):
+    with pytest.raises(RecordingError, match="x.abf: truncated ABF file"):
         read_recording(bad)
     heka = tmp_path / "run.dat"
-    heka.write_bytes(b"DATA")
-    with pytest.raises(RecordingError, match="HEKA PatchMaster"):
+    heka.write_bytes(b"DAT2" + b"\0" * 60)  # a bundle cut short
+    with pytest.raises(RecordingError, match="run.dat: not a readable PatchMaster bundle"):
         read_recording(heka)
     r = CliRunner().invoke(main, ["sweeps", str(bad)])
     assert r.exit_code == 1 and r.output.startswith("Error: ") and len(r.output.splitlines()) == 1
@@ -280,3 +280,39 @@ def test_sweeps_reads_a_declared_room_temperature_and_refuses_an_impossible_one(
     assert all(b["envelope"].startswith("outside: the first AP of a") for _, b in labelled)  # long steps
     bad = CliRunner().invoke(main, ["sweeps", path, "--model", "genetic5", "--temperature-c", "297"])
     assert bad.exit_code == 2 and "not a bath temperature in °C" in bad.output
+
+
+HEKA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "heka-recordings"
+needs_heka = pytest.mark.skipif(not HEKA_DIR.is_dir(), reason=f"{HEKA_DIR} (real PatchMaster files) not present")
+
+
+@needs_heka
+@pytest.mark.parametrize("name", sorted(p.name for p in HEKA_DIR.glob("*.dat")) if HEKA_DIR.is_dir() else [])
+def test_each_patchmaster_bundle_lists_its_series_sweeps_and_clamp_modes(name):
+    pytest.importorskip("pyheka", reason="the heka extra (pyheka) is not installed")
+    r = CliRunner().invoke(main, ["sweeps", str(HEKA_DIR / name), "--model", "broad2"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in r.output.splitlines()]
+    sweeps = [x for x in lines if "sweep" in x]
+    assert [x["sweep"] for x in sweeps] == list(range(len(sweeps))) and len(sweeps) > 20
+    for x in sweeps:
+        assert x["location"].startswith("group 1, series ") and x["fs"] == 20_000.0 and x["n_samples"] > 1000
+        if x["clamp_mode"] == "voltage":
+            assert x["skip"].startswith("voltage clamp") and x["n_spikes"] is None
+    modes = {x["stimulus"]: x["clamp_mode"] for x in sweeps}
+    assert all(m == ("current" if series == "CClamp" else "voltage") for series, m in modes.items())  # per series
+    if name == "220316_03.dat":  # its CClamp series: 60 s at holding, spontaneous APs, no step to answer
+        cc = [x for x in sweeps if x["stimulus"] == "CClamp"]
+        assert len(cc) == 1 and cc[0]["clamp_mode"] == "current" and cc[0]["units"] == "V"
+        assert cc[0]["n_spikes"] > 10 and "no current step" in cc[0]["skip"]
+    assert all(v["verdict"]["label"] is None for v in lines if "verdict" in v)  # nothing to judge a cell by
+
+
+@needs_abf
+@pytest.mark.parametrize("name,keep", [("171116sh_0018.abf", 5000), ("18425108_abf1.abf", 300_000)])
+def test_a_truncated_abf_file_is_refused_in_one_line_that_says_so(tmp_path, name, keep):
+    cut = tmp_path / name
+    cut.write_bytes((ABF_DIR / name).read_bytes()[:keep])
+    r = CliRunner().invoke(main, ["sweeps", str(cut)])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1 and "Traceback" not in r.output
+    assert r.output.startswith(f"Error: {cut}: truncated ABF file") and f"{keep}" in r.output

@@ -19,12 +19,15 @@ from rtclassify.cli.options import check_folder, model_option, rig_options
 @click.option("--stable-s", default=0.5, show_default=True, help="A file is read once unchanged for this long, s.")
 @rig_options
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
-def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, filter_hz, temperature_c, seconds):
+@click.option("--quiet", is_flag=True, help="Print nothing per sweep (scripts: read --log or the sockets).")
+def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, filter_hz, temperature_c, seconds, quiet):
     """Watch DIR for recordings (.abf, .nwb, ...) and answer each new sweep once.
 
     Files are read once their data are stable, again when they grow; each sweep and recorded
     channel gets one `label` or `skip` message as `serve` sends them, plus `source_file`, `sweep`
-    and `channel`. A cell is a file. Half-written or corrupt files wait and are retried.
+    and `channel`. A cell is a file: the cell's verdict joins its short squares and long steps.
+    Half-written or corrupt files wait and are retried. Prints one line per answered sweep (file,
+    sweep, channel, the answer and the cell's verdict so far) unless --quiet.
     """
     import signal
     import threading
@@ -32,7 +35,7 @@ def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, filte
 
     from rtclassify.daemon.publish import Publisher, warn
     from rtclassify.model.file_format import ModelFileError, load_model
-    from rtclassify.offline.watch import FolderWatch, answered_in_log, run_watch
+    from rtclassify.offline.watch import FolderWatch, answered_in_log, describe, run_watch
 
     answered = answered_in_log(log_path)
     publisher = Publisher(publish, lsl_out, log_path)
@@ -43,7 +46,13 @@ def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, filte
         raise click.ClickException(str(exc)) from None
     from rtclassify.model.envelope import RigInfo
 
-    w = FolderWatch(Path(folder).resolve(), model, publisher.emit, steps=steps, stable_s=stable_s, answered=answered,
+    def emit(topic, msg):
+        publisher.emit(topic, msg)
+        line = None if quiet else describe(topic, msg)
+        if line:
+            click.echo(line)
+
+    w = FolderWatch(Path(folder).resolve(), model, emit, steps=steps, stable_s=stable_s, answered=answered,
                     rig=RigInfo.from_values(filter_hz, temperature_c))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

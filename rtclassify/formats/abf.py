@@ -60,7 +60,34 @@ def open_abf(path):
             warnings.simplefilter("ignore")
             return pyabf.ABF(str(path), loadData=True)
     except Exception as exc:  # pyabf raises plain exceptions of many kinds on truncated or foreign files
+        short = truncation(path)
+        if short:
+            raise AbfError(f"{path}: truncated ABF file ({short}): still being written, or cut short in a copy; "
+                           "read it again once complete") from None
         raise AbfError(f"{path}: not a readable ABF file ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def truncation(path) -> str | None:
+    """How a file that starts like an ABF is shorter than its header says ("N of M bytes"), or None.
+    The header's own sections are read with pyabf's header readers alone (no data), which need only
+    the first few kB; a file too short for even those is truncated by definition."""
+    import warnings
+
+    import pyabf
+
+    size = Path(path).stat().st_size
+    try:
+        with open(path, "rb") as f:
+            signature = f.read(4)
+        if signature not in (b"ABF ", b"ABF2"):
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            abf = pyabf.ABF(str(path), loadData=False)
+        expected = abf.dataByteStart + abf.dataPointCount * abf.dataPointByteSize
+    except Exception:
+        return f"{size} bytes, shorter than the sections its header points to"
+    return f"{size} of {expected} bytes" if size < expected else None
 
 
 def telegraph(abf) -> tuple[list, list, list, list]:

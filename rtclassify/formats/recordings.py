@@ -3,17 +3,15 @@
 Each Sweep is one recorded channel of one sweep (rtclassify.formats.nwb.Sweep): response (mV in
 current clamp), command (pA) when known, rate (Hz), clamp mode, channel, units, and `refusal`
 when the channel can get no label. NWB files (Allen, MIES, NWB 2) through nwb/, Axon ABF 1 and 2
-through pyabf (abf.py), the other formats neo reads through neo (neo_files.py).
-
-HEKA PatchMaster `.dat` is not read: neo has no HEKA reader, and the one package on the index
-(pyheka 1.0.1) could not be checked against a real file here.
+through pyabf (abf.py), HEKA PatchMaster bundles through pyheka (heka.py, an optional extra), a
+folder of Igor waves (igor_waves.py), the other formats neo reads through neo (neo_files.py).
 """
 from pathlib import Path
 
 from rtclassify.formats import RecordingError
 from rtclassify.formats.neo_files import NEO_IOS
 
-RECORDING_SUFFIXES = (".nwb", ".abf", *NEO_IOS)
+RECORDING_SUFFIXES = (".nwb", ".abf", ".dat", *NEO_IOS)
 
 
 def read_recording(path) -> list:
@@ -30,8 +28,9 @@ def read_recording(path) -> list:
         raise RecordingError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".dat":
-        raise RecordingError(f"{path}: HEKA PatchMaster .dat files are not read (no maintained reader on the "
-                             "package index); export the sweeps to NWB or ABF")
+        from rtclassify.formats.heka import read_heka
+
+        return read_heka(path)
     from rtclassify.formats.abf import is_abf
 
     if is_abf(path):

@@ -15,7 +15,7 @@ import numpy as np
 TABLE = Path(__file__).with_name("short_square.csv")
 TEST_PULSE_END_S = 0.021  # MIES and the Allen pipeline put a test pulse in a sweep's first ~20 ms
 EPOCH_STEP_PA = 0.5  # a level change this large on an epoch-table command is a step
-LEVEL_LAYOUTS = ("abf", "igor-waves")  # readers whose command is noise-free levels
+LEVEL_LAYOUTS = ("abf", "igor-waves", "heka")  # readers whose command is noise-free levels
 SHORT_STEP_MS = (1.0, 5.0)  # a short square's step lasts 3 ms; accept 1-5 ms
 
 

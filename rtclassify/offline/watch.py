@@ -28,7 +28,7 @@ from rtclassify.daemon.messages import HEARTBEAT_SCHEMA, LABEL_SCHEMA, PROB_DIGI
 from rtclassify.formats import RecordingError
 from rtclassify.formats.recordings import RECORDING_SUFFIXES, read_recording
 from rtclassify.model.envelope import RigInfo
-from rtclassify.offline.sweep_labels import label_sweep
+from rtclassify.offline.sweep_labels import label_sweep, rig_fields
 from rtclassify.offline.verdicts import FileVerdicts
 
 HEARTBEAT_S = 2.0
@@ -122,7 +122,7 @@ class FolderWatch:
         seq = self.seq.get(s.channel, 0)
         self.seq[s.channel] = seq + 1
         common = {"headstage": s.channel, "seq": seq, "cell_id": path.stem, "source_file": str(path),
-                  "sweep": s.sweep, "channel": s.channel}
+                  "sweep": s.sweep, "channel": s.channel, "rig": rig_fields(s, self.rig)}
         if "skip" in result:
             self.emit("skip", {"schema": SKIP_SCHEMA, **common, "stim_onset_sample": result.get("stim_onset_sample"),
                                "reason": result["skip_reason"], "detail": result["skip"]})
@@ -158,6 +158,31 @@ class FolderWatch:
                 "watch": {"folder": str(self.folder), "files": len(self.files), "answered": len(self.answered),
                           "waiting": {p: f.waiting for p, f in self.files.items() if f.waiting}},
                 "headstages": latest}
+
+
+def describe(topic: str, msg: dict) -> str | None:
+    """One line for a person at the rig about a label or skip message (None for other topics):
+    file, sweep, channel, the answer (label and p, the long step's APs, or the skip's reason), and the
+    cell's verdict so far."""
+    if topic not in ("label", "skip"):
+        return None
+    where = f"{Path(msg['source_file']).name} sweep {msg['sweep']} ch {msg['channel']}"
+    if topic == "skip":
+        return f"{where}: skip ({msg['reason']}): {msg.get('detail', '')}"
+    if msg.get("protocol") == "long_step":
+        steps = msg.get("features", {}).get("steps", [])
+        what = "long step" + ("s" if len(steps) > 1 else "") + ": " + ", ".join(
+            f"{s['stim_amp']:+.0f} pA {s['n_spikes']} AP{'s' if s['n_spikes'] != 1 else ''}" for s in steps)
+    else:
+        what = f"{msg['label']} p {msg['probs'][msg['label']]:.2f} (short square)"
+    cell = msg.get("cell", {})
+    ev = cell.get("evidence", {})
+    told = f"{ev.get('short_square', 0)} short squares, {ev.get('long_step', 0)} long steps"
+    if cell.get("label"):
+        verdict = f"{cell['label']} p {cell['probs'][cell['label']]:.2f}"
+    else:
+        verdict = f"uncertain ({cell.get('reason') or 'thin'})"
+    return f"{where}: {what} | cell: {verdict} ({told})"
 
 
 def answered_in_log(log_path) -> set:

@@ -33,6 +33,7 @@ class Sweep:
     units: str = ""  # the response's units as the file gave them
     refusal: str | None = None  # why this channel can get no label (voltage clamp, not a membrane potential)
     filter_hz: float | None = None  # the amplifier's low-pass, when the file says
+    location: str = ""  # where in a file's tree the sweep is, for formats that have one (HEKA)
 
 
 def text(value) -> str:
@@ -131,5 +132,8 @@ def summarise_sweep(s: Sweep) -> dict:
             onset = round(steps[0][0] / s.fs, 9) if steps else None
         n_spikes = len(detect_spikes(s.response, s.fs, ([a for a, _ in steps], [b for _, b in steps]),
                                      counting_rules()).peaks)
-    return {"sweep": s.sweep, "channel": s.channel, "stimulus": s.stimulus, "clamp_mode": s.clamp_mode, "fs": s.fs,
+    line = {"sweep": s.sweep, "channel": s.channel, "stimulus": s.stimulus, "clamp_mode": s.clamp_mode, "fs": s.fs,
             "n_samples": int(len(s.response)), "stim_onset_s": onset, "n_spikes": n_spikes}
+    if s.location:
+        line["location"] = s.location
+    return line
