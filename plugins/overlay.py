@@ -18,6 +18,14 @@ import pyqtgraph as pg
 GREY = "#888888"
 
 
+def percent_floor(p: float) -> int:
+    """p as a whole percentage, rounded down: a displayed 80% is never a 79.5% that a >= 80% rule
+    (the "enough evidence" state) did not pass."""
+    import math
+
+    return int(math.floor(100.0 * p + 1e-9))
+
+
 class HeadstagePanel(QtWidgets.QFrame):
     """The view of one headstage."""
 
@@ -77,7 +85,7 @@ class HeadstagePanel(QtWidgets.QFrame):
         label = view.label
         p = max(v["probs"].values())
         color = CLASS_COLORS.get(v["label"], "#ffffff")
-        self.verdict.setText(f"{v['label']}  {p:.0%}")
+        self.verdict.setText(f"{v['label']}  {percent_floor(p)}%")
         self.verdict.setStyleSheet(f"color: {color}; font-size: 28pt; font-weight: bold;")
         age = now - view.received_at if view.received_at is not None else float("nan")
         self.detail.setText(f"cell {view.cell_id or '—'} · {v['n_windows']} sweep(s) · last window: "
@@ -91,7 +99,7 @@ class HeadstagePanel(QtWidgets.QFrame):
             self.evidence.setStyleSheet("color: #ddaa33; font-size: 11pt;")
         self.show_envelope(label.get("envelope"))
         for c, bar in self.bars.items():
-            bar.setValue(int(round(100 * v["probs"].get(c, 0.0))))
+            bar.setValue(percent_floor(v["probs"].get(c, 0.0)))
         window = label.get("window")
         if window:
             fs = window["fs_hz"]

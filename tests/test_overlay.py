@@ -124,3 +124,9 @@ def test_overlay_cli_screenshot_shows_waiting_state_without_a_daemon(tmp_path):
                        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert r.returncode == 0, r.stderr
     assert shot.stat().st_size > 1000
+
+
+def test_a_shown_percentage_never_passes_a_rule_the_value_did_not():
+    from plugins.overlay import percent_floor
+
+    assert percent_floor(0.7952) == 79 and percent_floor(0.8) == 80 and percent_floor(1.0) == 100

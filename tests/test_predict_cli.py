@@ -101,3 +101,8 @@ def test_a_rate_below_10_khz_is_refused_per_row(tmp_path):
     assert r.exit_code == 0, r.output
     row = read_rows(out)[0]
     assert row["label"] == "" and "8000" in row["error"] and "10000" in row["error"]
+
+
+def test_an_output_folder_that_does_not_exist_is_a_command_line_error(tmp_path, spikes_dir):
+    r = CliRunner().invoke(main, ["predict", "--data", str(spikes_dir), "--out", str(tmp_path / "no" / "x.csv")])
+    assert r.exit_code == 2 and "does not exist" in r.output and len(r.output.splitlines()) == 1

@@ -13,7 +13,9 @@ from rtclassify.cli.options import model_option
 @click.option("--fs", "fs_hz", default=50_000.0, show_default=True, help="Stream sampling rate, Hz.")
 @click.option("--source", type=click.Choice(["zmq", "lsl"]), default="zmq", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def demo(model_name, data_dir, cells, headstages, fs_hz, source, seed):
+@click.option("--keep", is_flag=True, help="Keep the run's files (the daemon's log, the simulator's truth); "
+                                          "default: removed at the end.")
+def demo(model_name, data_dir, cells, headstages, fs_hz, source, seed, keep):
     """Run a simulated rig end to end and print every label as it arrives.
 
     Starts `rtclassify serve` and `rtclassify simulate` as separate processes on loopback,
@@ -49,7 +51,7 @@ def demo(model_name, data_dir, cells, headstages, fs_hz, source, seed):
     sub.connect(label_ep)
     click.echo(f"demo: starting the daemon ({model_name}, {source}) and the simulator "
                f"({cells} cells, {headstages} headstages, {fs_hz / 1000:g} kHz, "
-               f"{'real APs from ' + data_dir if data_dir else 'built-in neuron models'}); files in {tmp}")
+               f"{'real APs from ' + data_dir if data_dir else 'built-in neuron models'})")
     click.echo(LEGEND)
     # over ZMQ the simulator binds and waits for the daemon's subscription; over LSL the daemon
     # needs the simulator's stream to exist, and the simulator waits for the daemon's inlet
@@ -91,6 +93,12 @@ def demo(model_name, data_dir, cells, headstages, fs_hz, source, seed):
         sub.close()
     truth = [json.loads(x) for x in (tmp / "truth.jsonl").read_text().splitlines()] if (tmp / "truth.jsonl").exists() else []
     summarise(truth, answers, latencies)
+    if keep:
+        click.echo(f"files kept in {tmp}")
+    else:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 LEGEND = ("columns: headstage, cell id, onset sample (stream sample index of the step onset), this "

@@ -1,7 +1,7 @@
 """`rtclassify predict`: classify a folder of single action potentials into a CSV."""
 import click
 
-from rtclassify.cli.options import check_folder, device_option, model_option
+from rtclassify.cli.options import OptionError, check_folder, device_option, model_option
 
 
 @click.command()
@@ -31,7 +31,7 @@ def predict(model_name, data_dir, out_csv, device):
     from rtclassify.formats.spike_folder import read_cells_table
 
     if not Path(out_csv).resolve().parent.is_dir():
-        raise click.ClickException(f"--out {out_csv}: its folder {Path(out_csv).parent} does not exist")
+        raise OptionError(f"--out {out_csv}: its folder {Path(out_csv).parent} does not exist")
     try:  # the table first: a wrong folder is told in a moment, not after the model has loaded
         rows = read_cells_table(Path(data_dir))
     except (FileNotFoundError, ValueError) as exc:

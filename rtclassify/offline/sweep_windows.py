@@ -66,7 +66,10 @@ def evoked_window(s, onset: int, offset: int, spec: WindowSpec, first_in_step: b
     if first_in_step and evoked:
         evoked = evoked[:1]
     if len(evoked) != 1:
-        return f"{len(evoked)} APs evoked (need exactly 1)" if not first_in_step else "0 APs during the step"
+        elsewhere = len(sp.peaks) - len(evoked)
+        seen = f" ({elsewhere} AP{'s' if elsewhere != 1 else ''} outside it: spontaneous or rebound)" if elsewhere else ""
+        return (f"{len(evoked)} APs evoked (need exactly 1){seen}" if not first_in_step
+                else f"0 APs during the step{seen}")
     if sp.obscured[evoked[0]]:
         return OBSCURED
     peak = int(sp.peaks[evoked[0]])

@@ -52,8 +52,12 @@ class CellModel:
         return probabilities(self.trees.raw(self.matrix(rows)), self.temperature)
 
     def n_present(self, row: dict) -> int:
-        """How many of the model's features a row gives (finite values)."""
-        return int(np.isfinite(self.matrix([row])[0]).sum())
+        """How many of the model's cell features a row gives (finite values; the recording's bandwidth
+        is context for them, not evidence of its own)."""
+        from rtclassify.features.family import BANDWIDTH_FEATURE
+
+        present = np.isfinite(self.matrix([row])[0])
+        return int(sum(p for p, name in zip(present, self.features) if name != BANDWIDTH_FEATURE))
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "task": self.task, "classes": list(self.classes), "features": list(self.features),
