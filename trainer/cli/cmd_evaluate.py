@@ -29,7 +29,7 @@ from trainer.recipe import SHIPPED, FINAL_METHODS
               + ", ".join(f"{k} {v}" for k, v in SHIPPED.items()) + ").")
 @click.option("--methods", default=None, help="Comma-separated subset of method names.")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the intervals.")
-@click.option("--readme", default="README.md", show_default=True, help="README whose figures section is refreshed.")
+@click.option("--readme", default="docs/figures.md", show_default=True, help="The page whose figures section is refreshed.")
 @click.option("--update", is_flag=True, help="Keep the other methods of an existing report.json; replace only these.")
 @click.option("--teacher-cache", default=None, type=click.Path(file_okay=False),
               help="Keep the teachers of distilled methods here, one file per fold and member; later runs reuse them "

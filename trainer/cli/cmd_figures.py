@@ -8,7 +8,7 @@ import click
 
 @click.command()
 @click.option("--report", "report_json", default="docs/report/report.json", show_default=True)
-@click.option("--readme", default="README.md", show_default=True)
+@click.option("--readme", default="docs/figures.md", show_default=True)
 def figures(report_json, readme):
     """Refresh the README's figures section from a report.json."""
     from trainer.report import update_readme
