@@ -106,12 +106,14 @@ def mean_between(v: np.ndarray, a: int, b: int) -> float:
 
 
 def measure_step(v_mv: np.ndarray, i_pa: np.ndarray | None, fs: float, onset: int, offset: int,
-                 stim_amp: float | None = None, spikes=None) -> StepFeatures:
+                 stim_amp: float | None = None, spikes=None, rebound_end: int | None = None) -> StepFeatures:
     """Features of the step [onset, offset) of one sweep.
 
     v_mv: (n,) membrane potential, mV; i_pa: (n,) the current (command or monitor), pA, used for the
     step's amplitude when stim_amp is None; fs: Hz; spikes: (thresholds, peaks) sample indices of the
-    APs inside the step when already found (else found here with `rtclassify.dsp.detector`).
+    APs inside the step when already found (else found here with `rtclassify.dsp.detector`);
+    rebound_end: where the rebound window after a hyperpolarising step must stop (the next step's
+    onset; at or before `offset`: no rebound is looked for), default REBOUND_S after the offset.
     """
     v = np.asarray(v_mv, dtype=np.float64)
     nb = int(round(BASELINE_S * fs))
@@ -141,8 +143,8 @@ def measure_step(v_mv: np.ndarray, i_pa: np.ndarray | None, fs: float, onset: in
     out = StepFeatures(stim_amp=float(stim_amp), duration_s=(offset - onset) / fs, v_baseline=v_base,
                        peak_deflect_v=deflect_v, peak_deflect_s=(deflect_at - onset) / fs, v_steady=v_steady,
                        sag=sag, tau_ms=tau)
-    if hyper and len(peaks) == 0:
-        out.rebound = rebound_shape(v, fs, offset)
+    if hyper and len(peaks) == 0 and (rebound_end is None or rebound_end > offset):
+        out.rebound = rebound_shape(v, fs, offset, rebound_end)
     if len(peaks):
         shape = spike_shapes(v, fs, np.asarray(peaks), offset)
         out.spike_thresholds_s = (shape["threshold"] - onset) / fs
@@ -152,9 +154,17 @@ def measure_step(v_mv: np.ndarray, i_pa: np.ndarray | None, fs: float, onset: in
     return out
 
 
-def rebound_shape(v: np.ndarray, fs: float, offset: int) -> dict | None:
-    """The shape of the first AP within REBOUND_S after a step's end (rebound firing), or None."""
-    end = min(len(v), offset + int(REBOUND_S * fs))
+def rebound_end_sample(offset: int, fs: float, n: int, next_onset: int | None = None) -> int:
+    """Where the rebound window after a step ending at `offset` stops: REBOUND_S on, the trace's end
+    (n samples) or the next step's onset, whichever comes first."""
+    end = min(n, offset + int(REBOUND_S * fs))
+    return end if next_onset is None else min(end, next_onset)
+
+
+def rebound_shape(v: np.ndarray, fs: float, offset: int, end: int | None = None) -> dict | None:
+    """The shape of the first AP in [offset, end) after a step's end (rebound firing), or None; end:
+    default REBOUND_S after the offset."""
+    end = rebound_end_sample(offset, fs, len(v), end)
     _, peaks = find_step_spikes(v, fs, offset, end)
     if not len(peaks):
         return None

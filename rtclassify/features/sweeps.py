@@ -6,7 +6,7 @@ hold two: a variable step and a fixed hyperpolarising one). Each is measured on 
 """
 import numpy as np
 
-from rtclassify.features.step import StepFeatures, measure_step
+from rtclassify.features.step import StepFeatures, measure_step, rebound_end_sample
 from rtclassify.formats.stimuli import LEVEL_LAYOUTS, SHORT_STEP_MS, steps_after_test_pulse
 
 MIN_LONG_STEP_MS = SHORT_STEP_MS[1]  # longer than a short square's upper bound
@@ -20,14 +20,23 @@ def long_steps(s) -> list[tuple[int, int]]:
     """(onset, offset) of the long steps of Sweep `s` (none without a command of the response's length).
     A step that goes from one level straight to another (a "dual" protocol: -100 pA, then the test
     amplitude) ends at the first change: only that part starts from the holding current."""
+    return [(a, b) for a, b, _ in long_steps_and_rebounds(s)]
+
+
+def long_steps_and_rebounds(s) -> list[tuple[int, int, int]]:
+    """(onset, offset, rebound_end) of the long steps of Sweep `s`: rebound_end is where the window for
+    rebound APs after the step stops (features.step.rebound_end_sample: 0.5 s on, the next step's
+    onset or the sweep's end), or the offset itself when the step went straight to another level."""
     if s.command is None or len(s.command) != len(s.response):
         return []
     found = steps_after_test_pulse(s.command, s.fs, s.layout)
     out = []
-    for a, b in found:
-        b = first_level_change(s.command, s.fs, a, b, measured=not s.layout.startswith(LEVEL_LAYOUTS))
+    for k, (a, b_return) in enumerate(found):
+        b = first_level_change(s.command, s.fs, a, b_return, measured=not s.layout.startswith(LEVEL_LAYOUTS))
         if (b - a) / s.fs * 1e3 > MIN_LONG_STEP_MS:
-            out.append((a, b))
+            next_onset = found[k + 1][0] if k + 1 < len(found) else None
+            rebound = rebound_end_sample(b, s.fs, len(s.response), next_onset) if b == b_return else b
+            out.append((a, b, rebound))
     return out
 
 
@@ -49,10 +58,10 @@ def measure_sweep(s) -> list[StepFeatures]:
     """The features of every long step of Sweep `s` whose onset has a baseline before it and whose end
     is inside the sweep (steps cut by the sweep's ends are left out)."""
     out = []
-    for a, b in long_steps(s):
+    for a, b, rebound in long_steps_and_rebounds(s):
         if b >= len(s.response) or a < int(0.01 * s.fs):
             continue
-        out.append(measure_step(s.response, s.command, s.fs, a, b))
+        out.append(measure_step(s.response, s.command, s.fs, a, b, rebound_end=rebound))
     return out
 
 

@@ -209,6 +209,7 @@ def command_pa(abf, ch: int, n: int) -> np.ndarray | None:
 MONITOR_SMOOTH_MS = 2.0  # median filter: removes the AP-coupled transients of a current monitor
 MONITOR_STEP_PA = 10.0  # a filtered monitor this far from the holding current is inside a step
 MONITOR_HOLDING_S = 0.02  # the holding current is the monitor's median over the sweep's first 20 ms
+MONITOR_MIN_STEP_MS = 5.0  # shorter stretches of a monitor are an AP's own current transient, not a step
 
 
 def current_monitor_pa(abf, sweep: int, ch: int) -> np.ndarray | None:
@@ -224,9 +225,11 @@ def current_monitor_pa(abf, sweep: int, ch: int) -> np.ndarray | None:
 
 def monitor_as_command(i_pa: np.ndarray, fs: float) -> np.ndarray:
     """A measured current (n,) pA made into the command it followed: median-filtered over
-    MONITOR_SMOOTH_MS, then each stretch further than MONITOR_STEP_PA from the holding current set to
-    its own median and the rest to the holding current, so that the step finder reads it as an
-    epoch-table waveform (levels without noise)."""
+    MONITOR_SMOOTH_MS, then each stretch further than MONITOR_STEP_PA from the holding current for
+    at least MONITOR_MIN_STEP_MS set to its own median and the rest to the holding current, so that the
+    step finder reads it as an epoch-table waveform (levels without noise). Shorter stretches are the
+    current an AP draws through the electrode (1-3 ms on the rat CA1 files), not a command: a short
+    square is read from a command channel or the epoch table, never from a monitor."""
     from scipy.ndimage import median_filter
 
     smooth = median_filter(i_pa, size=max(3, int(MONITOR_SMOOTH_MS * fs / 1e3) | 1), mode="nearest")
@@ -234,8 +237,10 @@ def monitor_as_command(i_pa: np.ndarray, fs: float) -> np.ndarray:
     out = np.full(len(i_pa), holding)
     on = np.abs(smooth - holding) > MONITOR_STEP_PA
     edges = np.flatnonzero(np.diff(np.r_[0, on.astype(np.int8), 0]))
+    shortest = MONITOR_MIN_STEP_MS * fs / 1e3
     for a, b in zip(edges[::2], edges[1::2]):
-        out[a:b] = np.median(smooth[a:b])
+        if b - a >= shortest:
+            out[a:b] = np.median(smooth[a:b])
     return out
 
 
