@@ -10,6 +10,13 @@ through the `emit(topic, message)` callback. Every stimulus onset gets exactly o
 one `skip`, whatever order its data and events arrive in, including at gaps, source restarts,
 rate changes and shutdown.
 
+Long steps: a stimulus whose step is still on 5 ms after its onset is a long step. Its AP is not
+classified; once the step has ended (the first change of level: a "dual" step's first part) and
+the samples its features need are in (a hyperpolarising step's rebound window, up to 0.5 s, stopped
+by the next step), the step is measured (rtclassify.features, the code `sweeps` uses) in a worker
+thread, so that the short squares of other headstages never wait for it, and answered with a
+`label` of protocol "long_step": its features and the cell's verdict (rtclassify.verdict).
+
 Onsets (ServeConfig.onsets): "auto" takes them from the command channel (I steps) and from
 `stimulus` events alike; the same stimulus seen by both, or announced twice, is one stimulus
 when the onsets lie within tracking.SAME_STIMULUS_MS (1 ms), and an event's sample replaces the
@@ -17,22 +24,30 @@ channel's onset while the stimulus is still open. "channel" ignores stimulus eve
 "events" does not scan the command channel.
 """
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from rtclassify.dsp import _kernels
 from rtclassify.dsp.detector import EVOKED_SEARCH_MS, DetectorConfig, detect_spikes
 from rtclassify.daemon.batch import InferenceBatch, ReadyWindow
-from rtclassify.daemon.messages import build_heartbeat, build_label, build_skip
+from rtclassify.daemon.messages import build_heartbeat, build_label, build_long_label, build_skip
 from rtclassify.model.file_format import LoadedModel
-from rtclassify.daemon.tracking import Headstage, Stimulus
+from rtclassify.daemon.tracking import JOIN_SETTLE_MS, Headstage, Stimulus
+from rtclassify.features.family import bandwidth_hz
+from rtclassify.features.step import BASELINE_S, REBOUND_S, measure_step
+from rtclassify.features.sweeps import MIN_LONG_STEP_MS, first_level_change
 from rtclassify.dsp.temperature import warp_factor
 from rtclassify.dsp.windows import WindowCutter, check_stream_rate, samples_at
 from rtclassify.model.envelope import RigInfo
 from rtclassify.transport.wire import MAX_HEADSTAGE_NUMBER
 
 ONSET_MODES = ("auto", "channel", "events")
+LONG_STEP_MIN_PA = 5.0  # a stimulus whose command is still this far from holding after 5 ms is a long step
+RETURN_RUN = 5  # samples the command must stay within half a long step's amplitude of holding: its end
+STEP_PA = 20.0  # a command this far from holding is a step: the 25 pA steps of current-step families are
+# seen, 10 s.d. of the simulator's and the contract client's 2 pA command noise are not
 PLACEHOLDER_FS = 1.0  # rate of a headstage known only from events so far
 SPIN_MAX_S = 0.02  # the longest the sources poll without sleeping for one imminent label
 
@@ -44,8 +59,12 @@ class ServeConfig:
     budget_ms: float = 2.0  # a label later than this after its last sample is marked late
     shed_factor: float = 20.0  # a window already budget_ms * shed_factor old is skipped (reason late)
     search_ms: float = EVOKED_SEARCH_MS  # an AP peak must come within this long after the stimulus onset
-    buffer_s: float = 2.0  # ring-buffer length per headstage
-    rebaseline_ms: float = 100.0  # a current level held this long becomes the new holding current
+    buffer_s: float = 2.0  # ring-buffer length per headstage (at least a long step and its margins)
+    max_step_s: float = 2.0  # the longest long step answered with its features; a level held longer is
+    # a new holding current (its stimulus skipped, qc)
+    long_budget_ms: float = 20.0  # a long step's label later than this after its last needed sample is late
+    rebaseline_ms: float = 2600.0  # a current level held this long becomes the new holding current
+    # (longer than a long step with its rebound window, whose end must still be seen as the step's end)
     include_window: bool = False  # put the classified window (mV, ~1.5 kB) into each label, for the overlay
     onsets: str = "auto"  # where stimulus onsets come from: auto (channel and events), channel, events
     max_headstages: int = 16  # headstage numbers 0 .. max_headstages-1 are served; others ignored, counted
@@ -53,7 +72,15 @@ class ServeConfig:
     max_ahead_s: float = 60.0  # an event this far ahead of its headstage's data is ignored (counted)
     rig: RigInfo = field(default_factory=RigInfo)  # the rig declared on the command line (--filter-hz,
     # --temperature-c); a source's own declaration (ZMQ header, LSL metadata) takes precedence per field
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detector: DetectorConfig = field(default_factory=lambda: replace(DetectorConfig(), i_threshold_pa=STEP_PA))
+
+    @property
+    def headstage_buffer_s(self) -> float:
+        """Ring-buffer length: buffer_s, and at least a whole long step with its baseline and rebound
+        window (max_step_s 0: long steps are not measured, each skipped with the reason)."""
+        if self.max_step_s <= 0:
+            return self.buffer_s
+        return max(self.buffer_s, self.max_step_s + BASELINE_S + REBOUND_S + 0.2)
 
     def __post_init__(self):
         if self.onsets not in ONSET_MODES:
@@ -63,6 +90,15 @@ class ServeConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def warm_up_steps() -> None:
+    """Measure a synthetic hyperpolarising and a depolarising step once (imports, compiled kernels)."""
+    fs = 20_000.0
+    t = np.arange(int(0.6 * fs)) / fs
+    v = np.where(t >= 0.1, -70.0 - 8.0 * (1 - np.exp(-(t - 0.1) / 0.02)), -70.0)
+    i = np.where(t >= 0.1, -50.0, 0.0)
+    measure_step(v, i, fs, int(0.1 * fs), int(0.5 * fs))
 
 
 class Engine:
@@ -81,6 +117,12 @@ class Engine:
         self.source_status: dict = {}  # what the transport reports of its sources (heartbeat)
         self.armed_since: float | None = None  # clock() since when a label has been imminent
         self.started = time.time()
+        from rtclassify.verdict.cell_model import cell_model_for
+
+        self.cell_model = cell_model_for(model)  # reads long steps (None: a model of other classes)
+        self.step_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtclassify-steps")
+        self.step_jobs: list = []  # (headstage, Stimulus, future, t_ready, lat) of long steps being measured
+        self.step_pool.submit(warm_up_steps)  # scipy's fit and the spike code loaded before the first step
         _kernels.warm_up()  # compile (or load from cache) before the first live chunk
 
     # ---- input ----
@@ -130,7 +172,8 @@ class Engine:
         if hs is None:  # a cell or stimulus may be announced before the headstage's first data
             if not self.admits(event["headstage"], f"{event['type']} event"):
                 return
-            hs = self.headstages[event["headstage"]] = Headstage(event["headstage"], PLACEHOLDER_FS, 0.0)
+            hs = self.headstages[event["headstage"]] = Headstage(event["headstage"], PLACEHOLDER_FS, 0.0,
+                                                                 make_evidence=self.evidence_maker(event["headstage"]))
         has_data = hs.fs != PLACEHOLDER_FS and hs.next_sample is not None
         sample = event.get("sample")
         if has_data and sample is not None and sample > hs.buf.end + self.cfg.max_ahead_s * hs.fs:
@@ -202,7 +245,7 @@ class Engine:
         cells and counters kept). A rate the model cannot use is refused here, once."""
         old = self.headstages.get(number)
         unusable = check_stream_rate(fs, self.model.spec)
-        hs = Headstage(number, fs, self.cfg.buffer_s, unusable)
+        hs = Headstage(number, fs, self.cfg.headstage_buffer_s, unusable, self.evidence_maker(number))
         if old is not None:
             if old.fs != PLACEHOLDER_FS:
                 self.skip_pending(old, "gap", f"sampling rate changed from {old.fs:g} to {fs:g} Hz")
@@ -219,6 +262,18 @@ class Engine:
         else:  # this rate's resampling plan, made now, not on the first live window
             self.set_rig(hs, self.cfg.rig if rig is None else rig)
         return hs
+
+    def evidence_maker(self, number: int):
+        """A factory of fresh CellEvidence for headstage `number`'s cells (read at the headstage's
+        declared temperature when the cell begins)."""
+        from rtclassify.verdict.cell import CellEvidence
+
+        def make():
+            hs = self.headstages.get(number)
+            rig = hs.rig if hs is not None and hs.rig is not None else self.cfg.rig
+            return CellEvidence(self.model.classes, self.cell_model, rig.temperature_c)
+
+        return make
 
     def set_rig(self, hs: Headstage, rig: RigInfo) -> None:
         """What the headstage's rig is declared to be: its windows are read with the temperature warp of
@@ -275,7 +330,7 @@ class Engine:
 
     def has_pending(self) -> bool:
         """Whether any stimulus still awaits its label or skip (the sources poll faster then)."""
-        return bool(self.batch.ready) or any(hs.pending for hs in self.headstages.values())
+        return bool(self.batch.ready) or bool(self.step_jobs) or any(hs.pending for hs in self.headstages.values())
 
     def label_imminent(self) -> bool:
         """Whether a detected AP's window awaits its last samples (at most ~2 ms of data away), for
@@ -315,15 +370,19 @@ class Engine:
         if stim.onset < hs.buf.start:
             self.skip(hs, stim, "gap", "stimulus onset is older than the buffer")
             return False
+        if stim.kind is None and stim.onset < hs.buf.end:
+            stim.kind = self.step_kind(hs, stim)  # None until 5 ms of the step are in
+        if stim.kind == "long":
+            return self.advance_long(hs, stim, in_buffer, queue_ms)
         if stim.peak is None:
             if stim.onset >= hs.buf.end:  # announced by an event ahead of its data
                 return True
             outcome = self.find_evoked_spike(hs, stim, n_before, n_after)
             if outcome != "found":
                 return outcome == "open"
-        if hs.buf.end < stim.peak + n_after:
-            self.batch.prime()  # wait for the rest of the window, with the model kept warm
-            return True
+        if hs.buf.end < stim.peak + n_after or stim.kind is None:
+            self.batch.prime()  # wait for the rest of the window (and for the step's length to say it
+            return True  # is a short square), with the model kept warm
         if stim.peak - n_before < hs.buf.start:
             self.skip(hs, stim, "gap", "window start is older than the buffer")
             return False
@@ -333,6 +392,95 @@ class Engine:
         hs.mark_decided(stim)
         self.batch.add(ReadyWindow(hs.number, stim, window, stim.peak + n_after - 1, in_buffer, lat))
         return False
+
+    # ---- long steps ----
+
+    def step_kind(self, hs: Headstage, stim: Stimulus) -> str | None:
+        """"long" when the command's median over the 1 ms before MIN_LONG_STEP_MS after the onset is
+        still LONG_STEP_MIN_PA or more away from the holding current (a step of a family, however
+        small), else "short" (a short square, or a stimulus with no step on the command); None until
+        those samples are in."""
+        decide_at = stim.onset + samples_at(MIN_LONG_STEP_MS, hs.fs) + 1
+        if hs.buf.end < decide_at:
+            return None
+        a = max(hs.buf.start, stim.onset - samples_at(JOIN_SETTLE_MS, hs.fs))
+        if stim.onset - a >= 2:  # the command just before the onset is the holding current (the scan's own
+            holding = float(np.median(hs.buf.read(a, stim.onset)[:, 1]))  # estimate drifts inside small steps)
+        elif hs.holding_pa is not None:
+            holding = hs.holding_pa
+        else:
+            return "short"
+        last_ms = hs.buf.read(max(stim.onset + 1, decide_at - samples_at(1.0, hs.fs)), decide_at)[:, 1]
+        amp = float(np.median(last_ms)) - holding
+        if abs(amp) >= LONG_STEP_MIN_PA:
+            stim.holding_pa, stim.step_pa, stim.scanned = holding, amp, decide_at
+            return "long"
+        return "short"
+
+    def advance_long(self, hs: Headstage, stim: Stimulus, in_buffer: float, queue_ms: float) -> bool:
+        """Take a long step as far as the buffered data allow: its end (the command back within half
+        the step's amplitude of the holding current), then the samples its features need, then its
+        measurement (in the worker); True while it stays open."""
+        half = abs(stim.step_pa) / 2
+        if stim.returned is None:
+            i = hs.buf.read(stim.scanned, hs.buf.end)[:, 1]
+            near = np.abs(i - stim.holding_pa) <= half
+            run = np.convolve(near, np.ones(RETURN_RUN), "valid") == RETURN_RUN  # back for RETURN_RUN samples:
+            back = np.flatnonzero(run)  # one sample of noise is no return
+            if not len(back):
+                stim.scanned = max(stim.scanned, hs.buf.end - RETURN_RUN + 1)
+                if hs.buf.end - stim.onset > samples_at(1e3 * self.cfg.max_step_s, hs.fs):
+                    self.skip(hs, stim, "qc", f"the command held its level for more than {self.cfg.max_step_s:g} s: a new "
+                                              "holding current, or a step longer than serve --max-step-s")
+                    return False
+                return True
+            stim.returned = stim.scanned + int(back[0])
+            whole = hs.buf.read(stim.onset, stim.returned)[:, 1]
+            stim.offset = stim.onset + first_level_change(whole, hs.fs, 0, len(whole), measured=True)
+            if stim.offset - stim.onset <= samples_at(MIN_LONG_STEP_MS, hs.fs):
+                self.skip(hs, stim, "qc", "the step changed level within 5 ms: neither a short square nor a long step")
+                return False
+            stim.needed_end = stim.offset
+            if stim.step_pa < 0 and stim.offset == stim.returned:  # a rebound window, stopped by the next step
+                stim.needed_end = stim.offset + samples_at(1e3 * REBOUND_S, hs.fs)
+        if hs.buf.end < stim.needed_end:
+            return True
+        rebound_end = stim.offset
+        if stim.needed_end > stim.offset:
+            i = hs.buf.read(stim.offset, stim.needed_end)[:, 1]
+            away = np.flatnonzero(np.abs(i - stim.holding_pa) > LONG_STEP_MIN_PA)
+            rebound_end = stim.offset + (int(away[0]) if len(away) else len(i))
+        a = max(hs.buf.start, stim.onset - samples_at(1e3 * BASELINE_S, hs.fs))
+        seg = hs.buf.read(a, stim.needed_end).copy()  # the worker's own copy: the buffer moves on
+        hs.mark_decided(stim)
+        bandwidth = bandwidth_hz(hs.fs, hs.rig.filter_hz if hs.rig is not None else None)
+        job = self.step_pool.submit(measure_step, seg[:, 0], seg[:, 1], hs.fs, stim.onset - a, stim.offset - a,
+                                    None, None, rebound_end - a)
+        self.step_jobs.append((hs.number, stim, job, in_buffer, {"queue": queue_ms}, bandwidth))
+        return False
+
+    def collect_steps(self, wait: bool = False) -> int:
+        """Publish the long steps whose measurement is done (all of them with wait); returns the count."""
+        done, still = [], []
+        for item in self.step_jobs:
+            (done if wait or item[2].done() else still).append(item)
+        self.step_jobs = still
+        for number, stim, job, t_ready, lat, bandwidth in done:
+            hs = self.headstages[number]
+            try:
+                step = job.result()
+            except Exception as exc:  # one bad step never leaves its stimulus unanswered
+                self.skip(hs, stim, "qc", f"{type(exc).__name__} while measuring the long step: {exc}")
+                continue
+            cell = hs.cells.at(stim.onset)
+            cell.add_step(step, bandwidth)
+            lat = {"process": (self.clock() - t_ready) * 1e3, **lat}
+            msg = build_long_label(hs, stim, step, self.model, cell, lat, self.cfg.long_budget_ms)
+            hs.out_seq += 1
+            hs.counts["labels"] += 1
+            hs.counts["late"] += int(msg["late"])
+            self.emit("label", msg)
+        return len(done)
 
     def find_evoked_spike(self, hs: Headstage, stim: Stimulus, n_before: int, n_after: int) -> str:
         """Look for the AP that `stim` evoked in the buffered data. Returns "found" (stim.peak and
@@ -369,9 +517,11 @@ class Engine:
     # ---- model and output ----
 
     def classify_ready(self) -> int:
-        """Run the model on every ready window (one batch) and emit their labels; returns the count."""
+        """Run the model on every ready window (one batch) and emit their labels, and publish the long
+        steps measured meanwhile; returns the count of labels."""
+        steps = self.collect_steps() if self.step_jobs else 0
         if not self.batch.ready:
-            return 0
+            return steps
         now = self.clock()
         shed_s = self.cfg.budget_ms * self.cfg.shed_factor / 1e3
         keep = []
@@ -386,7 +536,7 @@ class Engine:
         probs, infer_ms = self.batch.classify(keep)
         for r, p in zip(keep, probs):
             self.publish_label(r, p, infer_ms)
-        return len(keep)
+        return len(keep) + steps
 
     def publish_label(self, r: ReadyWindow, p: np.ndarray, infer_ms: float) -> None:
         hs = self.headstages[r.headstage]
@@ -407,7 +557,8 @@ class Engine:
         self.emit("skip", msg)
 
     def skip_pending(self, hs: Headstage, reason: str, detail: str) -> None:
-        """Answer every open stimulus of `hs` (and its windows waiting for the model) with a skip."""
+        """Answer every open stimulus of `hs` (and its windows waiting for the model) with a skip; its
+        long steps already being measured have all their samples and are published as they finish."""
         for stim in hs.pending:
             self.skip(hs, stim, reason, detail)
         hs.pending = []
@@ -415,8 +566,10 @@ class Engine:
             self.skip(hs, r.stim, reason, detail)
 
     def flush(self, reason: str = "shutdown") -> None:
-        """Answer every open stimulus (at shutdown): ready windows are classified, the rest skipped."""
+        """Answer every open stimulus (at shutdown): ready windows are classified, long steps being
+        measured published, the rest skipped."""
         self.classify_ready()
+        self.collect_steps(wait=True)
         for hs in self.headstages.values():
             self.skip_pending(hs, reason, "daemon stopping before the stimulus was decided")
 

@@ -33,7 +33,7 @@ def build_label(hs, ready, probs: np.ndarray, model, cell, latency_ms: dict, bud
         "cell": cell.verdict(classes),
         "model": {"name": model.name, "sha256": model.sha256},
         "latency_ms": {k: round(v, 3) for k, v in latency_ms.items()},
-        "late": latency_ms["process"] > budget_ms, "peak_sample": ready.stim.peak,
+        "late": latency_ms["process"] > budget_ms, "peak_sample": ready.stim.peak, "protocol": "short_square",
         "envelope": judge(model.envelope, hs.fs, hs.rig, ready.window),
         "rig": {"fs": hs.fs, "filter_hz": hs.rig.filter_hz, "temperature_c": hs.rig.temperature_c, "warp": hs.warp},
     }
@@ -41,6 +41,27 @@ def build_label(hs, ready, probs: np.ndarray, model, cell, latency_ms: dict, bud
         msg["window"] = {"fs_hz": model.spec.fs_hz, "anchor_index": model.spec.n_before,
                          "v_mv": np.round(ready.window.astype(np.float64), 2).tolist()}
     return msg
+
+
+def build_long_label(hs, stim, step, model, cell, latency_ms: dict, budget_ms: float) -> dict:
+    """A `label` for one long step (protocol "long_step"): `label` and `probs` are the cell's verdict
+    with this step in (its most likely class, also when the verdict is uncertain: `cell` says so),
+    `features` the step's own and the cell's so far (Allen's names, null where not measurable yet).
+    window_end_sample is the last sample the features needed (the step's end, or its rebound window's)."""
+    verdict = cell.verdict(model.classes)
+    probs = verdict["probs"] or {c: round(1.0 / len(model.classes), PROB_DIGITS) for c in model.classes}
+    cell_features = cell.evidence.reported_features() if cell.evidence is not None else {}
+    return {
+        "schema": LABEL_SCHEMA, "headstage": hs.number, "seq": hs.out_seq, "cell_id": cell.cell_id,
+        "stim_onset_sample": stim.onset, "window_end_sample": stim.needed_end - 1,
+        "label": max(probs, key=probs.get), "probs": probs, "protocol": "long_step",
+        "features": {"step": step.summary(), "cell": cell_features}, "cell": verdict,
+        "model": {"name": model.name, "sha256": model.sha256},
+        "latency_ms": {k: round(v, 3) for k, v in latency_ms.items()}, "late": latency_ms["process"] > budget_ms,
+        "envelope": "inside",
+        "rig": {"fs": hs.fs, "filter_hz": hs.rig.filter_hz if hs.rig else None,
+                "temperature_c": hs.rig.temperature_c if hs.rig else None, "warp": hs.warp},
+    }
 
 
 def build_skip(hs, stim, cell_id, reason: str, detail: str) -> dict:

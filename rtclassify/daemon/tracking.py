@@ -31,6 +31,13 @@ class Stimulus:
     threshold: int | None = None  # stream sample of that AP's threshold
     detect_ms: float = 0.0  # time the detection took, ms
     decided: bool = False  # answered, or its window handed to the model: a second report of it is a duplicate
+    kind: str | None = None  # "short" (a short square, or no step on the command) or "long", once known
+    holding_pa: float | None = None  # the holding current at the onset (a long step's end is the return to it)
+    step_pa: float = 0.0  # a long step: its amplitude, pA from the holding current
+    scanned: int | None = None  # a long step: stream sample up to which its end was looked for
+    offset: int | None = None  # a long step: its end (first sample at another level), once seen
+    returned: int | None = None  # a long step: first sample back at the holding current
+    needed_end: int | None = None  # a long step: one past the last sample its features need
 
     def shift(self, delta: int) -> None:
         """Renumber its samples by +delta (Headstage.rebase)."""
@@ -38,26 +45,47 @@ class Stimulus:
         if self.peak is not None:
             self.peak += delta
             self.threshold += delta
+        for name in ("scanned", "offset", "returned", "needed_end"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name) + delta)
 
 
 class CellEntry:
-    """One cell on a headstage from stream sample `start` on, and its accumulated verdict."""
+    """One cell on a headstage from stream sample `start` on, and its accumulated verdict.
 
-    def __init__(self, start: int, cell_id: str | None):
+    evidence: its rtclassify.verdict.cell.CellEvidence (short squares' probabilities, long steps'
+    features), made by the headstage's factory; without one (no model classes known) the verdict is
+    the mean of the windows' probabilities."""
+
+    def __init__(self, start: int, cell_id: str | None, evidence=None):
         self.start = start
         self.cell_id = cell_id
+        self.evidence = evidence
         self.prob_sum: np.ndarray | None = None
         self.n_windows = 0
 
     def add(self, probs: np.ndarray) -> None:
-        """Accumulate one window's class probabilities (K,)."""
+        """Accumulate one short square's class probabilities (K,)."""
         self.prob_sum = probs.copy() if self.prob_sum is None else self.prob_sum + probs
         self.n_windows += 1
+        if self.evidence is not None:
+            self.evidence.add_ap(probs)
+
+    def add_step(self, step, bandwidth: float) -> None:
+        """Accumulate one long step's features (features.step.StepFeatures)."""
+        self.n_windows += 1
+        if self.evidence is not None:
+            self.evidence.add_step(step, bandwidth)
 
     def verdict(self, classes) -> dict | None:
-        """The cell's label: the mean of its windows' probabilities (None before its first window)."""
+        """The cell's verdict over all its evidence (None before its first): label (null when
+        uncertain), probs, n_windows, evidence, uncertain, reason."""
         if not self.n_windows:
             return None
+        if self.evidence is not None:
+            out = self.evidence.cell_fields()
+            out["n_windows"] = self.n_windows
+            return out
         p = (self.prob_sum / self.n_windows).tolist()  # Python floats: cheaper to round and encode
         return {"label": classes[p.index(max(p))], "probs": {c: round(x, PROB_DIGITS) for c, x in zip(classes, p)},
                 "n_windows": self.n_windows}
@@ -71,17 +99,18 @@ class CellTimeline:
     not yet answered. Before the first announcement the cell is unknown (cell_id None).
     """
 
-    def __init__(self):
-        self.entries = [CellEntry(-1, None)]  # sorted by start; the first covers everything before
+    def __init__(self, make_evidence=None):
+        self.make_evidence = make_evidence or (lambda: None)  # a fresh CellEvidence per cell
+        self.entries = [CellEntry(-1, None, self.make_evidence())]  # sorted by start; the first covers everything before
 
     def announce(self, sample: int, cell_id: str) -> None:
         """A new cell from `sample` on (a fresh accumulation, even if the id was seen before)."""
         starts = [e.start for e in self.entries]
         k = bisect.bisect_left(starts, sample)
         if k < len(starts) and starts[k] == sample:  # announced twice at one sample: the later wins
-            self.entries[k] = CellEntry(sample, cell_id)
+            self.entries[k] = CellEntry(sample, cell_id, self.make_evidence())
         else:
-            self.entries.insert(k, CellEntry(sample, cell_id))
+            self.entries.insert(k, CellEntry(sample, cell_id, self.make_evidence()))
         if len(self.entries) > MAX_CELLS_KEPT:
             del self.entries[0]
 
@@ -103,7 +132,7 @@ class CellTimeline:
 class Headstage:
     """State of one headstage: its samples, step scan, open stimuli, answered onsets and cells."""
 
-    def __init__(self, number: int, fs: float, buffer_s: float, unusable: str | None = None):
+    def __init__(self, number: int, fs: float, buffer_s: float, unusable: str | None = None, make_evidence=None):
         self.number = number
         self.fs = float(fs)
         self.unusable = unusable  # why this rate cannot be classified (None: it can)
@@ -116,7 +145,7 @@ class Headstage:
         self.edges = np.empty(4096, np.int64)  # step edges of one scanned chunk (grown for big chunks)
         self.pending: list[Stimulus] = []
         self.answered: list[int] = []  # sorted onsets decided in this index origin
-        self.cells = CellTimeline()
+        self.cells = CellTimeline(make_evidence)
         self.out_seq = 0
         self.counts = {"samples": 0, "gaps": 0, "restarts": 0, "labels": 0, "skips": 0, "late": 0,
                        "joined_in_step": 0}
@@ -256,7 +285,8 @@ class Headstage:
         cell = self.cells.at(max(self.buf.end - 1, 0))
         verdict = cell.verdict(classes)
         out = {**self.counts, "fs": self.fs, "pending": len(self.pending), "cell_id": cell.cell_id,
-               "cell": verdict and {"label": verdict["label"], "n_windows": verdict["n_windows"]},
+               "cell": verdict and {"label": verdict["label"], "n_windows": verdict["n_windows"],
+                                    "uncertain": verdict.get("uncertain", False)},
                "events": dict(self.events)}
         if self.unusable:
             out["unusable"] = self.unusable

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-BASELINE_S = 0.1  # IPFX's baseline_interval: the mean V over this long before the onset
+BASELINE_S = 0.05  # the mean V over this long before the onset (IPFX: 0.1 s; half of it, so that the
+# baseline lies inside the sweep in the families seen (steps from 80 ms in) and a live stream, which
+# does not know where a sweep began, reads the same samples as the file does)
 SAG_PEAK_WIDTH_S = 0.005  # IPFX: the deflection's peak averaged over this window
 SAG_STEADY_S = 0.03  # IPFX sag(): steady state is the mean over the step's last 30 ms
 TAU_FRAC = 0.1  # IPFX: the exponential fit starts where the deflection reaches 10% of its peak

@@ -22,6 +22,7 @@ class CellEvidence:
         self.steps: list = []  # features.step.StepFeatures
         self.bandwidths: list = []  # Hz, of the recordings the steps came from (features.family.bandwidth_hz)
         self.given: dict = {}  # per-cell features from a table (Allen's names)
+        self.cached: tuple | None = None  # (step probabilities, n features): recomputed when steps or features change
 
     def add_ap(self, probs) -> None:
         """A short square's AP labelled by the AP model: (K,) probabilities."""
@@ -31,10 +32,12 @@ class CellEvidence:
         """A measured long step (features.step.StepFeatures) and the bandwidth (Hz) it was recorded with."""
         self.steps.append(step)
         self.bandwidths.append(bandwidth)
+        self.cached = None
 
     def give_features(self, features: dict) -> None:
         """Per-cell features a table gives (Allen's names; absent or empty values are ignored)."""
         self.given.update({k: v for k, v in features.items() if v not in (None, "")})
+        self.cached = None
 
     def features(self) -> dict:
         """The cell's features so far, as the cell model reads them (warped to 34 °C): measured from its
@@ -60,9 +63,11 @@ class CellEvidence:
         if model is None:
             prior = np.full(len(self.classes), 1.0 / len(self.classes))
             return verdict(self.classes, ap, None, prior, Rule(), 0)
-        feats = self.features()
-        n_features = model.n_present(feats)
-        step_probs = model.predict([feats])[0] if n_features else None
+        if self.cached is None:  # the trees run once per new step, not once per short square
+            feats = self.features()
+            n_features = model.n_present(feats)
+            self.cached = (model.predict([feats])[0] if n_features else None, n_features)
+        step_probs, n_features = self.cached
         return verdict(self.classes, ap, step_probs, model.prior, Rule.from_dict(model.rule), len(self.steps),
                        n_features)
 
