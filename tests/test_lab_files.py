@@ -163,13 +163,14 @@ def test_replaying_an_abf_file_answers_each_stimulus_once(tmp_path):
     assert r.returncode == 0, r.stderr
     answers = [json.loads(x) for x in log.read_text().splitlines() if '"topic":"label"' in x or '"topic":"skip"' in x]
     keys = [(m["headstage"], m["stim_onset_sample"]) for m in answers]
-    assert len(keys) == len(set(keys)) >= 34  # 17 sweeps, at least the two steps of each
+    assert len(keys) == len(set(keys)) == 33  # 17 sweeps of two steps, but one whose first step is 0 pA
     sweeps = read_recording(ABF_DIR / name)
     starts = np.cumsum([0] + [len(s.response) for s in sweeps])[:-1]
     from rtclassify.formats.stimuli import steps_after_test_pulse
 
     onsets = {int(a + o) for a, s in zip(starts, sweeps) for o, _ in steps_after_test_pulse(s.command, s.fs, s.layout)}
-    assert onsets <= {k[1] for k in keys}  # every step of the epoch table answered
+    assert onsets == {k[1] for k in keys}  # every step of the epoch table answered, and nothing else
+    assert all(m["topic"] == "label" and m["protocol"] == "long_step" for m in answers)
     from rtclassify.dsp.detector import DetectorConfig
     from rtclassify.model.envelope import RigInfo
     from rtclassify.transport.file_replay import replay_recordings
