@@ -23,6 +23,8 @@ class HeadstageView:
     label: dict | None = None  # the last label message
     skip: dict | None = None  # the last skip message
     received_at: float | None = None  # monotonic time of the last label or skip
+    fi: list = field(default_factory=list)  # the cell's long steps so far: (amplitude pA, APs per s)
+    ap: dict | None = None  # the last short-square label that carried its window
 
     @property
     def verdict(self) -> dict | None:
@@ -31,7 +33,8 @@ class HeadstageView:
     @property
     def enough_evidence(self) -> bool:
         v = self.verdict
-        return bool(v and v["n_windows"] >= ENOUGH_WINDOWS and max(v["probs"].values()) >= ENOUGH_PROB)
+        return bool(v and v.get("label") is not None and not v.get("uncertain") and v["n_windows"] >= ENOUGH_WINDOWS
+                    and max(v["probs"].values()) >= ENOUGH_PROB)
 
 
 @dataclass
@@ -57,11 +60,16 @@ class FeedState:
             return
         view = self.view(int(msg["headstage"]))
         if msg.get("cell_id") != view.cell_id:
-            view.cell_id, view.label = msg.get("cell_id"), None
+            view.cell_id, view.label, view.fi, view.ap = msg.get("cell_id"), None, [], None
         self.answers += 1
         if topic == "label":
             view.label = msg
             self.labels += 1
+            step = (msg.get("features") or {}).get("step") if msg.get("protocol") == "long_step" else None
+            if step and step.get("stim_amp") is not None:
+                view.fi.append((step["stim_amp"], step.get("avg_rate") or 0.0))
+            elif msg.get("window"):
+                view.ap = msg
         else:
             view.skip = msg
         view.received_at = now

@@ -69,6 +69,12 @@ class HeadstagePanel(QtWidgets.QFrame):
         self.trace = self.plot.plot(pen=pg.mkPen("#eeeeee", width=2))
         self.peak = self.plot.plot(pen=None, symbol="o", symbolBrush="#ffdd00", symbolSize=9)
         layout.addWidget(self.plot, 5 + len(classes), 0, 1, 2)
+        self.fi_plot = pg.PlotWidget(background="#111111")  # the step family: firing rate against current
+        self.fi_plot.setMinimumHeight(120)
+        self.fi_plot.setLabel("left", "rate", units="Hz")
+        self.fi_plot.setLabel("bottom", "step", units="pA")
+        self.fi_points = self.fi_plot.plot(pen=None, symbol="o", symbolBrush="#66ccff", symbolSize=8)
+        layout.addWidget(self.fi_plot, 6 + len(classes), 0, 1, 2)
 
     def show_view(self, view, now: float) -> None:
         v = view.verdict
@@ -84,13 +90,20 @@ class HeadstagePanel(QtWidgets.QFrame):
             return
         label = view.label
         p = max(v["probs"].values())
-        color = CLASS_COLORS.get(v["label"], "#ffffff")
-        self.verdict.setText(f"{v['label']}  {percent_floor(p)}%")
-        self.verdict.setStyleSheet(f"color: {color}; font-size: 28pt; font-weight: bold;")
+        if v.get("label") is None:  # the evidence is thin or conflicts: no type, said plainly
+            self.verdict.setText(f"uncertain ({v.get('reason') or 'thin'})")
+            self.verdict.setStyleSheet(f"color: {GREY}; font-size: 24pt; font-weight: bold;")
+        else:
+            color = CLASS_COLORS.get(v["label"], "#ffffff")
+            self.verdict.setText(f"{v['label']}  {percent_floor(p)}%")
+            self.verdict.setStyleSheet(f"color: {color}; font-size: 28pt; font-weight: bold;")
         age = now - view.received_at if view.received_at is not None else float("nan")
-        self.detail.setText(f"cell {view.cell_id or '—'} · {v['n_windows']} sweep(s) · last window: "
-                            f"{label['label']} · label {label['latency_ms']['process']:.2f} ms after its last sample"
-                            f" · {age:.1f} s ago")
+        ev = v.get("evidence") or {}
+        told = (f"{ev.get('short_square', v['n_windows'])} short square(s) · {ev.get('long_step', 0)} long step(s)"
+                if ev else f"{v['n_windows']} sweep(s)")
+        last = "long step" if label.get("protocol") == "long_step" else f"last AP: {label['label']}"
+        self.detail.setText(f"cell {view.cell_id or '—'} · {told} · {last} · label "
+                            f"{label['latency_ms']['process']:.2f} ms after its last sample · {age:.1f} s ago")
         if view.enough_evidence:
             self.evidence.setText("✔ enough evidence")
             self.evidence.setStyleSheet("color: #55dd55; font-size: 11pt; font-weight: bold;")
@@ -100,7 +113,7 @@ class HeadstagePanel(QtWidgets.QFrame):
         self.show_envelope(label.get("envelope"))
         for c, bar in self.bars.items():
             bar.setValue(percent_floor(v["probs"].get(c, 0.0)))
-        window = label.get("window")
+        window = (view.ap or {}).get("window") or label.get("window")
         if window:
             fs = window["fs_hz"]
             a = window["anchor_index"]
@@ -108,7 +121,8 @@ class HeadstagePanel(QtWidgets.QFrame):
             x = [(k - a) * 1000.0 / fs for k in range(len(y))]
             self.trace.setData(x, y)
             self.peak.setData([0.0], [y[a]])
-
+        if view.fi:
+            self.fi_points.setData([a for a, _ in view.fi], [r for _, r in view.fi])
 
     def show_envelope(self, envelope: str | None) -> None:
         """The last label's `envelope`: quiet when inside, an orange warning with the reason when outside
@@ -174,10 +188,26 @@ class OverlayWidget(QtWidgets.QWidget):
             self.resize(max(520, 460 * len(self.panels)), 600)
 
 
+QT_NOISE = ("propagateSizeHints",)  # what Qt's offscreen platform says of every window: nothing to act on
+
+
+def quiet_qt_noise() -> None:
+    """Keep Qt's own chatter that says nothing to a user (QT_NOISE) off the terminal; other Qt
+    messages pass through as Qt prints them."""
+    import sys
+
+    def handler(kind, context, message):
+        if not any(n in message for n in QT_NOISE):
+            print(message, file=sys.stderr)
+
+    QtCore.qInstallMessageHandler(handler)
+
+
 def run_overlay(feed, source: str, screenshot: str | None = None, timeout_s: float = 20.0,
                 stale_s: float = STALE_S, after_labels: int = 1) -> int:
     """Show the overlay (or, with `screenshot`, render it once `after_labels` labels have arrived,
     or at the timeout, and save a PNG)."""
+    quiet_qt_noise()
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     state = FeedState()
     widget = OverlayWidget(state, source, stale_s)

@@ -130,3 +130,37 @@ def test_a_shown_percentage_never_passes_a_rule_the_value_did_not():
     from plugins.overlay import percent_floor
 
     assert percent_floor(0.7952) == 79 and percent_floor(0.8) == 80 and percent_floor(1.0) == 100
+
+
+def long_step(hs, cell, amp, rate, verdict_label, uncertain, n):
+    probs = {"Exc": 0.55, "Pvalb": 0.45}
+    return {"schema": "rtclassify.label/1", "headstage": hs, "cell_id": cell, "label": "Exc", "probs": probs,
+            "protocol": "long_step", "features": {"step": {"stim_amp": amp, "avg_rate": rate}, "cell": {}},
+            "cell": {"label": verdict_label, "probs": probs, "n_windows": n, "uncertain": uncertain,
+                     "reason": "thin" if uncertain else None, "evidence": {"short_square": 0, "long_step": n}},
+            "latency_ms": {"process": 3.0}, "envelope": "inside"}
+
+
+def test_an_uncertain_verdict_is_shown_plainly_with_the_step_familys_f_i_points():
+    pytest.importorskip("pyqtgraph")
+    from pyqtgraph.Qt import QtWidgets
+
+    from plugins.overlay import OverlayWidget
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    s = FeedState()
+    s.apply("heartbeat", {"model": {"name": "m", "classes": ["Exc", "Pvalb"]}, "headstages": {}})
+    for k, (amp, rate) in enumerate([(-100.0, 0.0), (50.0, 4.0), (100.0, 12.0)]):
+        s.apply("label", long_step(0, "A", amp, rate, None, True, k + 1))
+    view = s.headstages[0]
+    assert view.fi == [(-100.0, 0.0), (50.0, 4.0), (100.0, 12.0)] and not view.enough_evidence  # uncertain: never
+    w = OverlayWidget(s, "test")
+    w.refresh()
+    app.processEvents()
+    panel = w.panels[0]
+    assert panel.verdict.text() == "uncertain (thin)"
+    assert "0 short square(s) · 3 long step(s)" in panel.detail.text()
+    xs, ys = panel.fi_points.getData()
+    assert list(xs) == [-100.0, 50.0, 100.0] and list(ys) == [0.0, 4.0, 12.0]
+    s.apply("label", long_step(0, "B", 50.0, 2.0, "Exc", False, 1))  # a new cell: its own points only
+    assert s.headstages[0].fi == [(50.0, 2.0)]

@@ -26,6 +26,11 @@ from rtclassify.cli.options import check_files, device_option, model_option, rig
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
               help="Append every label, skip and heartbeat to this JSONL file.")
 @click.option("--budget-ms", default=2.0, show_default=True, help="Latency budget per label, ms; later labels are marked late.")
+@click.option("--long-budget-ms", default=20.0, show_default=True,
+              help="Latency budget of a long step's label (after its features' last sample), ms.")
+@click.option("--max-step-s", default=2.0, show_default=True, type=click.FloatRange(0.0, 10.0),
+              help="The longest current step measured as a long step, s (the buffer holds it whole; 0: long steps "
+                   "are skipped). A level held longer is taken as a new holding current.")
 @device_option
 @click.option("--runtime", type=click.Choice(["auto", "kernels", "onnx", "torchscript"]), default="auto",
               show_default=True,
@@ -49,11 +54,14 @@ from rtclassify.cli.options import check_files, device_option, model_option, rig
 @rig_options
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
 def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, publish, lsl_out, log_path, budget_ms,
-          device, runtime, threads, onsets, max_headstages, timeout_s, label_window, filter_hz, temperature_c, seconds):
+          long_budget_ms, max_step_s, device, runtime, threads, onsets, max_headstages, timeout_s, label_window,
+          filter_hz, temperature_c, seconds):
     """Classify cells live from amplifier data; send labels back to the acquisition software.
 
-    Every stimulus onset seen gets exactly one `label` or `skip` message. SIGINT/SIGTERM answer
-    the open stimuli, flush the log and exit 0.
+    Every stimulus onset seen gets exactly one `label` or `skip` message: a short square (a step of
+    at most 5 ms) its AP's label within a millisecond, a long step (a step of a current-step family)
+    its features once it has ended, with `protocol` saying which; every label carries the cell's
+    verdict over both. SIGINT/SIGTERM answer the open stimuli, flush the log and exit 0.
     """
     import signal
     import threading
@@ -102,7 +110,8 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     from rtclassify.model.envelope import RigInfo, describe
 
     cfg = ServeConfig(budget_ms=budget_ms, onsets=onsets, include_window=label_window, max_headstages=max_headstages,
-                      rig=RigInfo.from_values(filter_hz, temperature_c))
+                      rig=RigInfo.from_values(filter_hz, temperature_c), max_step_s=max_step_s,
+                      long_budget_ms=long_budget_ms)
     daemon = Daemon(Engine(model, cfg, publisher.emit, notify=warn), publisher)
     freeze_startup_objects()
     stop = threading.Event()
