@@ -191,23 +191,27 @@ class OverlayWidget(QtWidgets.QWidget):
 QT_NOISE = ("propagateSizeHints",)  # what Qt's offscreen platform says of every window: nothing to act on
 
 
-def quiet_qt_noise() -> None:
-    """Keep Qt's own chatter that says nothing to a user (QT_NOISE) off the terminal; other Qt
-    messages pass through as Qt prints them."""
+def quiet_qt_noise():
+    """Keep Qt's own chatter that says nothing to a user (QT_NOISE) off the terminal while the overlay
+    runs; other Qt messages pass through. Returns the handler to put back (restore_qt_messages)."""
     import sys
 
     def handler(kind, context, message):
         if not any(n in message for n in QT_NOISE):
             print(message, file=sys.stderr)
 
-    QtCore.qInstallMessageHandler(handler)
+    _HANDLERS.append(handler)  # Qt keeps no reference of its own
+    return QtCore.qInstallMessageHandler(handler)
+
+
+_HANDLERS = []
 
 
 def run_overlay(feed, source: str, screenshot: str | None = None, timeout_s: float = 20.0,
                 stale_s: float = STALE_S, after_labels: int = 1) -> int:
     """Show the overlay (or, with `screenshot`, render it once `after_labels` labels have arrived,
     or at the timeout, and save a PNG)."""
-    quiet_qt_noise()
+    previous = quiet_qt_noise()
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     state = FeedState()
     widget = OverlayWidget(state, source, stale_s)
@@ -237,5 +241,6 @@ def run_overlay(feed, source: str, screenshot: str | None = None, timeout_s: flo
     timer.start(50)
     widget.show()
     app.exec()
+    QtCore.qInstallMessageHandler(previous)
     feed.close()
     return 0

@@ -51,6 +51,8 @@ def test_a_panel_warns_when_the_last_label_lies_outside_the_envelope():
             assert shown in widget.panels[0].envelope.text()
     finally:
         widget.close()
+        widget.deleteLater()
+        app.processEvents()
 
 
 @pytest.mark.slow
@@ -94,7 +96,8 @@ def test_widget_shows_the_received_verdict_and_warns_when_heartbeats_stop(tmp_pa
         app.processEvents()
         panel = widget.panels[0]
         assert panel.verdict.text().startswith(last["cell"]["label"])
-        assert f"{last['cell']['n_windows']} sweep(s)" in panel.detail.text()
+        ev = last["cell"]["evidence"]
+        assert f"{ev['short_square']} short square(s) · {ev['long_step']} long step(s)" in panel.detail.text()
         assert ("inside" in panel.envelope.text()) == (last["envelope"] == "inside")
         assert "live" in widget.banner.text()
         shot = tmp_path / "overlay.png"
@@ -155,12 +158,17 @@ def test_an_uncertain_verdict_is_shown_plainly_with_the_step_familys_f_i_points(
     view = s.headstages[0]
     assert view.fi == [(-100.0, 0.0), (50.0, 4.0), (100.0, 12.0)] and not view.enough_evidence  # uncertain: never
     w = OverlayWidget(s, "test")
-    w.refresh()
-    app.processEvents()
-    panel = w.panels[0]
-    assert panel.verdict.text() == "uncertain (thin)"
-    assert "0 short square(s) · 3 long step(s)" in panel.detail.text()
-    xs, ys = panel.fi_points.getData()
-    assert list(xs) == [-100.0, 50.0, 100.0] and list(ys) == [0.0, 4.0, 12.0]
+    try:
+        w.refresh()
+        app.processEvents()
+        panel = w.panels[0]
+        assert panel.verdict.text() == "uncertain (thin)"
+        assert "0 short square(s) · 3 long step(s)" in panel.detail.text()
+        xs, ys = panel.fi_points.getData()
+        assert list(xs) == [-100.0, 50.0, 100.0] and list(ys) == [0.0, 4.0, 12.0]
+    finally:
+        w.close()
+        w.deleteLater()  # gone while the application is: Qt objects left to interpreter exit can crash it
+        app.processEvents()
     s.apply("label", long_step(0, "B", 50.0, 2.0, "Exc", False, 1))  # a new cell: its own points only
     assert s.headstages[0].fi == [(50.0, 2.0)]
