@@ -41,8 +41,8 @@ def family(data_dir: str, fs_out: float | None, sweeps: int):
         up, down = int(fs_out // 1000), int(fs // 1000)
         v = resample_poly(v, up, down)
         i = np.repeat(i, up)[::down][:len(v)]  # the command as levels: no ringing at its edges
-        onsets = [int(round(o * fs_out / fs)) for o in onsets]
         fs = fs_out
+        onsets = [a for a, _ in steps_after_test_pulse(i, fs, "abf")]
     return fs, v.astype(np.float32), i.astype(np.float32), onsets
 
 
@@ -100,8 +100,8 @@ def run(headstages: int, fs_out: float | None, sweeps: int, data_dir: str, tmp: 
         cpu0, t0 = cpu_seconds(daemon.pid), time.perf_counter()
         for k, a in enumerate(range(0, len(v), chunk)):
             due = t0 + a / fs
-            while time.perf_counter() < due:
-                pass
+            while time.perf_counter() < due:  # short sleeps: a busy loop would starve the receiver thread
+                time.sleep(0.0002)
             for h in range(headstages):
                 pub.send_multipart(encode_data("bench", h, k, a, fs, v[a:a + chunk], i[a:a + chunk]))
             sent_at[min(a + chunk, len(v)) - 1] = time.perf_counter()

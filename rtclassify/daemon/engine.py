@@ -37,7 +37,7 @@ from rtclassify.model.file_format import LoadedModel
 from rtclassify.daemon.tracking import JOIN_SETTLE_MS, Headstage, Stimulus
 from rtclassify.features.family import bandwidth_hz
 from rtclassify.features.step import BASELINE_S, REBOUND_S, measure_step
-from rtclassify.features.sweeps import MIN_LONG_STEP_MS, first_level_change
+from rtclassify.features.sweeps import LEVEL_CHANGE_PA, MIN_LONG_STEP_MS
 from rtclassify.dsp.temperature import warp_factor
 from rtclassify.dsp.windows import WindowCutter, check_stream_rate, samples_at
 from rtclassify.model.envelope import RigInfo
@@ -45,7 +45,7 @@ from rtclassify.transport.wire import MAX_HEADSTAGE_NUMBER
 
 ONSET_MODES = ("auto", "channel", "events")
 LONG_STEP_MIN_PA = 5.0  # a stimulus whose command is still this far from holding after 5 ms is a long step
-RETURN_RUN = 5  # samples the command must stay within half a long step's amplitude of holding: its end
+RETURN_RUN = 5  # samples the command must stay off a long step's level: its end
 STEP_PA = 20.0  # a command this far from holding is a step: the 25 pA steps of current-step families are
 # seen, 10 s.d. of the simulator's and the contract client's 2 pA command noise are not
 PLACEHOLDER_FS = 1.0  # rate of a headstage known only from events so far
@@ -423,26 +423,24 @@ class Engine:
         measurement (in the worker); True while it stays open."""
         half = abs(stim.step_pa) / 2
         if stim.returned is None:
+            # the step ends where the command leaves its level (back to holding, or on to another level,
+            # as a "dual" protocol's -100 pA part does) for RETURN_RUN samples: one sample of noise is not an end
             i = hs.buf.read(stim.scanned, hs.buf.end)[:, 1]
-            near = np.abs(i - stim.holding_pa) <= half
-            run = np.convolve(near, np.ones(RETURN_RUN), "valid") == RETURN_RUN  # back for RETURN_RUN samples:
-            back = np.flatnonzero(run)  # one sample of noise is no return
-            if not len(back):
+            away = np.abs(i - (stim.holding_pa + stim.step_pa)) > max(LEVEL_CHANGE_PA, 0.1 * abs(stim.step_pa))
+            run = np.convolve(away, np.ones(RETURN_RUN), "valid") == RETURN_RUN
+            left = np.flatnonzero(run)
+            if not len(left):
                 stim.scanned = max(stim.scanned, hs.buf.end - RETURN_RUN + 1)
                 if hs.buf.end - stim.onset > samples_at(1e3 * self.cfg.max_step_s, hs.fs):
                     self.skip(hs, stim, "qc", f"the command held its level for more than {self.cfg.max_step_s:g} s: a new "
                                               "holding current, or a step longer than serve --max-step-s")
                     return False
                 return True
-            stim.returned = stim.scanned + int(back[0])
-            whole = hs.buf.read(stim.onset, stim.returned)[:, 1]
-            stim.offset = stim.onset + first_level_change(whole, hs.fs, 0, len(whole), measured=True)
-            if stim.offset - stim.onset <= samples_at(MIN_LONG_STEP_MS, hs.fs):
-                self.skip(hs, stim, "qc", "the step changed level within 5 ms: neither a short square nor a long step")
-                return False
+            stim.offset = stim.returned = stim.scanned + int(left[0])
             stim.needed_end = stim.offset
-            if stim.step_pa < 0 and stim.offset == stim.returned:  # a rebound window, stopped by the next step
-                stim.needed_end = stim.offset + samples_at(1e3 * REBOUND_S, hs.fs)
+            after = hs.buf.read(stim.offset, stim.offset + RETURN_RUN)[:, 1]
+            if stim.step_pa < 0 and abs(float(np.median(after)) - stim.holding_pa) <= half:
+                stim.needed_end = stim.offset + samples_at(1e3 * REBOUND_S, hs.fs)  # back at holding: rebound window
         if hs.buf.end < stim.needed_end:
             return True
         rebound_end = stim.offset
