@@ -234,3 +234,67 @@ def test_an_ap_hidden_by_the_pulse_end_is_a_qc_skip_not_a_label(model, evoked_di
     answers = [(t, m) for t, m in out if t in ("label", "skip")]
     assert [t for t, _ in answers] == ["skip", "skip"]
     assert all(m["reason"] == "qc" and "hidden" in m["detail"] for _, m in answers), answers
+
+
+def step_family_sweep(amp_pa, fs=20_000.0, seed=0, spikes=()):
+    """(v mV, i pA) of one 1 s sweep: a 400 ms step of amp_pa at 200 ms, an RC membrane (100 MΩ,
+    20 ms) and APs at the given times (s)."""
+    rng = np.random.default_rng(seed)
+    n, on, off = int(1.0 * fs), int(0.2 * fs), int(0.6 * fs)
+    t = np.arange(n) / fs
+    i = np.zeros(n)
+    i[on:off] = amp_pa
+    dv = amp_pa * 0.1  # 100 MΩ: mV per pA
+    v = np.full(n, -70.0)
+    v[on:off] += dv * (1 - np.exp(-(t[on:off] - t[on]) / 0.02))
+    v[off:] += (v[off - 1] + 70.0) * np.exp(-(t[off:] - t[off]) / 0.02)  # relaxing back to rest
+    for ts in spikes:
+        k = int(ts * fs)
+        shape = np.concatenate([(1 - np.cos(np.pi * np.linspace(0, 1, 20))) / 2, np.linspace(1, -0.15, 40),
+                                -0.15 * np.exp(-np.arange(200) / 50.0)]) * 100
+        v[k:k + len(shape)] += shape
+    return v + rng.normal(0, 0.05, n), i + rng.normal(0, 1.0, n)
+
+
+def answers_of(out):
+    return [(t, m) for t, m in out if t in ("label", "skip")]
+
+
+def test_each_long_step_is_answered_once_with_its_features_and_the_cells_verdict(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(shed_factor=UNHURRIED), emit)
+    eng.on_event({"type": "new_cell", "headstage": 0, "cell_id": "A", "sample": 0})
+    sweeps = [step_family_sweep(-50.0, seed=1), step_family_sweep(100.0, seed=2, spikes=(0.25, 0.35, 0.47)),
+              step_family_sweep(150.0, seed=3, spikes=(0.22, 0.28, 0.35, 0.43, 0.52))]
+    v, i = np.concatenate([s[0] for s in sweeps]), np.concatenate([s[1] for s in sweeps])
+    run_chunks(eng, v, i, 20_000.0, chunk=20)
+    eng.flush()
+    got = answers_of(out)
+    assert [m["stim_onset_sample"] for _, m in got] == [4000, 24000, 44000]  # each step once, not its APs
+    assert all(t == "label" and m["protocol"] == "long_step" for t, m in got)
+    amps = [m["features"]["step"]["stim_amp"] for _, m in got]
+    assert amps == pytest.approx([-50.0, 100.0, 150.0], abs=1.0)
+    assert [m["features"]["step"]["n_spikes"] for _, m in got] == [0, 3, 5]
+    last = got[-1][1]
+    assert last["cell_id"] == "A" and last["cell"]["evidence"]["long_step"] == 3
+    assert last["features"]["cell"]["threshold_i_long_square"] == pytest.approx(100.0, abs=1.0)
+    assert last["window_end_sample"] == 44000 + 8000 - 1  # a depolarising step: its own end
+    assert got[0][1]["window_end_sample"] == 4000 + 8000 + 10_000 - 1  # hyperpolarising: the rebound window
+
+
+def test_a_long_step_cut_by_a_gap_is_skipped_and_a_new_cell_restarts_the_verdict(model):
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(shed_factor=UNHURRIED), emit)
+    v, i = step_family_sweep(100.0, spikes=(0.3,))
+    run_chunks(eng, v[:8000], i[:8000], 20_000.0, chunk=20)  # into the step (it began at 4000)
+    eng.on_data(0, 9000, 1000, 20_000.0, np.column_stack([v[9000:9020], i[9000:9020]]))  # 1000 samples lost
+    assert [(t, m["stim_onset_sample"], m.get("reason")) for t, m in answers_of(out)] == [("skip", 4000, "gap")]
+    eng.on_event({"type": "new_cell", "headstage": 0, "cell_id": "B", "sample": 40_000})
+    v2, i2 = step_family_sweep(50.0, seed=4)
+    run_chunks(eng, v2, i2, 20_000.0, chunk=20, start=40_000, seq0=2000)  # after a second gap
+    eng.flush()
+    got = answers_of(out)
+    assert got[-1][1]["cell_id"] == "B" and got[-1][1]["stim_onset_sample"] == 44_000
+    assert got[-1][1]["cell"]["evidence"]["long_step"] == 1  # a fresh verdict
+    keys = [m["stim_onset_sample"] for _, m in got]
+    assert len(keys) == len(set(keys))
