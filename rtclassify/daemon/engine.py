@@ -401,8 +401,6 @@ class Engine:
         small), else "short" (a short square, or a stimulus with no step on the command); None until
         those samples are in."""
         decide_at = stim.onset + samples_at(MIN_LONG_STEP_MS, hs.fs) + 1
-        if hs.buf.end < decide_at:
-            return None
         a = max(hs.buf.start, stim.onset - samples_at(JOIN_SETTLE_MS, hs.fs))
         if stim.onset - a >= 2:  # the command just before the onset is the holding current (the scan's own
             holding = float(np.median(hs.buf.read(a, stim.onset)[:, 1]))  # estimate drifts inside small steps)
@@ -410,6 +408,13 @@ class Engine:
             holding = hs.holding_pa
         else:
             return "short"
+        if hs.buf.end < decide_at:
+            # a short square says so as soon as its command is back: its label need not wait for 5 ms
+            if hs.buf.end - stim.onset > hs.same_stimulus + RETURN_RUN:
+                tail = hs.buf.read(hs.buf.end - RETURN_RUN, hs.buf.end)[:, 1]
+                if bool(np.all(np.abs(tail - holding) <= self.cfg.detector.i_threshold_pa)):
+                    return "short"
+            return None
         last_ms = hs.buf.read(max(stim.onset + 1, decide_at - samples_at(1.0, hs.fs)), decide_at)[:, 1]
         amp = float(np.median(last_ms)) - holding
         if abs(amp) >= LONG_STEP_MIN_PA:

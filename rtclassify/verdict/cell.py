@@ -19,6 +19,7 @@ class CellEvidence:
         self.cell_model = cell_model
         self.warp = warp_factor(temperature_c)
         self.ap_probs: list[np.ndarray] = []
+        self.ap_log_sum: np.ndarray | None = None  # running sum of the short squares' log-probabilities
         self.steps: list = []  # features.step.StepFeatures
         self.bandwidths: list = []  # Hz, of the recordings the steps came from (features.family.bandwidth_hz)
         self.given: dict = {}  # per-cell features from a table (Allen's names)
@@ -26,7 +27,10 @@ class CellEvidence:
 
     def add_ap(self, probs) -> None:
         """A short square's AP labelled by the AP model: (K,) probabilities."""
-        self.ap_probs.append(np.asarray(probs, dtype=np.float64))
+        p = np.asarray(probs, dtype=np.float64)
+        self.ap_probs.append(p)
+        logs = np.log(np.clip(p, 1e-6, 1.0))
+        self.ap_log_sum = logs if self.ap_log_sum is None else self.ap_log_sum + logs
 
     def add_step(self, step, bandwidth: float = REFERENCE_BANDWIDTH_HZ) -> None:
         """A measured long step (features.step.StepFeatures) and the bandwidth (Hz) it was recorded with."""
@@ -59,17 +63,19 @@ class CellEvidence:
 
     def verdict(self) -> Verdict:
         model = self.cell_model
-        ap = np.array(self.ap_probs) if self.ap_probs else None
+        # the short squares as one row, the exp of their mean log-probability (what the rule takes the
+        # mean of), from a running sum: a cell's hundredth label costs what its first did
+        ap = np.exp(self.ap_log_sum / len(self.ap_probs))[None, :] if self.ap_probs else None
         if model is None:
             prior = np.full(len(self.classes), 1.0 / len(self.classes))
-            return verdict(self.classes, ap, None, prior, Rule(), 0)
+            return verdict(self.classes, ap, None, prior, Rule(), 0, n_short=len(self.ap_probs))
         if self.cached is None:  # the trees run once per new step, not once per short square
             feats = self.features()
             n_features = model.n_present(feats)
             self.cached = (model.predict([feats])[0] if n_features else None, n_features)
         step_probs, n_features = self.cached
         return verdict(self.classes, ap, step_probs, model.prior, Rule.from_dict(model.rule), len(self.steps),
-                       n_features)
+                       n_features, n_short=len(self.ap_probs))
 
     def cell_fields(self) -> dict:
         """The `cell` object of a label message: the verdict with `n_windows` (short squares and long

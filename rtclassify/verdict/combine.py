@@ -70,12 +70,13 @@ def join_log_probs(ap_probs: np.ndarray | None, step_probs: np.ndarray | None, p
 
 
 def verdict(classes, ap_probs: np.ndarray | None, step_probs: np.ndarray | None, prior: np.ndarray, rule: Rule,
-            n_long_steps: int = 0, n_features: int = 0) -> Verdict:
+            n_long_steps: int = 0, n_features: int = 0, n_short: int | None = None) -> Verdict:
     """The cell's verdict. ap_probs: (n, K) one row per classified short square (n may be 0);
     step_probs: (K,) the cell model's probabilities from the per-cell features, None without them;
-    n_long_steps: how many long steps the features came from; n_features: how many features it read."""
+    n_long_steps: how many long steps the features came from; n_features: how many features it read;
+    n_short: how many short squares ap_probs stands for (default its rows)."""
     n_ap = 0 if ap_probs is None else len(ap_probs)
-    evidence = {"short_square": int(n_ap), "long_step": int(n_long_steps if step_probs is not None else 0),
+    evidence = {"short_square": int(n_ap if n_short is None else n_short), "long_step": int(n_long_steps if step_probs is not None else 0),
                 "features": int(n_features if step_probs is not None else 0)}
     p = join_log_probs(ap_probs if n_ap else None, step_probs, prior, rule)
     if p is None:
@@ -84,5 +85,5 @@ def verdict(classes, ap_probs: np.ndarray | None, step_probs: np.ndarray | None,
     top = int(np.argmax(p))
     if p[top] >= rule.min_confidence:
         return Verdict(classes[top], probs, evidence, False, "")
-    disagree = n_ap and step_probs is not None and int(np.argmax(np.mean(ap_probs, axis=0))) != int(np.argmax(step_probs))
+    disagree = bool(n_ap) and step_probs is not None and int(np.argmax(np.mean(ap_probs, axis=0))) != int(np.argmax(step_probs))
     return Verdict(None, probs, evidence, True, "conflict" if disagree else "thin")
