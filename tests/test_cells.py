@@ -57,3 +57,32 @@ def test_real_traces_window_with_the_peak_at_the_anchor(spikes_dir):
 def test_peak_anchor_only(tmp_path):
     with pytest.raises(CellError, match="anchored"):
         load_cell_window(tmp_path, CellRow("1", 50000.0, {}), WindowSpec(anchor="stimulus", before_ms=25, after_ms=25))
+
+
+@pytest.mark.parametrize("name", ["flat", "noise", "hum", "step", "epsp", "inverted", "clipped"])
+def test_a_trace_that_is_not_an_action_potential_gets_no_class(tmp_path, name):
+    """The network would label any 3 ms of numbers: these get the reason instead (predict's error)."""
+    fs, n = 50_000.0, 150
+    t = (np.arange(n) - 50) / 50.0  # ms from the expected peak
+    spike = -65 + 95 * np.where(t < 0, np.exp(-(t / 0.3) ** 2), np.exp(-(t / 0.7) ** 2))
+    rng = np.random.default_rng(1)
+    trace = {"flat": np.full(n, -70.0), "noise": -70 + rng.normal(0, 2, n),
+             "hum": -70 + 3 * np.sin(2 * np.pi * 0.05 * t), "step": np.where(t < 0, -70.0, -10.0),
+             "epsp": -70 + 8 * np.exp(-((t - 0.5) / 1.0) ** 2), "inverted": -130 - spike,
+             "clipped": np.minimum(spike, -20.0)}[name]
+    folder = write_folder(tmp_path, [(name, 50000), ("real", 50000)], {name: trace, "real": spike})
+    rows = read_cells_table(folder)
+    with pytest.raises(CellError, match="action potential"):
+        load_cell_window(folder, rows[0], WindowSpec())
+    assert load_cell_window(folder, rows[1], WindowSpec()).shape == (150,)  # the same layout with an AP passes
+
+
+def test_nearly_every_real_allen_ap_passes_the_check(spikes_dir):
+    from rtclassify.dsp.ap_check import ap_problem
+    from rtclassify.dsp.windows import samples_at
+
+    rows = read_cells_table(spikes_dir)
+    refused = [r.specimen_id for r in rows
+               if ap_problem(np.load(spikes_dir / "traces" / f"{r.specimen_id}.npy"), r.fs_hz,
+                             samples_at(1.0, r.fs_hz))]
+    assert len(refused) <= 4 and "517752298" in refused  # that one spans 0.2 mV: no AP at all

@@ -72,9 +72,17 @@ def load_cell_window(folder: Path, row: CellRow, spec: WindowSpec, warp: float =
     """Load one cell's trace and return its model window, (spec.n_samples,) float32 in mV, read
     `warp` times faster than recorded (the temperature warp; 1.0: as recorded).
 
-    Raises CellError naming the file or value and the fix.
+    Raises CellError naming the file or value and the fix, also when the trace holds no action
+    potential the network may classify (rtclassify.dsp.ap_check: flat, noise, an EPSP, inverted,
+    clipped, a step artefact): the network would give such a trace a class all the same.
     """
-    return stored_window(load_cell_trace(folder, row, spec), row.fs_hz, spec, warp)
+    from rtclassify.dsp.ap_check import ap_problem
+
+    trace = load_cell_trace(folder, row, spec)
+    why = ap_problem(trace, row.fs_hz, samples_at(TRACE_BEFORE_MS, row.fs_hz))
+    if why:
+        raise CellError(f"{Path(folder) / 'traces' / (row.specimen_id + '.npy')}: {why}")
+    return stored_window(trace, row.fs_hz, spec, warp)
 
 
 def stored_window(trace: np.ndarray, fs_hz: float, spec: WindowSpec, warp: float = 1.0) -> np.ndarray:
