@@ -11,7 +11,8 @@
 //
 // What it does
 //  1. RTC_SendSweep is a MIES analysis function (V3). Attach it to the short-square stimulus set
-//     (Wavebuilder -> Analysis functions -> "Generic"). At POST_SWEEP_EVENT it takes the finished
+//     and to the long-step family (Wavebuilder -> Analysis functions -> "Generic"): the daemon tells
+//     them apart by the step's length and answers a long step with its features. At POST_SWEEP_EVENT it takes the finished
 //     sweep's membrane potential (AD channel of the headstage, mV in current clamp) and command
 //     (DA channel, pA), and publishes them on the XOP's PUB socket in the rtclassify input format
 //     (../shared/CONTRACT.md): frames [b"data", header JSON, float32 (V, I) interleaved].
