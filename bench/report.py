@@ -8,6 +8,21 @@ def latency_row(label: str, e: dict) -> str:
             f"(n={e['n']}, unanswered {e['unanswered']}) |")
 
 
+def long_step_rows(r: dict) -> list[str]:
+    """The long-step rows: a step family's labels after their last needed sample was sent."""
+    ls = r.get("long_steps")
+    if not ls or "rows" not in ls:
+        return [f"| long steps | {ls['skipped']} |"] if ls else []
+    out = []
+    for row in ls["rows"]:
+        q = row["latency_ms"]
+        out.append(f"| long step over ZMQ, {row['headstages']} headstage(s) at {row['fs_hz'] / 1000:g} kHz ({ls['file']}), "
+                   f"last needed sample sent → label received (ms) | p50 {q['p50']}, p99 {q['p99']}, max {q['max']} "
+                   f"(n={q['n']}; {row['answered_once']} of {row['steps']} steps answered once; daemon CPU "
+                   f"{row['daemon_cpu_share']:.0%} of a core) |")
+    return out
+
+
 def render_markdown(r: dict) -> str:
     m, v = r["machine"], r["versions"]
     k = r["kernels"]
@@ -26,6 +41,7 @@ def render_markdown(r: dict) -> str:
                        "1 ms chunk (ms)", r["relay_floor_ms"]),
            f"| the daemon's excess over the floor at 50 kHz, same run (ms) | p50 {r['excess_over_floor_ms']['p50']}, "
            f"p99 {r['excess_over_floor_ms']['p99']} |"] if "relay_floor_ms" in r else []),
+        *long_step_rows(r),
         f"| in the daemon, window complete → label handed to the sockets (ms) | 50 kHz p50 {r['process_ms']['p50']}, "
         f"p99 {r['process_ms']['p99']}"
         + (f"; 200 kHz p50 {r['process_ms_200khz']['p50']}, p99 {r['process_ms_200khz']['p99']}"

@@ -466,6 +466,22 @@ def max_sustained(rows: list[dict]) -> int:
     return best
 
 
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def bench_long_steps(quick: bool, tmp: Path) -> dict:
+    """Long steps live (bench/long_steps.py): a real step family at its 20 kHz on one headstage, and in
+    the full run at 50 kHz on 16; {"skipped": why} without the shared recordings."""
+    from bench.long_steps import FILE, run
+
+    if not (SHARED_DATA / FILE).is_file():
+        return {"skipped": f"needs {SHARED_DATA / FILE}"}
+    rows = [run(1, None, 2 if quick else 6, str(SHARED_DATA), tmp)]
+    if not quick:
+        rows.append(run(16, 50_000.0, 6, str(SHARED_DATA), tmp))
+    return {"file": FILE, "rows": rows}
+
+
 def run_suite(quick: bool, data_dir: str | None, tmp: Path, progress=print) -> dict:
     result = {"machine": machine_info(), "versions": versions(), "quick": quick,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -494,6 +510,8 @@ def run_suite(quick: bool, data_dir: str | None, tmp: Path, progress=print) -> d
     result["process_ms"] = {"p50": zmq_run["process_ms"]["p50"], "p99": zmq_run["process_ms"]["p99"]}
     result["process_ms_200khz"] = {"p50": zmq_200["process_ms"]["p50"], "p99": zmq_200["process_ms"]["p99"]}
     result["e2e_runs"] = [zmq_run, zmq_200, lsl_run]
+    progress("long steps")
+    result["long_steps"] = bench_long_steps(quick, tmp)
     progress("scaling")
     result["scaling"] = bench_scaling(quick, tmp)
     result["max_headstages_200khz"] = max_sustained(result["scaling"]["200000"])

@@ -19,6 +19,12 @@ def test_quick_bench_writes_every_required_key(tmp_path):
         assert set(r[key]) >= {"p50", "p95", "p99", "max", "n", "unanswered"}
         assert r[key]["n"] > 0 and r[key]["unanswered"] == 0
     assert set(r["process_ms"]) >= {"p50", "p99"}
+    long_steps = r["long_steps"]
+    if "rows" in long_steps:  # the shared step family streamed live: each step answered once
+        row = long_steps["rows"][0]
+        assert row["steps"] > 0 and row["answered_once"] == row["steps"] and row["latency_ms"]["n"] == row["steps"]
+    else:
+        assert long_steps["skipped"].startswith("needs ")
     assert r["detector_msamples_per_s"] > 0
     assert isinstance(r["max_headstages_200khz"], int)
     assert r["machine"]["cores"] >= 1 and r["versions"]["torch"]
