@@ -298,3 +298,39 @@ def test_a_long_step_cut_by_a_gap_is_skipped_and_a_new_cell_restarts_the_verdict
     assert got[-1][1]["cell"]["evidence"]["long_step"] == 1  # a fresh verdict
     keys = [m["stim_onset_sample"] for _, m in got]
     assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_step_families_get_one_answer_per_stimulus_and_never_an_exception(model, seed):
+    """Steps of random length (1 ms to 3 s, past --max-step-s), amplitude (-300 to 300 pA, a few pA
+    included), noise, random chunk sizes and a gap: every stimulus the engine opened is answered
+    exactly once, shutdown included, and no step is answered as two."""
+    rng = np.random.default_rng(seed)
+    fs = 20_000.0
+    parts_v, parts_i = [], []
+    for _ in range(12):
+        gap = int(rng.uniform(0.05, 0.6) * fs)
+        length = int(rng.choice([0.001, 0.003, 0.05, 0.4, 1.0, 3.0]) * fs)
+        amp = float(rng.choice([-300, -100, -25, -8, 8, 25, 100, 300]))
+        i = np.r_[np.zeros(gap), np.full(length, amp)] + rng.normal(0, 1.0, gap + length)
+        v = -70 + 0.1 * np.r_[np.zeros(gap), np.full(length, amp)] + rng.normal(0, 0.1, gap + length)
+        parts_v.append(v)
+        parts_i.append(i)
+    v, i = np.concatenate(parts_v), np.concatenate(parts_i)
+    out, emit = collect()
+    eng = Engine(model, ServeConfig(shed_factor=UNHURRIED), emit)
+    a, k = 0, 0
+    while a < len(v):
+        n = int(rng.integers(1, 400))
+        if k == 40:  # one gap: 500 samples lost
+            a += 500
+        eng.on_data(0, a, None, fs, np.column_stack([v[a:a + n], i[a:a + n]]))
+        eng.classify_ready()
+        a, k = a + n, k + 1
+    eng.flush()
+    got = answers_of(out)
+    keys = [m["stim_onset_sample"] for _, m in got]
+    assert len(keys) == len(set(keys)), "a stimulus answered twice"
+    assert eng.headstages[0].pending == [] and eng.step_jobs == []
+    assert all(m["reason"] in ("no_spike", "qc", "gap", "shutdown", "late") for t, m in got if t == "skip")
+    assert any(m.get("protocol") == "long_step" for t, m in got if t == "label")

@@ -9,6 +9,7 @@ import time
 from rtclassify.transport.wire import MalformedMessage, parse_data, parse_event
 
 POLL_MS = 50  # the longest the loop sleeps: heartbeats and a stop signal wait no longer
+STEP_POLL_MS = 1  # ... while a long step's features are being measured
 DRAIN = 64  # messages taken per wake-up before the loop classifies and checks heartbeats
 
 
@@ -55,7 +56,8 @@ def run_zmq(daemon, connect: str, stop, on_ready=None) -> None:
             # other runnable process: on this VM a thread that slept runs the model ~4x slower
             # (`rtclassify bench`, rows "after 5 ms idle"), and the label would wait for that
             imminent = daemon.engine.label_imminent()
-            if poller.poll(0 if imminent else POLL_MS):
+            # a long step being measured in the worker: look again within a millisecond for its result
+            if poller.poll(0 if imminent else STEP_POLL_MS if daemon.engine.step_jobs else POLL_MS):
                 for _ in range(DRAIN):
                     try:
                         frames = sub.recv_multipart(zmq.NOBLOCK)
