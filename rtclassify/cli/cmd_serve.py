@@ -112,7 +112,10 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
     cfg = ServeConfig(budget_ms=budget_ms, onsets=onsets, include_window=label_window, max_headstages=max_headstages,
                       rig=RigInfo.from_values(filter_hz, temperature_c), max_step_s=max_step_s,
                       long_budget_ms=long_budget_ms)
-    daemon = Daemon(Engine(model, cfg, publisher.emit, notify=warn), publisher)
+    engine = Engine(model, cfg, publisher.emit, notify=warn)
+    if max_step_s > 0:
+        engine.warm_up_step_worker()  # the process that measures long steps, ready before the first one
+    daemon = Daemon(engine, publisher)
     freeze_startup_objects()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -24,7 +24,7 @@ channel's onset while the stimulus is still open. "channel" ignores stimulus eve
 "events" does not scan the command channel.
 """
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -120,9 +120,8 @@ class Engine:
         from rtclassify.verdict.cell_model import cell_model_for
 
         self.cell_model = cell_model_for(model)  # reads long steps (None: a model of other classes)
-        self.step_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtclassify-steps")
+        self.step_pool: ProcessPoolExecutor | None = None  # made on first use, or by warm_up_step_worker
         self.step_jobs: list = []  # (headstage, Stimulus, future, t_ready, lat) of long steps being measured
-        self.step_pool.submit(warm_up_steps)  # scipy's fit and the spike code loaded before the first step
         _kernels.warm_up()  # compile (or load from cache) before the first live chunk
 
     # ---- input ----
@@ -262,6 +261,28 @@ class Engine:
         else:  # this rate's resampling plan, made now, not on the first live window
             self.set_rig(hs, self.cfg.rig if rig is None else rig)
         return hs
+
+    def step_worker(self) -> ProcessPoolExecutor:
+        """The process that measures long steps. A process, not a thread: a step's fit and spike loop
+        would otherwise hold the interpreter lock while short squares on other headstages wait (a
+        thread pool put 115 ms on their p99 beside 15 headstages of step families, bench.long_steps).
+        Spawned, not forked: the daemon has threads (sockets, liblsl) that a fork would copy half-way."""
+        if self.step_pool is None:
+            import multiprocessing
+
+            self.step_pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return self.step_pool
+
+    def warm_up_step_worker(self) -> None:
+        """Start the step worker and measure a synthetic step in it (imports, compiled kernels) now,
+        at start-up, not on the first live step (serve calls it)."""
+        self.step_worker().submit(warm_up_steps).result()
+
+    def close(self) -> None:
+        """Stop the step worker (after flush)."""
+        if self.step_pool is not None:
+            self.step_pool.shutdown(wait=True)
+            self.step_pool = None
 
     def evidence_maker(self, number: int):
         """A factory of fresh CellEvidence for headstage `number`'s cells (read at the headstage's
@@ -457,16 +478,18 @@ class Engine:
         seg = hs.buf.read(a, stim.needed_end).copy()  # the worker's own copy: the buffer moves on
         hs.mark_decided(stim)
         bandwidth = bandwidth_hz(hs.fs, hs.rig.filter_hz if hs.rig is not None else None)
-        job = self.step_pool.submit(measure_step, seg[:, 0], seg[:, 1], hs.fs, stim.onset - a, stim.offset - a,
+        job = self.step_worker().submit(measure_step, seg[:, 0], seg[:, 1], hs.fs, stim.onset - a, stim.offset - a,
                                     None, None, rebound_end - a)
         self.step_jobs.append((hs.number, stim, job, in_buffer, {"queue": queue_ms}, bandwidth))
         return False
 
     def collect_steps(self, wait: bool = False) -> int:
-        """Publish the long steps whose measurement is done (all of them with wait); returns the count."""
+        """Publish one long step whose measurement is done (all of them, waiting, with wait); returns the
+        count. One per call: steps that end together (a family on many headstages) are published one
+        loop turn apart, so that short squares are served between them rather than behind them all."""
         done, still = [], []
         for item in self.step_jobs:
-            (done if wait or item[2].done() else still).append(item)
+            (done if wait or (not done and item[2].done()) else still).append(item)
         self.step_jobs = still
         for number, stim, job, t_ready, lat, bandwidth in done:
             hs = self.headstages[number]
@@ -522,9 +545,8 @@ class Engine:
     def classify_ready(self) -> int:
         """Run the model on every ready window (one batch) and emit their labels, and publish the long
         steps measured meanwhile; returns the count of labels."""
-        steps = self.collect_steps() if self.step_jobs else 0
-        if not self.batch.ready:
-            return steps
+        if not self.batch.ready:  # short squares first; a measured long step after them
+            return self.collect_steps() if self.step_jobs else 0
         now = self.clock()
         shed_s = self.cfg.budget_ms * self.cfg.shed_factor / 1e3
         keep = []
@@ -535,11 +557,11 @@ class Engine:
             else:
                 keep.append(r)
         if not keep:
-            return 0
+            return self.collect_steps() if self.step_jobs else 0
         probs, infer_ms = self.batch.classify(keep)
         for r, p in zip(keep, probs):
             self.publish_label(r, p, infer_ms)
-        return len(keep) + steps
+        return len(keep) + (self.collect_steps() if self.step_jobs else 0)
 
     def publish_label(self, r: ReadyWindow, p: np.ndarray, infer_ms: float) -> None:
         hs = self.headstages[r.headstage]

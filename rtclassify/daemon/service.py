@@ -70,5 +70,6 @@ class Daemon:
 
     def close(self) -> None:
         self.engine.flush()
+        self.engine.close()
         self.publisher.emit("heartbeat", self.engine.heartbeat())
         self.publisher.close()

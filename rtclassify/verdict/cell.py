@@ -24,6 +24,7 @@ class CellEvidence:
         self.bandwidths: list = []  # Hz, of the recordings the steps came from (features.family.bandwidth_hz)
         self.given: dict = {}  # per-cell features from a table (Allen's names)
         self.cached: tuple | None = None  # (step probabilities, n features): recomputed when steps or features change
+        self.family: dict | None = None  # family_features(self.steps), recomputed when a step comes
 
     def add_ap(self, probs) -> None:
         """A short square's AP labelled by the AP model: (K,) probabilities."""
@@ -36,7 +37,7 @@ class CellEvidence:
         """A measured long step (features.step.StepFeatures) and the bandwidth (Hz) it was recorded with."""
         self.steps.append(step)
         self.bandwidths.append(bandwidth)
-        self.cached = None
+        self.cached = self.family = None
 
     def give_features(self, features: dict) -> None:
         """Per-cell features a table gives (Allen's names; absent or empty values are ignored)."""
@@ -46,17 +47,23 @@ class CellEvidence:
     def features(self) -> dict:
         """The cell's features so far, as the cell model reads them (warped to 34 °C): measured from its
         long steps, with the table's values where it gives them."""
-        measured = family_features(self.steps) if self.steps else {}
+        measured = dict(self.family_now()) if self.steps else {}
         if self.bandwidths:
             measured[BANDWIDTH_FEATURE] = min(self.bandwidths)
         merged = {**measured, **self.given}
         return warp_features(merged, self.warp)
 
+    def family_now(self) -> dict:
+        """family_features of the steps so far, computed once per new step."""
+        if self.family is None:
+            self.family = family_features(self.steps)
+        return self.family
+
     def reported_features(self) -> dict:
         """The long-step features as measured (not warped), JSON-ready: Allen's names, null where not measurable."""
         from rtclassify.features.step import finite_or_none
 
-        measured = family_features(self.steps)
+        measured = self.family_now()
         out = {name: finite_or_none(measured.get(name)) for name in FAMILY_FEATURES}
         out["ap_shape_from"] = measured.get("ap_shape_from")
         return out
