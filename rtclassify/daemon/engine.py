@@ -33,10 +33,11 @@ from rtclassify.dsp import _kernels
 from rtclassify.dsp.detector import EVOKED_SEARCH_MS, DetectorConfig, detect_spikes
 from rtclassify.daemon.batch import InferenceBatch, ReadyWindow
 from rtclassify.daemon.messages import build_heartbeat, build_label, build_long_label, build_skip
+from rtclassify.daemon.step_worker import measure_for_cell
 from rtclassify.model.file_format import LoadedModel
 from rtclassify.daemon.tracking import JOIN_SETTLE_MS, Headstage, Stimulus
 from rtclassify.features.family import bandwidth_hz
-from rtclassify.features.step import BASELINE_S, REBOUND_S, measure_step
+from rtclassify.features.step import BASELINE_S, REBOUND_S
 from rtclassify.features.sweeps import LEVEL_CHANGE_PA, MIN_LONG_STEP_MS
 from rtclassify.dsp.temperature import warp_factor
 from rtclassify.dsp.windows import WindowCutter, check_stream_rate, samples_at
@@ -92,13 +93,15 @@ class ServeConfig:
         return asdict(self)
 
 
-def warm_up_steps() -> None:
-    """Measure a synthetic hyperpolarising and a depolarising step once (imports, compiled kernels)."""
+def warm_up_steps(cell_model_path: str | None = None, classes=()) -> None:
+    """In the step worker: measure a synthetic hyperpolarising step and read it with the cell model
+    once (imports, compiled kernels, the model file loaded), under a key no real cell has."""
     fs = 20_000.0
     t = np.arange(int(0.6 * fs)) / fs
     v = np.where(t >= 0.1, -70.0 - 8.0 * (1 - np.exp(-(t - 0.1) / 0.02)), -70.0)
     i = np.where(t >= 0.1, -50.0, 0.0)
-    measure_step(v, i, fs, int(0.1 * fs), int(0.5 * fs))
+    measure_for_cell("warm-up", cell_model_path, tuple(classes), None, 9000.0, v, i, fs, int(0.1 * fs),
+                     int(0.5 * fs), int(0.6 * fs))
 
 
 class Engine:
@@ -120,6 +123,7 @@ class Engine:
         from rtclassify.verdict.cell_model import cell_model_for
 
         self.cell_model = cell_model_for(model)  # reads long steps (None: a model of other classes)
+        self.cell_model_path = None if self.cell_model is None else self.cell_model.path
         self.step_pool: ProcessPoolExecutor | None = None  # made on first use, or by warm_up_step_worker
         self.step_jobs: list = []  # (headstage, Stimulus, future, t_ready, lat) of long steps being measured
         _kernels.warm_up()  # compile (or load from cache) before the first live chunk
@@ -276,7 +280,7 @@ class Engine:
     def warm_up_step_worker(self) -> None:
         """Start the step worker and measure a synthetic step in it (imports, compiled kernels) now,
         at start-up, not on the first live step (serve calls it)."""
-        self.step_worker().submit(warm_up_steps).result()
+        self.step_worker().submit(warm_up_steps, self.cell_model_path, self.model.classes).result()
 
     def close(self) -> None:
         """Stop the step worker (after flush)."""
@@ -478,8 +482,12 @@ class Engine:
         seg = hs.buf.read(a, stim.needed_end).copy()  # the worker's own copy: the buffer moves on
         hs.mark_decided(stim)
         bandwidth = bandwidth_hz(hs.fs, hs.rig.filter_hz if hs.rig is not None else None)
-        job = self.step_worker().submit(measure_step, seg[:, 0], seg[:, 1], hs.fs, stim.onset - a, stim.offset - a,
-                                    None, None, rebound_end - a)
+        cell = hs.cells.at(stim.onset)
+        key = f"{hs.number}:{cell.start}:{id(cell)}"  # the worker keeps this cell's steps under it
+        temperature = cell.evidence.temperature_c if cell.evidence is not None else None
+        job = self.step_worker().submit(measure_for_cell, key, self.cell_model_path, self.model.classes, temperature,
+                                        bandwidth, seg[:, 0], seg[:, 1], hs.fs, stim.onset - a, stim.offset - a,
+                                        rebound_end - a)
         self.step_jobs.append((hs.number, stim, job, in_buffer, {"queue": queue_ms}, bandwidth))
         return False
 
@@ -494,12 +502,12 @@ class Engine:
         for number, stim, job, t_ready, lat, bandwidth in done:
             hs = self.headstages[number]
             try:
-                step = job.result()
+                step, probs, n_features, family = job.result()
             except Exception as exc:  # one bad step never leaves its stimulus unanswered
                 self.skip(hs, stim, "qc", f"{type(exc).__name__} while measuring the long step: {exc}")
                 continue
             cell = hs.cells.at(stim.onset)
-            cell.add_step(step, bandwidth)
+            cell.add_step(step, bandwidth, (probs, n_features, family))
             lat = {"process": (self.clock() - t_ready) * 1e3, **lat}
             msg = build_long_label(hs, stim, step, self.model, cell, lat, self.cfg.long_budget_ms)
             hs.out_seq += 1

@@ -71,11 +71,15 @@ class CellEntry:
         if self.evidence is not None:
             self.evidence.add_ap(probs)
 
-    def add_step(self, step, bandwidth: float) -> None:
-        """Accumulate one long step's features (features.step.StepFeatures)."""
+    def add_step(self, step, bandwidth: float, reading: tuple | None = None) -> None:
+        """Accumulate one long step's features (features.step.StepFeatures); reading: (probabilities,
+        features read, family features) already made by the step worker from this cell's steps."""
         self.n_windows += 1
         if self.evidence is not None:
-            self.evidence.add_step(step, bandwidth)
+            if reading is None:
+                self.evidence.add_step(step, bandwidth)
+            else:
+                self.evidence.add_measured_step(step, bandwidth, *reading)
 
     def verdict(self, classes) -> dict | None:
         """The cell's verdict over all its evidence (None before its first): label (null when

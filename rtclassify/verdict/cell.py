@@ -17,6 +17,7 @@ class CellEvidence:
     def __init__(self, classes, cell_model: CellModel | None, temperature_c: float | None = None):
         self.classes = tuple(classes)
         self.cell_model = cell_model
+        self.temperature_c = temperature_c
         self.warp = warp_factor(temperature_c)
         self.ap_probs: list[np.ndarray] = []
         self.ap_log_sum: np.ndarray | None = None  # running sum of the short squares' log-probabilities
@@ -76,13 +77,27 @@ class CellEvidence:
         if model is None:
             prior = np.full(len(self.classes), 1.0 / len(self.classes))
             return verdict(self.classes, ap, None, prior, Rule(), 0, n_short=len(self.ap_probs))
-        if self.cached is None:  # the trees run once per new step, not once per short square
+        step_probs, n_features = self.step_reading()
+        return verdict(self.classes, ap, step_probs, model.prior, Rule.from_dict(model.rule), len(self.steps),
+                       n_features, n_short=len(self.ap_probs))
+
+    def step_reading(self) -> tuple:
+        """(the cell model's probabilities (K,) from the per-cell features, or None; how many features
+        it read): the trees run once per new step or table, not once per short square."""
+        model = self.cell_model
+        if model is None:
+            return None, 0
+        if self.cached is None:
             feats = self.features()
             n_features = model.n_present(feats)
             self.cached = (model.predict([feats])[0] if n_features else None, n_features)
-        step_probs, n_features = self.cached
-        return verdict(self.classes, ap, step_probs, model.prior, Rule.from_dict(model.rule), len(self.steps),
-                       n_features, n_short=len(self.ap_probs))
+        return self.cached
+
+    def add_measured_step(self, step, bandwidth: float, step_probs, n_features: int, family: dict) -> None:
+        """A long step with the reading already made elsewhere (the daemon's step worker, from this
+        cell's same steps): the step counted, its reading and family features taken as they are."""
+        self.add_step(step, bandwidth)
+        self.cached, self.family = (step_probs, n_features), family
 
     def cell_fields(self) -> dict:
         """The `cell` object of a label message: the verdict with `n_windows` (short squares and long

@@ -32,6 +32,7 @@ class CellModel:
     prior: np.ndarray  # (K,) class shares of the training cells
     rule: dict  # how the verdict joins this model with the AP network (verdict.combine.Rule fields)
     card: dict = field(default_factory=dict)
+    path: str | None = None  # the file it was read from
 
     def matrix(self, rows) -> np.ndarray:
         """(N, F) float matrix from a list of {feature name: value} dicts (absent, None, '' -> NaN)."""
@@ -81,7 +82,7 @@ def load_cell_model(name_or_path) -> CellModel:
         raise CellModelError(f"{path}: schema {d.get('schema')!r}, expected {SCHEMA!r}")
     return CellModel(task=d["task"], classes=tuple(d["classes"]), features=tuple(d["features"]),
                      trees=TreeEnsemble.from_dict(d["trees"]), temperature=float(d["temperature"]),
-                     prior=np.asarray(d["prior"], float), rule=d["rule"], card=d.get("card", {}))
+                     prior=np.asarray(d["prior"], float), rule=d["rule"], card=d.get("card", {}), path=str(path))
 
 
 def cell_model_for(ap_model) -> CellModel | None:
