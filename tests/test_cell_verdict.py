@@ -4,7 +4,6 @@ import csv
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,15 @@ from tests.conftest import SHARED as SHARED_DATA
 FS = 20_000.0
 LAB = SHARED_DATA / "lab-cells"
 ABF = SHARED_DATA / "abf-recordings"
+
+
+def sweeps_lines(path, model: str) -> list[dict]:
+    """`rtclassify sweeps PATH --model MODEL`'s JSON lines (its exit status checked)."""
+    from rtclassify.cli import main
+
+    out = CliRunner().invoke(main, ["sweeps", str(path), "--model", model])
+    assert out.exit_code == 0, out.output
+    return [json.loads(x) for x in out.output.splitlines()]
 
 
 def passive_step(amp_pa, r_mohm=200.0, tau_ms=20.0, sag=0.0, vrest=-70.0, fs=FS, onset_s=0.2, dur_s=0.6, total_s=1.2,
@@ -153,11 +161,7 @@ def test_a_pyramidal_cell_whose_first_channel_is_a_current_monitor_gets_an_exc_v
     path = LAB / "ferguson2015_PYR5_rebound.abf"
     if not path.is_file():
         pytest.skip(f"{path} absent: the shared lab-cells recordings are needed")
-    from rtclassify.cli import main
-
-    out = CliRunner().invoke(main, ["sweeps", str(path), "--model", "broad2"])
-    assert out.exit_code == 0, out.output
-    lines = [json.loads(x) for x in out.output.splitlines()]
+    lines = sweeps_lines(path, "broad2")
     sweeps = [x for x in lines if "sweep" in x]
     assert all(x["clamp_mode"] == "current" for x in sweeps)  # protocol cc-25pA1s, not the Imemb channel's units
     assert {x["channel"] for x in sweeps if "refusal" in x} == {0}  # Imemb: the current monitor
@@ -185,15 +189,11 @@ def test_a_voltage_named_channel_holding_action_potentials_is_current_clamp():
 
 @pytest.mark.data
 def test_every_shared_step_file_reaches_one_verdict_per_cell_with_its_features():
-    from rtclassify.cli import main
-
     for name in ("171116sh_0018.abf", "17o05028_ic_steps.abf", "File_axon_5.abf"):
         path = ABF / name
         if not path.is_file():
             pytest.skip(f"{path} absent: the shared ABF recordings are needed")
-        out = CliRunner().invoke(main, ["sweeps", str(path), "--model", "genetic5"])
-        assert out.exit_code == 0, out.output
-        lines = [json.loads(x) for x in out.output.splitlines()]
+        lines = sweeps_lines(path, "genetic5")
         verdicts = [x for x in lines if "verdict" in x]
         assert len(verdicts) == 1 and verdicts[0]["source_file"] == str(path)
         v = verdicts[0]["verdict"]
@@ -241,7 +241,6 @@ def test_a_folder_of_igor_waves_is_one_cell_its_v_and_i_paired_by_sweep_number(c
     folder = LAB / "igor" / cell
     if not folder.is_dir():
         pytest.skip(f"{folder} absent: the shared lab-cells recordings are needed")
-    from rtclassify.cli import main
     from rtclassify.formats.recordings import read_recording
 
     sweeps = read_recording(folder)
@@ -251,9 +250,7 @@ def test_a_folder_of_igor_waves_is_one_cell_its_v_and_i_paired_by_sweep_number(c
         assert s.channel == 0 and s.channel_name == "ch2" and s.refusal is None
         assert -90 < np.median(s.response) < 0 and s.fs == 10_000.0  # volts read as mV
         assert s.command is not None and len(s.command) == len(s.response)
-    out = CliRunner().invoke(main, ["sweeps", str(folder), "--model", "broad2"])
-    assert out.exit_code == 0, out.output
-    lines = [json.loads(x) for x in out.output.splitlines()]
+    lines = sweeps_lines(folder, "broad2")
     steps = [f for x in lines if x.get("protocol") == "long_step" for f in x["features"]]
     assert len(steps) == 2 and all(f["stim_amp"] > 100 and f["n_spikes"] > 5 for f in steps)
     assert abs(steps[0]["stim_amp"] - steps[1]["stim_amp"]) > 50  # two amplitudes per cell

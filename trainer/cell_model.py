@@ -185,6 +185,3 @@ def export_trees(clf) -> TreeEnsemble:
     return TreeEnsemble(**flat, roots=np.array(roots), tree_class=np.array(tree_class),
                         baseline=np.asarray(clf._baseline_prediction, np.float64).ravel())
 
-
-def raw_scores(trees: TreeEnsemble, x: np.ndarray) -> np.ndarray:
-    return trees.raw(x)

@@ -13,9 +13,10 @@ rate changes and shutdown.
 Long steps: a stimulus whose step is still on 5 ms after its onset is a long step. Its AP is not
 classified; once the step has ended (the first change of level: a "dual" step's first part) and
 the samples its features need are in (a hyperpolarising step's rebound window, up to 0.5 s, stopped
-by the next step), the step is measured (rtclassify.features, the code `sweeps` uses) in a worker
-thread, so that the short squares of other headstages never wait for it, and answered with a
-`label` of protocol "long_step": its features and the cell's verdict (rtclassify.verdict).
+by the next step), the step is measured (rtclassify.features, the code `sweeps` uses) and the cell
+read from all its steps in a worker process (daemon/step_worker.py), so that the short squares of
+other headstages do not wait for the fit, and answered with a `label` of protocol "long_step": its
+features and the cell's verdict (rtclassify.verdict).
 
 Onsets (ServeConfig.onsets): "auto" takes them from the command channel (I steps) and from
 `stimulus` events alike; the same stimulus seen by both, or announced twice, is one stimulus
@@ -125,7 +126,7 @@ class Engine:
         self.cell_model = cell_model_for(model)  # reads long steps (None: a model of other classes)
         self.cell_model_path = None if self.cell_model is None else self.cell_model.path
         self.step_pool: ProcessPoolExecutor | None = None  # made on first use, or by warm_up_step_worker
-        self.step_jobs: list = []  # (headstage, Stimulus, future, t_ready, lat) of long steps being measured
+        self.step_jobs: list = []  # (headstage, Stimulus, future, t_ready, lat, bandwidth) of long steps being measured
         _kernels.warm_up()  # compile (or load from cache) before the first live chunk
 
     # ---- input ----
@@ -448,11 +449,11 @@ class Engine:
         return "short"
 
     def advance_long(self, hs: Headstage, stim: Stimulus, in_buffer: float, queue_ms: float) -> bool:
-        """Take a long step as far as the buffered data allow: its end (the command back within half
-        the step's amplitude of the holding current), then the samples its features need, then its
-        measurement (in the worker); True while it stays open."""
+        """Take a long step as far as the buffered data allow: its end (where the command leaves the
+        step's level), then the samples its features need, then its measurement (in the worker); True
+        while it stays open."""
         half = abs(stim.step_pa) / 2
-        if stim.returned is None:
+        if stim.offset is None:
             # the step ends where the command leaves its level (back to holding, or on to another level,
             # as a "dual" protocol's -100 pA part does) for RETURN_RUN samples: one sample of noise is not an end
             i = hs.buf.read(stim.scanned, hs.buf.end)[:, 1]
@@ -466,7 +467,7 @@ class Engine:
                                               "holding current, or a step longer than serve --max-step-s")
                     return False
                 return True
-            stim.offset = stim.returned = stim.scanned + int(left[0])
+            stim.offset = stim.scanned + int(left[0])
             stim.needed_end = stim.offset
             after = hs.buf.read(stim.offset, stim.offset + RETURN_RUN)[:, 1]
             if stim.step_pa < 0 and abs(float(np.median(after)) - stim.holding_pa) <= half:

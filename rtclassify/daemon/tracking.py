@@ -36,7 +36,6 @@ class Stimulus:
     step_pa: float = 0.0  # a long step: its amplitude, pA from the holding current
     scanned: int | None = None  # a long step: stream sample up to which its end was looked for
     offset: int | None = None  # a long step: its end (first sample at another level), once seen
-    returned: int | None = None  # a long step: first sample back at the holding current
     needed_end: int | None = None  # a long step: one past the last sample its features need
 
     def shift(self, delta: int) -> None:
@@ -45,7 +44,7 @@ class Stimulus:
         if self.peak is not None:
             self.peak += delta
             self.threshold += delta
-        for name in ("scanned", "offset", "returned", "needed_end"):
+        for name in ("scanned", "offset", "needed_end"):
             if getattr(self, name) is not None:
                 setattr(self, name, getattr(self, name) + delta)
 

@@ -54,11 +54,12 @@ def first_level_change(i_pa: np.ndarray, fs: float, a: int, b: int, measured: bo
     return a + settle + int(moved[0]) if len(moved) else b
 
 
-def measure_sweep(s) -> list[StepFeatures]:
+def measure_sweep(s, found: list | None = None) -> list[StepFeatures]:
     """The features of every long step of Sweep `s` whose onset has a baseline before it and whose end
-    is inside the sweep (steps cut by the sweep's ends are left out)."""
+    is inside the sweep (steps cut by the sweep's ends are left out). found: its
+    long_steps_and_rebounds(s), when the caller has them already."""
     out = []
-    for a, b, rebound in long_steps_and_rebounds(s):
+    for a, b, rebound in long_steps_and_rebounds(s) if found is None else found:
         if b >= len(s.response) or a < int(0.01 * s.fs):
             continue
         out.append(measure_step(s.response, s.command, s.fs, a, b, rebound_end=rebound))

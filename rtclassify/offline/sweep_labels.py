@@ -19,7 +19,7 @@ from rtclassify.formats.stimuli import SHORT_STEP_MS, is_short, steps_after_test
 from rtclassify.offline.sweep_windows import evoked_window
 from rtclassify.features.family import bandwidth_hz
 from rtclassify.features.step import REBOUND_S
-from rtclassify.features.sweeps import long_steps, measure_sweep
+from rtclassify.features.sweeps import long_steps_and_rebounds, measure_sweep
 
 STEP_MODES = ("short", "any")
 
@@ -61,14 +61,15 @@ def label_sweep(s, model, steps: str = "short", rig: RigInfo = RigInfo(), eviden
         return {"skip": s.refusal, "skip_reason": "qc"}
     if s.clamp_mode != "current":
         return {"skip": "voltage clamp: no label", "skip_reason": "qc"}
-    measured = measure_sweep(s) if long_steps(s) and np.all(np.isfinite(s.response)) else []
+    found = long_steps_and_rebounds(s) if np.all(np.isfinite(s.response)) else []
+    measured = measure_sweep(s, found) if found else []
     if evidence is not None:
         filt = RigInfo.from_values(filter_hz=s.filter_hz).merged_over(rig).filter_hz
         for m in measured:
             evidence.add_step(m, bandwidth_hz(s.fs, filt))
     long_fields = {}
     if measured:
-        (first, _), (_, last) = long_steps(s)[0], long_steps(s)[-1]
+        first, last = found[0][0], found[-1][1]
         needed = min(len(s.response), last + int(REBOUND_S * s.fs)) - 1  # the rebound after the last step
         long_fields = {"protocol": "long_step", "features": [m.summary() for m in measured],
                        "stim_onset_sample": int(first), "window_end_sample": int(needed)}

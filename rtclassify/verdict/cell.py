@@ -6,7 +6,7 @@ from rtclassify.dsp.temperature import warp_factor
 from rtclassify.features.family import (BANDWIDTH_FEATURE, FAMILY_FEATURES, REFERENCE_BANDWIDTH_HZ, family_features,
                                         warp_features)
 from rtclassify.verdict.cell_model import CellModel
-from rtclassify.verdict.combine import Rule, Verdict, verdict
+from rtclassify.verdict.combine import EPS, Rule, Verdict, verdict
 
 
 class CellEvidence:
@@ -19,8 +19,8 @@ class CellEvidence:
         self.cell_model = cell_model
         self.temperature_c = temperature_c
         self.warp = warp_factor(temperature_c)
-        self.ap_probs: list[np.ndarray] = []
-        self.ap_log_sum: np.ndarray | None = None  # running sum of the short squares' log-probabilities
+        self.n_ap = 0  # short squares taken
+        self.ap_log_sum: np.ndarray | None = None  # running sum of their log-probabilities
         self.steps: list = []  # features.step.StepFeatures
         self.bandwidths: list = []  # Hz, of the recordings the steps came from (features.family.bandwidth_hz)
         self.given: dict = {}  # per-cell features from a table (Allen's names)
@@ -29,9 +29,8 @@ class CellEvidence:
 
     def add_ap(self, probs) -> None:
         """A short square's AP labelled by the AP model: (K,) probabilities."""
-        p = np.asarray(probs, dtype=np.float64)
-        self.ap_probs.append(p)
-        logs = np.log(np.clip(p, 1e-6, 1.0))
+        self.n_ap += 1
+        logs = np.log(np.clip(np.asarray(probs, dtype=np.float64), EPS, 1.0))
         self.ap_log_sum = logs if self.ap_log_sum is None else self.ap_log_sum + logs
 
     def add_step(self, step, bandwidth: float = REFERENCE_BANDWIDTH_HZ) -> None:
@@ -73,13 +72,13 @@ class CellEvidence:
         model = self.cell_model
         # the short squares as one row, the exp of their mean log-probability (what the rule takes the
         # mean of), from a running sum: a cell's hundredth label costs what its first did
-        ap = np.exp(self.ap_log_sum / len(self.ap_probs))[None, :] if self.ap_probs else None
+        ap = np.exp(self.ap_log_sum / self.n_ap)[None, :] if self.n_ap else None
         if model is None:
             prior = np.full(len(self.classes), 1.0 / len(self.classes))
-            return verdict(self.classes, ap, None, prior, Rule(), 0, n_short=len(self.ap_probs))
+            return verdict(self.classes, ap, None, prior, Rule(), 0, n_short=self.n_ap)
         step_probs, n_features = self.step_reading()
         return verdict(self.classes, ap, step_probs, model.prior, Rule.from_dict(model.rule), len(self.steps),
-                       n_features, n_short=len(self.ap_probs))
+                       n_features, n_short=self.n_ap)
 
     def step_reading(self) -> tuple:
         """(the cell model's probabilities (K,) from the per-cell features, or None; how many features
