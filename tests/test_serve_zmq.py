@@ -71,6 +71,7 @@ def test_simulated_real_cells_get_one_answer_each_matching_offline_predict(daemo
     assert len(answers(sub)) == len(stimuli) == len(got)  # exactly one answer per stimulus
 
     from rtclassify.formats.spike_folder import CellRow, load_cell_window
+    from rtclassify.model.envelope import RigInfo, judge
     from rtclassify.model.file_format import load_model
 
     model = load_model("genetic5")
@@ -85,8 +86,16 @@ def test_simulated_real_cells_get_one_answer_each_matching_offline_predict(daemo
         window = load_cell_window(spikes_dir, CellRow(t["specimen_id"], t["fs_hz_native"], {}), model.spec)
         import torch
 
-        with torch.inference_mode():
-            offline = model.module(torch.from_numpy(window[None]))[0].numpy()
+        def module(w):
+            with torch.inference_mode():
+                return model.module(torch.from_numpy(w)).numpy()
+
+        # the stream declares no temperature: read as 34 and 25 °C (model.trust), as predict reads a row
+        offline = model.trust.read(module, window[None], [True], model.spec.n_before)[0]
+        envelope = judge(model.envelope, m["rig"]["fs"], RigInfo(), window)
+        assert m["envelope"].startswith(envelope)
+        if envelope != "inside":
+            offline = model.trust.temper(offline)
         assert m["label"] == model.classes[int(np.argmax(offline))]
         assert max(abs(m["probs"][c] - float(p)) for c, p in zip(model.classes, offline)) < 1e-3
         assert m["latency_ms"]["process"] > 0 and m["model"]["name"] == "genetic5"

@@ -1,7 +1,7 @@
 """`rtclassify predict`: classify a folder of single action potentials into a CSV."""
 import click
 
-from rtclassify.cli.options import OptionError, check_folder, device_option, model_option
+from rtclassify.cli.options import OptionError, check_folder, device_option, min_confidence_option, model_option
 
 
 @click.command()
@@ -13,12 +13,14 @@ from rtclassify.cli.options import OptionError, check_folder, device_option, mod
 @click.option("--out", "out_csv", required=True, type=click.Path(dir_okay=False), metavar="FILE.csv",
               help="Output CSV: specimen_id,label,p_<class>...,error, one row per cells.csv row.")
 @device_option
-def predict(model_name, data_dir, out_csv, device):
+@min_confidence_option
+def predict(model_name, data_dir, out_csv, device, min_confidence):
     """Classify every cell of DIR with MODEL and write FILE.csv.
 
     Columns: specimen_id, label, p_<class>..., error, envelope (`inside`, or `outside: <why>` when
     the row's rate, declared filter or temperature, or its window lies outside what the model was
-    validated on), evidence (ap, features or ap+features), uncertain, trace_error. Per-cell feature
+    validated on; its probabilities are then tempered toward the class prior), evidence (ap,
+    features or ap+features), uncertain (the top probability below --min-confidence), trace_error. Per-cell feature
     columns (Allen's names: f_i_curve_slope, adaptation, tau, ...) join the AP in one verdict; a row
     without a usable trace is classified from its features alone. A row recorded below 34 °C
     (temperature_c) is read with the temperature warp, its time features alike.
@@ -46,7 +48,7 @@ def predict(model_name, data_dir, out_csv, device):
     except ModelFileError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        counts = predict_folder(model, data_dir, out_csv, rows=rows)
+        counts = predict_folder(model, data_dir, out_csv, rows=rows, min_confidence=min_confidence)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(

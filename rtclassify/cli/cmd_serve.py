@@ -1,7 +1,7 @@
 """`rtclassify serve`: the streaming daemon."""
 import click
 
-from rtclassify.cli.options import check_files, device_option, model_option, rig_options
+from rtclassify.cli.options import check_files, device_option, min_confidence_option, model_option, rig_options
 
 
 @click.command()
@@ -52,10 +52,11 @@ from rtclassify.cli.options import check_files, device_option, model_option, rig
               help="Put the classified window (mV at the model rate) into each label, for the overlay's trace "
                    "(~1.5 kB more per label).")
 @rig_options
+@min_confidence_option
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
 def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, publish, lsl_out, log_path, budget_ms,
           long_budget_ms, max_step_s, device, runtime, threads, onsets, max_headstages, timeout_s, label_window,
-          filter_hz, temperature_c, seconds):
+          filter_hz, temperature_c, min_confidence, seconds):
     """Classify cells live from amplifier data; send labels back to the acquisition software.
 
     Every stimulus onset seen gets exactly one `label` or `skip` message: a short square (a step of
@@ -111,7 +112,7 @@ def serve(source, connect, streams, replay_files, replay_fs, speed, model_name, 
 
     cfg = ServeConfig(budget_ms=budget_ms, onsets=onsets, include_window=label_window, max_headstages=max_headstages,
                       rig=RigInfo.from_values(filter_hz, temperature_c), max_step_s=max_step_s,
-                      long_budget_ms=long_budget_ms)
+                      long_budget_ms=long_budget_ms, min_confidence=min_confidence)
     engine = Engine(model, cfg, publisher.emit, notify=warn)
     if max_step_s > 0:
         engine.warm_up_step_worker()  # the process that measures long steps, ready before the first one

@@ -1,7 +1,7 @@
 """`rtclassify sweeps`: list (and with --model, label) the sweeps of a recording of any format."""
 import click
 
-from rtclassify.cli.options import check_recording, rig_options
+from rtclassify.cli.options import check_recording, min_confidence_option, rig_options
 
 
 @click.command()
@@ -15,7 +15,8 @@ from rtclassify.cli.options import check_recording, rig_options
                    "protocol); any: also the first AP of a longer step, marked outside the training protocol in "
                    "`envelope` (such a label does not join the verdict). Long steps are measured either way.")
 @rig_options
-def sweeps(path, model_name, steps, filter_hz, temperature_c):
+@min_confidence_option
+def sweeps(path, model_name, steps, filter_hz, temperature_c, min_confidence):
     """List the sweeps of FILE, one JSON object per sweep and recorded channel.
 
     Fields: sweep and channel (0-based, as in the file), stimulus, clamp_mode (current|voltage),
@@ -56,14 +57,14 @@ def sweeps(path, model_name, steps, filter_hz, temperature_c):
             model = load_model(model_name)
         except ModelFileError as exc:
             raise click.ClickException(str(exc)) from None
-        verdicts = FileVerdicts(model, temperature_c)
+        verdicts = FileVerdicts(model, temperature_c, min_confidence)
     for s in found:
         line = {**summarise_sweep(s), "units": s.units or None, "filter_hz": s.filter_hz, "rig": rig_fields(s, rig)}
         if s.refusal:
             line["refusal"] = s.refusal
         if model is not None:
             evidence = verdicts.evidence_for(s)
-            fields = label_sweep(s, model, steps, rig, evidence)
+            fields = label_sweep(s, model, steps, rig, evidence, min_confidence)
             fields.pop("probs", None)
             fields.pop("skip_reason", None)
             line.update(fields)

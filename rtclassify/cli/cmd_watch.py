@@ -1,7 +1,7 @@
 """`rtclassify watch`: answer each new sweep of the recordings acquisition software writes into a folder."""
 import click
 
-from rtclassify.cli.options import check_folder, model_option, rig_options
+from rtclassify.cli.options import check_folder, min_confidence_option, model_option, rig_options
 
 
 @click.command()
@@ -20,7 +20,9 @@ from rtclassify.cli.options import check_folder, model_option, rig_options
 @rig_options
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
 @click.option("--quiet", is_flag=True, help="Print nothing per sweep (scripts: read --log or the sockets).")
-def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, filter_hz, temperature_c, seconds, quiet):
+@min_confidence_option
+def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, filter_hz, temperature_c, seconds, quiet,
+          min_confidence):
     """Watch DIR for recordings (.abf, .nwb, ...) and answer each new sweep once.
 
     Files are read once their data are stable, again when they grow; each sweep and recorded
@@ -53,7 +55,7 @@ def watch(folder, model_name, publish, lsl_out, log_path, steps, stable_s, filte
             click.echo(line)
 
     w = FolderWatch(Path(folder).resolve(), model, emit, steps=steps, stable_s=stable_s, answered=answered,
-                    rig=RigInfo.from_values(filter_hz, temperature_c))
+                    rig=RigInfo.from_values(filter_hz, temperature_c), min_confidence=min_confidence)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.set())

@@ -92,3 +92,10 @@ def rig_options(f):
                      help="The amplifier's analog low-pass corner, Hz (0: none), judged against the model's "
                           "envelope; a source's or file's own value takes precedence.")(f)
     return f
+
+
+min_confidence_option = click.option(
+    "--min-confidence", type=click.FloatRange(0.0, 1.0), default=None, metavar="P",
+    help="The confidence the lab asks for: an answer (a label, or a cell's verdict) whose top probability is below "
+         "P says `uncertain` (a verdict's label is then null). Default: the model card's, chosen from the "
+         "risk-coverage curves of docs/confidence.md for labels; the cell model's own for verdicts.")

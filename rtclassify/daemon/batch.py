@@ -31,7 +31,7 @@ class InferenceBatch:
         self.ready: list[ReadyWindow] = []
         self.primes = 0
         self.last_inference = -1.0  # clock() of the model's last run
-        self.dummy = np.full((1, model.spec.n_samples), -60.0, np.float32)
+        self.dummy = np.full((2, model.spec.n_samples), -60.0, np.float32)  # a window and its cooled reading
         self.run = model.run  # (N, L) float32 mV -> (N, K) float64, ONNX Runtime or TorchScript
 
     def add(self, r: ReadyWindow) -> None:
@@ -61,10 +61,11 @@ class InferenceBatch:
         self.last_inference = self.clock()
         self.primes += 1
 
-    def classify(self, batch: list[ReadyWindow]) -> tuple[np.ndarray, float]:
-        """((N, K) float64 probabilities, ms the call took) for `batch`, in its order."""
+    def classify(self, batch: list[ReadyWindow], undeclared) -> tuple[np.ndarray, float]:
+        """((N, K) float64 probabilities, ms the call took) for `batch`, in its order; undeclared (N,)
+        bool: the window's rig declares no temperature (read twice, rtclassify.model.trust)."""
         t0 = self.clock()
         windows = batch[0].window[None] if len(batch) == 1 else np.stack([r.window for r in batch])
-        probs = self.run(windows)
+        probs = self.model.trust.read(self.run, windows, undeclared, self.model.spec.n_before)
         self.last_inference = self.clock()
         return probs, (self.last_inference - t0) * 1e3

@@ -42,7 +42,8 @@ from rtclassify.features.step import BASELINE_S, REBOUND_S
 from rtclassify.features.sweeps import LEVEL_CHANGE_PA, MIN_LONG_STEP_MS
 from rtclassify.dsp.temperature import warp_factor
 from rtclassify.dsp.windows import WindowCutter, check_stream_rate, samples_at
-from rtclassify.model.envelope import RigInfo
+from rtclassify.model.envelope import INSIDE, RigInfo, judge
+from rtclassify.model.trust import is_uncertain, mark_outside
 from rtclassify.transport.wire import MAX_HEADSTAGE_NUMBER
 
 ONSET_MODES = ("auto", "channel", "events")
@@ -67,6 +68,8 @@ class ServeConfig:
     long_budget_ms: float = 20.0  # a long step's label later than this after its last needed sample is late
     rebaseline_ms: float = 2600.0  # a current level held this long becomes the new holding current
     # (longer than a long step with its rebound window, whose end must still be seen as the step's end)
+    min_confidence: float | None = None  # --min-confidence: a label or verdict whose top probability is
+    # below it says uncertain (None: the card's for labels, the cell model's for verdicts)
     include_window: bool = False  # put the classified window (mV, ~1.5 kB) into each label, for the overlay
     onsets: str = "auto"  # where stimulus onsets come from: auto (channel and events), channel, events
     max_headstages: int = 16  # headstage numbers 0 .. max_headstages-1 are served; others ignored, counted
@@ -297,7 +300,7 @@ class Engine:
         def make():
             hs = self.headstages.get(number)
             rig = hs.rig if hs is not None and hs.rig is not None else self.cfg.rig
-            return CellEvidence(self.model.classes, self.cell_model, rig.temperature_c)
+            return CellEvidence(self.model.classes, self.cell_model, rig.temperature_c, self.cfg.min_confidence)
 
         return make
 
@@ -567,17 +570,24 @@ class Engine:
                 keep.append(r)
         if not keep:
             return self.collect_steps() if self.step_jobs else 0
-        probs, infer_ms = self.batch.classify(keep)
+        undeclared = [(self.headstages[r.headstage].rig or self.cfg.rig).temperature_c is None for r in keep]
+        probs, infer_ms = self.batch.classify(keep, undeclared)
         for r, p in zip(keep, probs):
             self.publish_label(r, p, infer_ms)
         return len(keep) + (self.collect_steps() if self.step_jobs else 0)
 
     def publish_label(self, r: ReadyWindow, p: np.ndarray, infer_ms: float) -> None:
         hs = self.headstages[r.headstage]
+        envelope = judge(self.model.envelope, hs.fs, hs.rig, r.window)
+        if envelope != INSIDE:
+            p, envelope = self.model.trust.temper(p), mark_outside(envelope)
         cell = hs.cells.at(r.stim.onset)  # the cell on the headstage at the onset, however late its news
         cell.add(p)
         lat = {"process": (self.clock() - r.t_ready) * 1e3, **r.lat, "inference": infer_ms}
-        msg = build_label(hs, r, p, self.model, cell, lat, self.cfg.budget_ms, self.cfg.include_window)
+        trust = self.model.trust
+        uncertain = is_uncertain(p, trust.min_confidence if self.cfg.min_confidence is None else self.cfg.min_confidence)
+        msg = build_label(hs, r, p, self.model, cell, lat, self.cfg.budget_ms, self.cfg.include_window, envelope,
+                          uncertain)
         hs.out_seq += 1
         hs.counts["labels"] += 1
         hs.counts["late"] += int(msg["late"])

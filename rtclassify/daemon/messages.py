@@ -7,8 +7,6 @@ import time
 
 import numpy as np
 
-from rtclassify.model.envelope import judge
-
 LABEL_SCHEMA = "rtclassify.label/1"
 SKIP_SCHEMA = "rtclassify.skip/1"
 HEARTBEAT_SCHEMA = "rtclassify.heartbeat/1"
@@ -16,8 +14,10 @@ PROB_DIGITS = 4  # probabilities to 1e-4: finer than any calibration can mean
 
 
 def build_label(hs, ready, probs: np.ndarray, model, cell, latency_ms: dict, budget_ms: float,
-                include_window: bool) -> dict:
-    """A `label` for one classified window: the contract's fields, `late` and `peak_sample`.
+                include_window: bool, envelope: str, uncertain: bool) -> dict:
+    """A `label` for one classified window: the contract's fields, `late`, `peak_sample`, `envelope`
+    (judged, and the probabilities tempered, by the engine) and `uncertain` (the top probability below
+    the confidence asked for).
 
     hs: the Headstage; ready: its ReadyWindow; probs: (K,) class probabilities; cell: the
     CellEntry of the cell on the headstage at the onset (already holding this window);
@@ -34,7 +34,7 @@ def build_label(hs, ready, probs: np.ndarray, model, cell, latency_ms: dict, bud
         "model": {"name": model.name, "sha256": model.sha256},
         "latency_ms": {k: round(v, 3) for k, v in latency_ms.items()},
         "late": latency_ms["process"] > budget_ms, "peak_sample": ready.stim.peak, "protocol": "short_square",
-        "envelope": judge(model.envelope, hs.fs, hs.rig, ready.window),
+        "envelope": envelope, "uncertain": uncertain,
         "rig": {"fs": hs.fs, "filter_hz": hs.rig.filter_hz, "temperature_c": hs.rig.temperature_c, "warp": hs.warp},
     }
     if include_window:

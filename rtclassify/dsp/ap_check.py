@@ -28,8 +28,8 @@ def ap_problem(trace_mv: np.ndarray, fs_hz: float, peak_index: int) -> str | Non
     if span < FLAT_MV:
         return f"not an action potential: flat (the trace spans {span:.2g} mV)"
     top = float(v.max())
-    held = longest_run(v == top) / fs_hz * 1e3
-    if held >= CLIPPED_MS:
+    held = (longest_run(v == top) - 1) / fs_hz * 1e3  # from the first sample at the top to the last: a lone
+    if held >= CLIPPED_MS:  # top sample holds for no time, whatever the rate (at 10 kHz it is 0.1 ms long)
         return f"not a usable action potential: clipped (held at its maximum {top:.4g} mV for {held:.2g} ms)"
     tol = max(1, int(round(PEAK_TOLERANCE_MS * fs_hz / 1e3)))
     lo, hi = max(0, peak_index - tol), min(len(v), peak_index + tol + 1)

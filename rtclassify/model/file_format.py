@@ -10,6 +10,7 @@ TorchScript is deprecated upstream; if it is replaced (e.g. by torch.export), on
 changes.
 """
 import contextlib
+import functools
 import hashlib
 import json
 import warnings
@@ -57,6 +58,13 @@ class LoadedModel:
     @property
     def sha256(self) -> str:
         return self.card["weights_sha256"]
+
+    @functools.cached_property
+    def trust(self):
+        """How far its probabilities may be trusted (rtclassify.model.trust.Trust, from the card)."""
+        from rtclassify.model.trust import Trust
+
+        return Trust.from_card(self.card)
 
     @property
     def envelope(self) -> dict | None:

@@ -44,7 +44,9 @@ def annotate_file(path: Path, model, out: Path | None = None) -> dict:
     path = Path(path)
     sweeps = read_sweeps(path)
     cut = windows_from_sweeps(sweeps, model.spec)
-    probs = classify_windows(model, cut.windows)
+    # no temperature is declared to annotate: both readings (rtclassify.model.trust)
+    probs = model.trust.read(lambda w: classify_windows(model, w), cut.windows, np.ones(len(cut.windows), bool),
+                             model.spec.n_before) if len(cut.windows) else classify_windows(model, cut.windows)
     target = Path(out) if out else path
     if out:
         shutil.copy2(path, target)
@@ -103,7 +105,7 @@ def sidecar_path(path: Path, out_dir: Path | None = None) -> Path:
 def annotate_sidecar(path: Path, model, out_dir: Path | None = None, steps: str = "short") -> dict:
     """Labels of every sweep and channel of a recording in any readable format (ABF, neo's) into a
     CSV sidecar: sweep, channel, clamp_mode, fs_hz, stim_onset_s, protocol, label, p_<class>...,
-    envelope, skip (the reason, where no label), verdict, verdict_p, verdict_uncertain (the cell's
+    envelope, uncertain (the label's top probability below the card's min_confidence), skip (the reason, where no label), verdict, verdict_p, verdict_uncertain (the cell's
     verdict over the whole file, on each of its channel's rows), model, model_sha256. A sweep of long
     steps has no AP label: it is evidence for the verdict. The recording itself is not touched.
     Returns {"file", "sidecar", "labels", "skipped", "verdicts"}."""
@@ -116,7 +118,7 @@ def annotate_sidecar(path: Path, model, out_dir: Path | None = None, steps: str 
     path = Path(path)
     target = sidecar_path(path, out_dir)
     columns = ["sweep", "channel", "clamp_mode", "fs_hz", "stim_onset_s", "protocol", "label",
-               *[f"p_{c}" for c in model.classes], "envelope", "skip", "verdict", "verdict_p", "verdict_uncertain",
+               *[f"p_{c}" for c in model.classes], "envelope", "uncertain", "skip", "verdict", "verdict_p", "verdict_uncertain",
                "model", "model_sha256"]
     rows, labels, cells = [], 0, FileVerdicts(model)
     for s in read_recording(path):
@@ -125,6 +127,7 @@ def annotate_sidecar(path: Path, model, out_dir: Path | None = None, steps: str 
         row = {"sweep": s.sweep, "channel": s.channel, "clamp_mode": s.clamp_mode, "fs_hz": s.fs,
                "stim_onset_s": "" if onset is None else round(onset / s.fs, 9), "protocol": r.get("protocol", ""),
                "label": r.get("label", ""), "envelope": r.get("envelope", ""), "skip": r.get("skip", ""),
+               "uncertain": str(r["uncertain"]).lower() if "uncertain" in r else "",
                "model": model.name, "model_sha256": model.sha256}
         row.update({f"p_{c}": r.get(f"p_{c}", "") for c in model.classes})
         labels += "label" in r

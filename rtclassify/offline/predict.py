@@ -10,6 +10,7 @@ from rtclassify.dsp.temperature import warp_factor
 from rtclassify.features.family import BANDWIDTH_FEATURE, REFERENCE_BANDWIDTH_HZ, bandwidth_hz
 from rtclassify.model.envelope import INSIDE, RigInfo, judge, parse_rig_fields
 from rtclassify.model.file_format import LoadedModel
+from rtclassify.model.trust import is_uncertain, mark_outside
 
 BATCH = 256
 
@@ -24,7 +25,8 @@ def classify_windows(model: LoadedModel, windows: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, len(model.classes)))
 
 
-def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=None, rows=None) -> dict:
+def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=None, rows=None,
+                   min_confidence: float | None = None) -> dict:
     """Classify every row of `folder/cells.csv` and write `out_csv` in the same row order.
 
     Columns: specimen_id, label, p_<class>..., error, envelope, evidence, uncertain, trace_error. A
@@ -36,10 +38,12 @@ def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=Non
     columns named as in Allen's cell_features.csv join the AP in the cell verdict (the cell model of
     the model's classes, rtclassify.verdict); a row whose trace is absent or unusable but whose
     features are present is classified from its features alone (`evidence` "features", the trace's
-    problem in `trace_error`). `label` and `p_<class>` are the verdict's; `uncertain` is true where
-    the verdict's top probability is below the confidence the cell model asks for (the label is still
-    its most likely class). Returns counts {"rows", "classified", "errors", "outside", "features_only"}.
-    rows: the table already read, else it is read here.
+    problem in `trace_error`). The AP's probabilities are read as rtclassify.model.trust says (both
+    temperature hypotheses when the row declares none; tempered toward the class prior when outside
+    the envelope). `label` and `p_<class>` are the verdict's; `uncertain` is true where the verdict's
+    top probability is below min_confidence (None: the card's for an AP alone, the cell model's when
+    features join; the label is still the most likely class). Returns counts {"rows", "classified",
+    "errors", "outside", "features_only"}. rows: the table already read, else it is read here.
     """
     from rtclassify.verdict.cell import CellEvidence
     from rtclassify.verdict.cell_model import cell_model_for
@@ -63,11 +67,18 @@ def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=Non
         windows.append(window)
         ok_rows.append(i)
         envelopes[i] = judge(model.envelope, row.fs_hz, rig, window)
-    probs = classify_windows(model, np.stack(windows)) if windows else np.zeros((0, len(model.classes)))
-    ap_by_row = dict(zip(ok_rows, probs))
+    trust = model.trust
+    undeclared = [rigs[i].temperature_c is None for i in ok_rows]
+    probs = (trust.read(lambda w: classify_windows(model, w), np.stack(windows), undeclared, model.spec.n_before)
+             if windows else np.zeros((0, len(model.classes))))
+    ap_by_row = {}
+    for i, p in zip(ok_rows, probs):
+        if envelopes[i] != INSIDE:
+            p, envelopes[i] = trust.temper(p), mark_outside(envelopes[i])
+        ap_by_row[i] = p
     verdicts = {}
     for i, rig in rigs.items():
-        evidence = CellEvidence(model.classes, cell_model, rig.temperature_c)
+        evidence = CellEvidence(model.classes, cell_model, rig.temperature_c, min_confidence)
         if cell_model is not None:
             given = {name: row_value(rows[i], name) for name in cell_model.features}
             if given.get(BANDWIDTH_FEATURE) is None:  # what the row's rate and filter let an AP's shape show
@@ -78,6 +89,9 @@ def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=Non
             evidence.add_ap(ap_by_row[i])
         v = evidence.verdict()
         if v.probs:
+            if not v.n_features:  # an AP alone: the confidence asked of labels
+                v.uncertain = is_uncertain(list(v.probs.values()),
+                                           trust.min_confidence if min_confidence is None else min_confidence)
             verdicts[i] = v
         else:
             errors[i] = f"{trace_errors.pop(i, 'no AP trace')}; and no per-cell features to classify from"

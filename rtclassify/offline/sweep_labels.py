@@ -15,6 +15,7 @@ import numpy as np
 from rtclassify.dsp.temperature import warp_factor
 from rtclassify.dsp.windows import check_stream_rate
 from rtclassify.model.envelope import INSIDE, RigInfo, judge
+from rtclassify.model.trust import is_uncertain, mark_outside
 from rtclassify.formats.stimuli import SHORT_STEP_MS, is_short, steps_after_test_pulse
 from rtclassify.offline.sweep_windows import evoked_window
 from rtclassify.features.family import bandwidth_hz
@@ -51,12 +52,15 @@ def rig_fields(s, rig: RigInfo) -> dict:
             "warp": warp_factor(merged.temperature_c)}
 
 
-def label_sweep(s, model, steps: str = "short", rig: RigInfo = RigInfo(), evidence=None) -> dict:
+def label_sweep(s, model, steps: str = "short", rig: RigInfo = RigInfo(), evidence=None,
+                min_confidence: float | None = None) -> dict:
     """Fields for one Sweep: `label`, `p_<class>`, `envelope`, `protocol`, `stim_onset_sample`,
     `peak_sample`; for long steps `protocol: "long_step"` and `features` (one dict per step); or `skip`
     (the reason) and `skip_reason` (the daemon's code: qc or no_spike). rig: what the user declares
     (--filter-hz, --temperature-c); the file's own filter (a telegraph) takes precedence. evidence: the
-    cell's CellEvidence, which takes the short square's probabilities or the measured long steps."""
+    cell's CellEvidence, which takes the short square's probabilities or the measured long steps. The
+    AP's probabilities are read as rtclassify.model.trust says; `uncertain`: the top one is below
+    min_confidence (None: the card's)."""
     if s.refusal:
         return {"skip": s.refusal, "skip_reason": "qc"}
     if s.clamp_mode != "current":
@@ -88,17 +92,21 @@ def label_sweep(s, model, steps: str = "short", rig: RigInfo = RigInfo(), eviden
         return {"skip": cut, "skip_reason": "no_spike" if cut.startswith("0 APs") else "qc",
                 "stim_onset_sample": int(onset)}
     window, peak = cut
-    probs = model.run(window[None, :].astype(np.float32))[0]
+    trust = model.trust
+    probs = trust.read(model.run, window[None, :], [rig.temperature_c is None], model.spec.n_before)[0]
     short = envelope == "inside"
-    if evidence is not None and short:
-        evidence.add_ap(probs)
-    out = {"label": model.classes[int(np.argmax(probs))]}
-    out.update({f"p_{c}": round(float(p), 4) for c, p in zip(model.classes, probs)})
     judged = judge(model.envelope, s.fs, rig, window)
     if envelope == INSIDE:
         envelope = judged
     elif judged != INSIDE:  # outside the protocol, and more
         envelope += "; " + judged.removeprefix("outside: ")
+    if envelope != INSIDE:
+        probs, envelope = trust.temper(probs), mark_outside(envelope)
+    if evidence is not None and short:
+        evidence.add_ap(probs)
+    out = {"label": model.classes[int(np.argmax(probs))]}
+    out.update({f"p_{c}": round(float(p), 4) for c, p in zip(model.classes, probs)})
+    out["uncertain"] = is_uncertain(probs, trust.min_confidence if min_confidence is None else min_confidence)
     out.update({"envelope": envelope, "protocol": "short_square" if short else "long_step",
                 "stim_onset_sample": int(onset), "peak_sample": int(peak), "probs": [float(p) for p in probs]})
     out.update({k: v for k, v in long_fields.items() if k == "features"})

@@ -9,8 +9,9 @@ class FileVerdicts:
     membrane potential in current clamp or a voltage-clamp recording (a current monitor beside a
     membrane potential is not a cell)."""
 
-    def __init__(self, model, temperature_c: float | None = None):
+    def __init__(self, model, temperature_c: float | None = None, min_confidence: float | None = None):
         self.model = model
+        self.min_confidence = min_confidence  # None: the cell model's own
         self.cell_model = cell_model_for(model)
         self.temperature_c = temperature_c
         self.cells: dict[int, CellEvidence] = {}
@@ -20,7 +21,8 @@ class FileVerdicts:
         if s.refusal and s.clamp_mode == "current":
             return None
         if s.channel not in self.cells:
-            self.cells[s.channel] = CellEvidence(self.model.classes, self.cell_model, self.temperature_c)
+            self.cells[s.channel] = CellEvidence(self.model.classes, self.cell_model, self.temperature_c,
+                                                   self.min_confidence)
         return self.cells[s.channel]
 
     def lines(self, source_file: str) -> list[dict]:

@@ -54,6 +54,7 @@ class FolderWatch:
     steps: str = "short"
     rig: RigInfo = field(default_factory=RigInfo)  # declared on the command line (--filter-hz, --temperature-c)
     stable_s: float = 0.5
+    min_confidence: float | None = None  # --min-confidence (None: the card's, the cell model's)
     retry_s: float = 2.0
     answered: set = field(default_factory=set)  # (source_file, sweep, channel)
     files: dict = field(default_factory=dict)  # path -> WatchedFile
@@ -109,9 +110,10 @@ class FolderWatch:
             if key in self.answered:
                 continue
             t0 = time.perf_counter()
-            cells = self.cells.setdefault(str(path), FileVerdicts(self.model, self.rig.temperature_c))
+            cells = self.cells.setdefault(str(path), FileVerdicts(self.model, self.rig.temperature_c,
+                                                                    self.min_confidence))
             evidence = cells.evidence_for(s)
-            result = label_sweep(s, self.model, self.steps, self.rig, evidence)
+            result = label_sweep(s, self.model, self.steps, self.rig, evidence, self.min_confidence)
             self.publish(path, s, result, evidence, (time.perf_counter() - t0) * 1e3)
             self.answered.add(key)
             sent += 1

@@ -1,5 +1,7 @@
 """One cell's evidence as it comes in (short-square AP labels, long steps, features a table gives)
 and its verdict: what `sweeps`, `watch`, `annotate`, `predict` and the daemon share."""
+from dataclasses import replace
+
 import numpy as np
 
 from rtclassify.dsp.temperature import warp_factor
@@ -12,10 +14,13 @@ from rtclassify.verdict.combine import EPS, Rule, Verdict, verdict
 class CellEvidence:
     """Evidence of one cell. classes: the AP model's classes (the verdict's); cell_model: the cell
     model of the same classes, or None (then only short squares count); temperature_c: the declared
-    bath temperature (None: unknown, read as 34 °C), which warps the time features."""
+    bath temperature (None: unknown, read as 34 °C), which warps the time features; min_confidence: the
+    top probability below which the verdict is uncertain (None: the cell model's rule's)."""
 
-    def __init__(self, classes, cell_model: CellModel | None, temperature_c: float | None = None):
+    def __init__(self, classes, cell_model: CellModel | None, temperature_c: float | None = None,
+                 min_confidence: float | None = None):
         self.classes = tuple(classes)
+        self.min_confidence = min_confidence
         self.cell_model = cell_model
         self.temperature_c = temperature_c
         self.warp = warp_factor(temperature_c)
@@ -73,12 +78,14 @@ class CellEvidence:
         # the short squares as one row, the exp of their mean log-probability (what the rule takes the
         # mean of), from a running sum: a cell's hundredth label costs what its first did
         ap = np.exp(self.ap_log_sum / self.n_ap)[None, :] if self.n_ap else None
+        rule = Rule.from_dict(model.rule if model is not None else None)
+        if self.min_confidence is not None:
+            rule = replace(rule, min_confidence=self.min_confidence)
         if model is None:
             prior = np.full(len(self.classes), 1.0 / len(self.classes))
-            return verdict(self.classes, ap, None, prior, Rule(), 0, n_short=self.n_ap)
+            return verdict(self.classes, ap, None, prior, rule, 0, n_short=self.n_ap)
         step_probs, n_features = self.step_reading()
-        return verdict(self.classes, ap, step_probs, model.prior, Rule.from_dict(model.rule), len(self.steps),
-                       n_features, n_short=self.n_ap)
+        return verdict(self.classes, ap, step_probs, model.prior, rule, len(self.steps), n_features, n_short=self.n_ap)
 
     def step_reading(self) -> tuple:
         """(the cell model's probabilities (K,) from the per-cell features, or None; how many features

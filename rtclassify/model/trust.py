@@ -1,0 +1,109 @@
+"""How far a window's probabilities may be trusted, applied where every tool reads the AP network.
+
+The network gives its probabilities as if the window came from the rigs it was validated on. Three
+things make that untrue, and each is handled here, once, for `predict`, `sweeps`, `watch` and `serve`:
+
+- **The temperature is not declared.** A window from a 25 °C rig read as 34 °C is wider than its
+  type's; unwarned, the network calls a cooled Pvalb cell Sst and is sure of it. When the rig does not
+  declare its temperature, the window is read under both hypotheses, as recorded at 34 °C and as
+  recorded at COOL_C (the window read WARP times faster about its peak, its edges held, as a stored
+  3 ms trace is read with a declared temperature), and the two readings are mixed with the weights of
+  `undeclared_temperature`. Where the hypotheses agree, nothing changes; where they disagree, the
+  probabilities say so. Declaring the temperature (`--temperature-c`, a `temperature_c` column or
+  field) removes the second reading.
+- **The input is outside the validated envelope** (rtclassify.model.envelope, or unlike every
+  training window: `envelope` names why). Its probabilities are mixed with the class prior
+  (`outside_prior_share` of it), so that an input the figures do not cover is never given with
+  the confidence of one they do; `envelope` then ends with TEMPERED_NOTE.
+- **The lab asks for a confidence** (`--min-confidence`, default the card's `min_confidence`,
+  chosen from the risk-coverage curves in docs/confidence.md): an answer whose top probability is
+  below it carries `uncertain: true` (the label is still the most likely class).
+
+The card's `trust` section (written by `python -m trainer trust`, chosen on development cells) holds
+these numbers; a card without one gets the defaults below.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtclassify.dsp.temperature import warp_factor
+
+COOL_C = 25.0  # the other hypothesis when a rig's temperature is not declared: room temperature
+TEMPERED_NOTE = "probabilities tempered toward the class prior"
+DEFAULTS = {"undeclared_temperature": {"temperature_c": COOL_C, "share": 0.1}, "outside_prior_share": 0.5,
+            "min_confidence": 0.9}
+
+
+@dataclass(frozen=True)
+class Trust:
+    """A model's trust policy. prior: (K,) class frequencies of its training cells; cool_share: the
+    weight of the COOL_C reading when the temperature is not declared (0: never read twice);
+    cool_warp: that reading's time warp; outside_prior_share: how much of the prior an input outside
+    the envelope gets; min_confidence: the default top probability below which an answer is uncertain."""
+
+    prior: np.ndarray
+    cool_share: float
+    cool_warp: float
+    outside_prior_share: float
+    min_confidence: float
+
+    @classmethod
+    def from_card(cls, card: dict) -> "Trust":
+        section = {**DEFAULTS, **(card.get("trust") or {})}
+        classes = list(card["classes"])
+        counts = (card.get("training_data") or {}).get("per_class") or {}
+        prior = np.array([float(counts.get(c, 0.0)) for c in classes])
+        prior = prior / prior.sum() if prior.sum() > 0 else np.full(len(classes), 1.0 / len(classes))
+        cool = section["undeclared_temperature"]
+        return cls(prior=prior, cool_share=float(cool["share"]), cool_warp=warp_factor(float(cool["temperature_c"])),
+                   outside_prior_share=float(section["outside_prior_share"]),
+                   min_confidence=float(section["min_confidence"]))
+
+    def windows_to_read(self, windows: np.ndarray, undeclared: np.ndarray, anchor: int) -> np.ndarray:
+        """(N + U, L) float32: windows (N, L) mV, then the COOL_C reading of the U whose temperature is
+        not declared (undeclared (N,) bool; none when cool_share is 0). anchor: the peak's index."""
+        undeclared = np.asarray(undeclared, bool) & (self.cool_share > 0)
+        if not undeclared.any():
+            return np.ascontiguousarray(windows, dtype=np.float32)
+        cooled = np.stack([read_faster(w, self.cool_warp, anchor) for w in windows[undeclared]])
+        return np.ascontiguousarray(np.concatenate([windows, cooled]), dtype=np.float32)
+
+    def join_readings(self, probs: np.ndarray, undeclared: np.ndarray) -> np.ndarray:
+        """(N, K) probabilities from the (N + U, K) ones of windows_to_read's rows: each undeclared
+        window's two readings mixed, (1 - cool_share) as recorded and cool_share cooled."""
+        undeclared = np.asarray(undeclared, bool) & (self.cool_share > 0)
+        n = len(undeclared)
+        out = np.array(probs[:n], dtype=np.float64)
+        if undeclared.any():
+            out[undeclared] = (1.0 - self.cool_share) * out[undeclared] + self.cool_share * probs[n:]
+        return out
+
+    def read(self, run, windows: np.ndarray, undeclared, anchor: int) -> np.ndarray:
+        """(N, K) probabilities of windows (N, L) mV through run ((M, L) float32 -> (M, K)), each window
+        whose rig's temperature is not declared (undeclared (N,) bool) read under both hypotheses."""
+        undeclared = np.asarray(undeclared, bool)
+        return self.join_readings(run(self.windows_to_read(windows, undeclared, anchor)), undeclared)
+
+    def temper(self, probs: np.ndarray) -> np.ndarray:
+        """(K,) or (N, K) probabilities of inputs outside the envelope, mixed with the class prior."""
+        return (1.0 - self.outside_prior_share) * np.asarray(probs, np.float64) + self.outside_prior_share * self.prior
+
+
+def read_faster(window: np.ndarray, warp: float, anchor: int) -> np.ndarray:
+    """(L,) mV window read `warp` times faster about its sample `anchor` (the peak): what the window
+    would be had its rig been recorded at the temperature of that warp and declared. Samples beyond
+    the window's ends take its end values, as a stored 3 ms trace read with a warp does (linear
+    interpolation: at the model's 50 kHz an AP has little above the 15 kHz that a warp of 1.6 folds)."""
+    n = len(window)
+    at = anchor + (np.arange(n) - anchor) * warp
+    return np.interp(at, np.arange(n), window).astype(np.float32)
+
+
+def is_uncertain(probs, min_confidence: float) -> bool:
+    """True where the top probability is below the confidence asked for."""
+    return float(np.max(probs)) < min_confidence
+
+
+def mark_outside(envelope: str) -> str:
+    """An `outside: ...` judgement with the tempering said."""
+    return f"{envelope}; {TEMPERED_NOTE}"
