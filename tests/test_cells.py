@@ -88,18 +88,19 @@ def test_nearly_every_real_allen_ap_passes_the_check(spikes_dir):
     assert len(refused) <= 4 and "517752298" in refused  # that one spans 0.2 mV: no AP at all
 
 
-def test_real_aps_at_low_rates_are_not_taken_for_clipped(spikes_dir):
-    """At 10 kHz one sample lasts the whole clipping limit: a lone top sample is an AP's peak, not a clip."""
+def test_real_aps_at_low_rates_pass_the_check(spikes_dir):
+    """At 10 kHz one sample lasts the whole clipping limit (a lone top sample is an AP's peak, not a clip),
+    and a fast AP's steepest sample is often its last rising one (the detector must still see it)."""
     from rtclassify.dsp.ap_check import ap_problem
     from rtclassify.dsp.windows import resample_trace, samples_at
 
     rows = [r for r in read_cells_table(spikes_dir) if r.fs_hz == 50000.0][:40]
-    for fs in (10_000.0, 8_000.0, 12_500.0):
+    for fs in (10_000.0, 12_500.0, 20_000.0):  # the rates the models take (from 10 kHz)
         refused = []
         for r in rows:
             v = resample_trace(np.load(spikes_dir / "traces" / f"{r.specimen_id}.npy").astype(np.float64), r.fs_hz, fs)
             why = ap_problem(v, fs, int(np.argmax(v)))
-            refused += [why] if why and "clipped" in why else []
+            refused += [why] if why else []
         assert not refused, (fs, refused[:3])
     clipped = np.repeat([-70.0, -40.0, 20.0, 20.0, -30.0, -60.0, -70.0], 1)  # two samples at the top at 10 kHz
     assert "clipped" in (ap_problem(np.concatenate([np.full(10, -70.0), clipped, np.full(13, -70.0)]), 10_000.0, 12)

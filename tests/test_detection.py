@@ -306,3 +306,15 @@ def test_the_jump_over_runs_that_cannot_be_aps_changes_no_result():
         assert list(thr[:count]) == ref_thr and list(pk[:count]) == ref_pk and complete[0] == ref_complete
         cut_mid_rise += ref_complete < n
     assert cut_mid_rise > 5  # the end-of-data rule was exercised
+
+
+def test_a_fast_ap_at_10_khz_whose_steepest_sample_is_its_last_rising_one_is_found():
+    """A real Allen AP at 10 kHz (1 ms before the peak): dV/dt 27, 211, 331 mV/ms, then V falls. The
+    upstroke is never seen to slow down, but V is seen to turn down: an AP, in the kernel and the reference."""
+    v = np.array([-53.7, -53.0, -52.1, -51.2, -50.3, -49.3, -48.2, -47.0, -44.3, -23.2, 9.9, 0.2, -29.3, -48.0,
+                  -56.4, -59.8, -61.0, -61.2, -61.0, -60.8, -60.6, -60.4, -60.2, -60.1, -60.1, -60.1, -60.2])
+    assert list(detect_spikes(v, 10_000.0).peaks) == [10]
+    thresholds, peaks = find_spikes_reference(v, 10_000.0)
+    assert list(peaks) == [10] and list(thresholds) == [8]  # the first sample at >= 20 mV/ms (27)
+    rising_into_the_end = v[:11]  # still rising at the end of the data: not decided yet
+    assert len(detect_spikes(rising_into_the_end, 10_000.0).peaks) == 0

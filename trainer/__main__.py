@@ -25,6 +25,7 @@ from trainer.cli.cmd_ship import ship
 from trainer.cli.cmd_teacher_spread import teacher_spread
 from trainer.cli.cmd_train import train
 from trainer.cli.cmd_transfer import transfer
+from trainer.cli.cmd_trust import trust
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,7 +34,8 @@ def main():
 
 
 for command in (evaluate, figures, rescore, bias_sweep, learning_curve, teacher_spread, train, ship, cards, build,
-                calibration, fit_neurons, patchseq_labels, transfer, fetch, rigs, rig_cv, adapt, adapt_curve, cells):
+                calibration, fit_neurons, patchseq_labels, transfer, fetch, rigs, rig_cv, adapt, adapt_curve, cells,
+                trust):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -162,3 +162,26 @@ def calibrate_file_on_rigs(path, net, data, task, cells: np.ndarray, cfg) -> dic
                                                                            labels), 4),
                 "held_out_figures": "docs/rigs.md (the final split, python -m trainer rigs)"}
     return apply_temperature_to_file(str(path), temperature, evidence)
+
+
+CONFIDENT = 0.9  # "confidently wrong": a wrong answer given with a top probability at least this high
+
+
+def confident_wrong(probs: np.ndarray, y: np.ndarray, at: float = CONFIDENT) -> dict:
+    """Of the answers probs (N, K) against y (N,) whose top probability is >= at: how many, how many
+    wrong, and their share ("rate"; NaN with none)."""
+    kept = probs.max(axis=1) >= at
+    wrong = int(np.sum(kept & (probs.argmax(axis=1) != y)))
+    return {"answers": int(kept.sum()), "wrong": wrong, "rate": wrong / kept.sum() if kept.any() else float("nan")}
+
+
+def risk_coverage(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray) -> dict:
+    """The risk-coverage curve of answering only when the top probability is >= t, for each t of
+    thresholds (T,): "coverage" (share of the N answers kept) and "error" (share of the kept ones that
+    are wrong; NaN where none is kept)."""
+    top, wrong = probs.max(axis=1), probs.argmax(axis=1) != y
+    kept = top[None, :] >= np.asarray(thresholds)[:, None]
+    n = kept.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        error = (kept & wrong[None, :]).sum(axis=1) / n
+    return {"threshold": np.asarray(thresholds).tolist(), "coverage": (n / max(len(y), 1)).tolist(), "error": error.tolist()}

@@ -24,12 +24,14 @@ class SpikeSet:
     traces: list | None = None  # (N,) stored APs, each (n,) mV at its fs_hz (rig draws start from them); None: not kept
 
     def rig_windows(self, task: Task, draws: int, seed: int, progress=None, cells: np.ndarray | None = None,
-                    rates_hz: tuple | None = None, cooled_share: float = 0.5) -> np.ndarray:
+                    rates_hz: tuple | None = None, cooled_share: float = 0.5,
+                    undeclared_share: float = 0.0) -> np.ndarray:
         """(N, 1 + draws, L) float32 mV: each cell's window as recorded, then through `draws` random
         acquisition chains (trainer.rigs.rig_pool), its AP widened by its class's temperature ratio.
         cells: (N,) bool, the cells to draw for (default all); the others repeat their window as recorded.
         rates_hz: (low, high) to draw every rig's rate log-uniform from (default: draw_rig's distribution);
-        cooled_share: the share of rigs drawn below 34 °C."""
+        cooled_share: the share of rigs drawn below 34 °C; undeclared_share: of those, the share read
+        as if the temperature were not declared."""
         from trainer.rigs import family_ratios, rig_pool
 
         if self.traces is None:
@@ -39,7 +41,7 @@ class SpikeSet:
         idx = np.flatnonzero(cells)
         ratios = family_ratios(list(task.classes), self.labels(task)[idx], self.dendrite_types[idx])
         out[idx, 1:] = rig_pool([self.traces[i] for i in idx], self.fs_hz[idx], ratios, self.spec, draws, seed,
-                                progress, rates_hz, cooled_share)
+                                progress, rates_hz, cooled_share, undeclared_share)
         return out
 
     def labels(self, task: Task) -> np.ndarray:

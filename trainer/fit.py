@@ -49,6 +49,8 @@ class TrainConfig:
     # trainer/rigs.py's distribution (a rate specialist, e.g. (10000, 15000))
     rig_cooled_share: float = 0.5  # share of rigs drawn below 34 °C (22-34 °C, the AP widened and read back
     # with the temperature warp); the others at 34 °C
+    rig_undeclared_share: float = 0.0  # share of those cooled rigs whose temperature is not declared: the AP
+    # read as if at 34 °C (no warp), as a lab that does not say its temperature gives it
     related_lines: bool = False  # also train on cells of related Cre lines (trainer/cre_related.csv; never scored)
     members: int = 1  # networks in the ensemble (different seeds and validation splits)
     member_options: tuple = ()  # per-member overrides of these options, cycled over the members (member m

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.calibration import expected_calibration_error
+from trainer.calibration import CONFIDENT, confident_wrong, expected_calibration_error, risk_coverage
 from trainer.metrics import score_repeats
 
 HEADLINE = ("balanced_accuracy", "macro_f1", "accuracy")
+RISK_THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.02), 2)  # top-probability thresholds of the risk-coverage curves
 
 
 def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Path, seed: int, n_boot: int,
@@ -55,9 +56,11 @@ def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Pa
                 if "not told" not in condition.name:  # a rig declared as it is: pooled into one calibration figure
                     declared.setdefault(task_name, []).append((runs, y))
     results["pooled_ece"] = {task: pooled_ece(pairs) for task, pairs in declared.items()}
+    results["pooled_confident_wrong"] = {task: pooled_confident_wrong(rows) for task, rows in results["tasks"].items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "rigs.json").write_text(json.dumps(results, indent=1))
     (out_dir / "rigs.md").write_text(render_markdown(results))
+    plot_risk_coverage(results, out_dir / "risk_coverage.png")
     if write_cards:
         write_figures_to_cards(results, models, card_to or {})
     return results
@@ -110,6 +113,13 @@ def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed:
     out["ci95"] = {k: [round(v, 4) for v in scores["ci95"][k]] for k in HEADLINE}
     out["seed_sd"] = {k: round(scores["repeat_sd"][k], 4) for k in HEADLINE}
     out["recall"] = {c: round(v, 4) for c, v in zip(classes, scores["recall"])}
+    wrong = [confident_wrong(r["probs"][ok], y[ok]) for r in runs]  # summed over the seeds' answers
+    answers, n_wrong = sum(w["answers"] for w in wrong), sum(w["wrong"] for w in wrong)
+    out["confident_wrong"] = {"at": CONFIDENT, "answers": answers, "wrong": n_wrong,
+                              "rate": round(n_wrong / answers, 4) if answers else None,
+                              "coverage": round(answers / (len(runs) * int(ok.sum())), 4)}
+    out["risk_coverage"] = risk_coverage(np.concatenate([r["probs"][ok] for r in runs]), np.tile(y[ok], len(runs)),
+                                         RISK_THRESHOLDS)
     out["ece"] = round(float(np.mean(eces)), 4)
     out["ece_max_seed"] = round(float(np.max(eces)), 4)
     out["scored"] = int(ok.sum())
@@ -134,6 +144,52 @@ def pooled_ece(pairs: list) -> dict:
             "rows_per_seed": len(labels), "conditions": len(kept)}
 
 
+def pooled_confident_wrong(rows: dict) -> dict:
+    """The confident-wrong rate of trainer.trust.CONFIDENCE_CONDITIONS' answers together, and the worst
+    one of them (rows: {condition: score_condition's result})."""
+    from trainer.trust import CONFIDENCE_CONDITIONS
+
+    scored = {n: rows[n]["confident_wrong"] for n in CONFIDENCE_CONDITIONS if "confident_wrong" in rows.get(n, {})}
+    answers, wrong = sum(c["answers"] for c in scored.values()), sum(c["wrong"] for c in scored.values())
+    rates = {n: c["rate"] for n, c in scored.items() if c["rate"] is not None}
+    worst = max(rates, key=rates.get) if rates else None
+    return {"conditions": list(scored), "answers": answers, "wrong": wrong,
+            "rate": round(wrong / answers, 4) if answers else None,
+            "worst": {"condition": worst, "rate": rates.get(worst)} if worst else None}
+
+
+def plot_risk_coverage(results: dict, path: Path) -> None:
+    """One panel per task: error of the answers kept against the share kept, as the top-probability
+    threshold rises, one line per condition (the confident-wrong conditions drawn bold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainer.trust import CONFIDENCE_CONDITIONS
+
+    tasks = list(results["tasks"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for name, r in results["tasks"][task].items():
+            if "risk_coverage" not in r:
+                continue
+            c = r["risk_coverage"]
+            bold = name in CONFIDENCE_CONDITIONS
+            ax.plot(c["coverage"], c["error"], lw=2.0 if bold else 0.7, alpha=1.0 if bold else 0.5,
+                    label=name if bold else None)
+            at = c["threshold"].index(CONFIDENT) if CONFIDENT in c["threshold"] else None
+            if bold and at is not None:
+                ax.plot(c["coverage"][at], c["error"][at], "o", color=ax.lines[-1].get_color())
+        ax.axhline(0.03, color="k", ls=":", lw=0.8)
+        ax.set(xlabel="share of answers kept (coverage)", ylabel="share of kept answers wrong",
+               title=f"{task}: dots at top p >= {CONFIDENT:g}", xlim=(0, 1), ylim=(0, None))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def render_markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [f"# Rig-stratified figures ({meta['cells']} split)", "",
@@ -141,21 +197,25 @@ def render_markdown(results: dict) -> str:
                                                        for m in ms) + f" --cells {meta['cells']}`.",
              "Each held-out cell's stored AP recorded through the condition's rig (trainer/rigs.py; filters are "
              "4-pole Bessel unless said), written as a cells.csv folder and classified by `rtclassify predict`'s "
-             "code. Intervals: 95% over cells and model seeds; ECE: 10 bins of the top probability.", ""]
+             "code. Intervals: 95% over cells and model seeds; ECE: 10 bins of the top probability; confident "
+             f"wrong: of the answers with top probability >= {CONFIDENT:g}, the share wrong (wrong / such answers, "
+             "over the seeds), and the share of answers that confident (coverage). Risk-coverage curves: "
+             "risk_coverage.png.", ""]
     for task, rows in results["tasks"].items():
         classes = next((list(r["recall"]) for r in rows.values() if "recall" in r), [])
         lines += [f"## {task}", "",
-                  "| condition | balanced accuracy [95%] | macro-F1 | accuracy | ECE | "
+                  "| condition | balanced accuracy [95%] | macro-F1 | accuracy | ECE | confident wrong | coverage | "
                   + " | ".join(f"recall {c}" for c in classes) + " | refused | outside |",
-                  "|---|---|---|---|---|" + "---|" * len(classes) + "---|---|"]
+                  "|---|---|---|---|---|---|---|" + "---|" * len(classes) + "---|---|"]
         for name, r in rows.items():
             if "balanced_accuracy" not in r:
-                lines.append(f"| {name} | refused | | | | " + " | " * len(classes)
+                lines.append(f"| {name} | refused | | | | | | " + " | " * len(classes)
                              + f"{r['refused_share']:.0%} | {r['outside_share']:.0%} |")
                 continue
             ci = r["ci95"]["balanced_accuracy"]
             lines.append(f"| {name} | {r['balanced_accuracy']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] | {r['macro_f1']:.3f} | "
-                         f"{r['accuracy']:.3f} | {r['ece']:.3f} | "
+                         f"{r['accuracy']:.3f} | {r['ece']:.3f} | {format_wrong(r['confident_wrong'])} | "
+                         f"{r['confident_wrong']['coverage']:.0%} | "
                          + " | ".join(f"{r['recall'][c]:.2f}" for c in classes)
                          + f" | {r['refused_share']:.0%} | {r['outside_share']:.0%} |")
         pooled = results.get("pooled_ece", {}).get(task)
@@ -163,8 +223,18 @@ def render_markdown(results: dict) -> str:
             lines += ["", f"Pooled over the {pooled['conditions']} scored conditions whose rig is declared "
                           f"({pooled['rows_per_seed']} rows per seed): ECE {pooled['ece']:.3f} (worst seed "
                           f"{pooled['ece_max_seed']:.3f})."]
+        cw = results.get("pooled_confident_wrong", {}).get(task)
+        if cw and cw["answers"]:
+            lines += ["", f"Confident wrong pooled over {', '.join(cw['conditions'])}: {cw['rate']:.1%} "
+                          f"({cw['wrong']} of {cw['answers']} answers with top probability >= {CONFIDENT:g}); the "
+                          f"worst of them {cw['worst']['condition']}, {cw['worst']['rate']:.1%}."]
         lines.append("")
     return "\n".join(lines)
+
+
+def format_wrong(c: dict) -> str:
+    """'2.4% (3/125)', or '- (0/0)' when no answer was that confident."""
+    return f"{c['rate']:.1%} ({c['wrong']}/{c['answers']})" if c["answers"] else "- (0/0)"
 
 
 def write_figures_to_cards(results: dict, models: dict, card_to: dict) -> None:
@@ -175,14 +245,15 @@ def write_figures_to_cards(results: dict, models: dict, card_to: dict) -> None:
 
     for task, rows in results["tasks"].items():
         files = models.get(task, [])
-        figures = {name: ({"balanced_accuracy": r["balanced_accuracy"], "ece": r["ece"], "n": r["scored"]}
+        figures = {name: ({"balanced_accuracy": r["balanced_accuracy"], "ece": r["ece"], "n": r["scored"],
+                           "confident_wrong": r["confident_wrong"]["rate"], "coverage_at_0.9": r["confident_wrong"]["coverage"]}
                           if "balanced_accuracy" in r else {"refused_share": r["refused_share"]})
                    for name, r in rows.items()}
         recorded = rows["as recorded"]
         evaluation = {"protocol": f"the {results['meta']['cells']} split (never trained on), scored through "
                                   f"`python -m trainer rigs`, {recorded['seeds']} training seeds of this recipe",
                       "pooled": {k: recorded[k] for k in ("balanced_accuracy", "macro_f1", "accuracy", "recall",
-                                                          "ci95", "seed_sd", "ece", "n")},
+                                                          "ci95", "seed_sd", "ece", "n", "confident_wrong")},
                       "report": "docs/rigs/rigs.md"}
         siblings = {"protocol": f"the {results['meta']['cells']} split, scored through `python -m trainer rigs`: "
                                 f"{recorded['seeds']} training seeds of this recipe trained without that split "
@@ -192,5 +263,6 @@ def write_figures_to_cards(results: dict, models: dict, card_to: dict) -> None:
         for path, extra in [(f, {}) for f in files] + [(f, siblings) for f in card_to.get(task, [])]:
             envelope = dict(load_model(path).card.get("envelope") or {})
             envelope["figures"] = {"split": results["meta"]["cells"], "report": "docs/rigs/rigs.md",
-                                   "conditions": figures, "pooled_declared_ece": results.get("pooled_ece", {}).get(task)}
+                                   "conditions": figures, "pooled_declared_ece": results.get("pooled_ece", {}).get(task),
+                                   "pooled_confident_wrong": results.get("pooled_confident_wrong", {}).get(task)}
             update_card(path, {"envelope": envelope, "evaluation": {**evaluation, **extra}})

@@ -164,15 +164,21 @@ def family_ratios(classes: list[str], labels: np.ndarray, dendrite_types: np.nda
 
 
 def rig_pool(traces: list, fs_hz: np.ndarray, ratios: np.ndarray, spec: WindowSpec, draws: int, seed: int,
-             progress=None, rates_hz: tuple | None = None, cooled_share: float = 0.5) -> np.ndarray:
+             progress=None, rates_hz: tuple | None = None, cooled_share: float = 0.5,
+             undeclared_share: float = 0.0) -> np.ndarray:
     """(N, draws, L) float32 mV: every stored AP through `draws` random rigs (draw_rig, its rates from
     rates_hz when given, cooled_share of them below 34 °C), each AP widened by its ratio (N,) at the rig's temperature (5% spread) and read
-    at the declared temperature. Seeded: the same pool for the same seed."""
+    at the declared temperature, except undeclared_share of the cooled ones, read as at 34 °C (their
+    temperature not told). Seeded: the same pool for the same seed."""
     rng = np.random.default_rng(seed)
     out = np.empty((len(traces), draws, spec.n_samples), np.float32)
     for i, (trace, fs) in enumerate(zip(traces, fs_hz)):
         for k in range(draws):
-            out[i, k] = window_through(trace, float(fs), draw_rig(rng, rates_hz, cooled_share), spec, rng, ratios[i], spread=0.05)
+            rig = draw_rig(rng, rates_hz, cooled_share)
+            told = None
+            if undeclared_share > 0 and rig.temperature_c != REFERENCE_C and rng.random() < undeclared_share:
+                told = math.nan  # (no draw when undeclared_share is 0: the pools of earlier recipes stay as they were)
+            out[i, k] = window_through(trace, float(fs), rig, spec, rng, ratios[i], spread=0.05, declared_temperature_c=told)
         if progress:
             progress(1)
     return out

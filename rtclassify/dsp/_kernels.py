@@ -129,8 +129,9 @@ def find_spikes(v_mv, per_ms, masked, dvdt_threshold, min_acceleration, min_ampl
         # an AP whose peak is hidden by a stimulus-edge artifact is still an AP; its peak is then
         # the last visible sample (the caller can tell: the next sample is masked)
         # the upstroke must be seen to slow down: a dv/dt still climbing into an artifact is not
-        # told apart from the charging transient at the pulse's end
-        slowed = best_top < peak
+        # told apart from the charging transient at the pulse's end. V turning down in view is a peak
+        # seen all the same: at 10 kHz a fast AP's steepest sample is often its last rising one
+        slowed = best_top < peak or not masked[j]
         if slowed and best_gain >= min_acceleration and v_mv[peak] - v_mv[best_low] >= min_amplitude_mv:
             if count < n_max:
                 thresholds[count] = best_low

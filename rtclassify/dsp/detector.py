@@ -226,7 +226,8 @@ def find_spikes_reference(v_mv, fs_hz, edges=(), cfg: DetectorConfig = DetectorC
         m = int(np.argmax(gains))
         low = k + int(running_min_idx[m])
         peak = j - 1
-        if k + m < peak and gains[m] >= cfg.min_acceleration and v[peak] - v[low] >= cfg.min_amplitude_mv:
+        slowed = k + m < peak or not mask[j]  # dv/dt seen to fall, or V seen to turn down
+        if slowed and gains[m] >= cfg.min_acceleration and v[peak] - v[low] >= cfg.min_amplitude_mv:
             thresholds.append(low)
             peaks.append(peak)
             k = peak + refractory

@@ -111,6 +111,12 @@ def judge(envelope: dict | None, fs_hz: float, rig: RigInfo = RigInfo(), window=
         if not t_lo <= rig.temperature_c <= t_hi:
             why.append(f"temperature {rig.temperature_c:g} °C is outside the validated {t_lo:g}-{t_hi:g} °C")
     if window is not None and len(window):
+        shape = envelope.get("shape")
+        if shape:
+            score = float(shape_score(shape, np.asarray(window, np.float64)[None])[0])
+            if score > shape["threshold"]:
+                why.append(f"the AP's shape is unlike every training window (shape score {score:.0f}, validated up to "
+                           f"{shape['threshold']:.0f})")
         start, peak = float(window[0]), float(np.max(window))
         b_lo, b_hi = envelope["window_start_mv"]
         if not b_lo <= start <= b_hi:
@@ -120,6 +126,26 @@ def judge(envelope: dict | None, fs_hz: float, rig: RigInfo = RigInfo(), window=
         if not p_lo <= peak <= p_hi:
             why.append(f"AP peak {peak:.1f} mV is outside the validated {p_lo:g} to {p_hi:g} mV")
     return INSIDE if not why else "outside: " + "; ".join(why)
+
+
+_SHAPE_ARRAYS: dict = {}  # id(shape dict) -> (the dict, its arrays): a card's lists made arrays once
+
+
+def shape_score(shape: dict, windows: np.ndarray) -> np.ndarray:
+    """(N,) how unlike the training windows each of windows (N, L) mV is: its squared Mahalanobis
+    distance in the training windows' first principal components plus its squared residual outside
+    them in units of the training windows' mean (about k + 1 for a typical training window). shape: the
+    card's `envelope.shape` (mean (L,), components (k, L), variances (k,), residual, threshold),
+    written by `python -m trainer trust`."""
+    kept = _SHAPE_ARRAYS.get(id(shape))
+    if kept is None or kept[0] is not shape:
+        kept = (shape, np.asarray(shape["mean"]), np.asarray(shape["components"]), np.asarray(shape["variances"]))
+        _SHAPE_ARRAYS[id(shape)] = kept
+    _, mean, components, variances = kept
+    x = windows - mean
+    z = x @ components.T
+    residual = x - z @ components
+    return (z ** 2 / variances).sum(axis=1) + (residual ** 2).sum(axis=1) / shape["residual"]
 
 
 def describe(envelope: dict | None) -> str:

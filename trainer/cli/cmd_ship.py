@@ -13,6 +13,7 @@ acquisition chains, trainer/rigs.py):
   we have. It takes its sibling's temperature (it has no held-out cells of its own to fit one on); the
   card says so and names the sibling's weights.
 """
+import json
 from pathlib import Path
 
 import click
@@ -44,9 +45,12 @@ SIBLING_DIR = ".cache/held-out"  # <task>.pt under it: the siblings whose figure
               help="Acquisition chains drawn per cell (default: the recipe's; 0: windows as recorded only).")
 @click.option("--threads", default=None, type=int,
               help="torch CPU threads (default: TrainConfig's; 1 when another training shares a 2-core machine).")
+@click.option("--set", "settings", multiple=True, metavar="OPTION=VALUE",
+              help="A TrainConfig option for every task built (trainer/fit.py; VALUE as JSON), e.g. "
+                   "rig_undeclared_share=0.5 (repeatable).")
 @window_options
-def ship(data_dir, metadata_dir, out_dir, tasks, train_on, siblings_out, sibling_dir, rig_draws, threads, fs_hz,
-         seed, epochs, channels):
+def ship(data_dir, metadata_dir, out_dir, tasks, train_on, siblings_out, sibling_dir, rig_draws, threads, settings,
+         fs_hz, seed, epochs, channels):
     """Build the built-in models (genetic5, broad2) from the shared data."""
     from trainer.cli.cmd_train import train_and_export
     from trainer.cli.common import fold_groups, load
@@ -54,7 +58,16 @@ def ship(data_dir, metadata_dir, out_dir, tasks, train_on, siblings_out, sibling
 
     data = load(data_dir, fs_hz)
     final, calibration = shipping_split(data, fold_groups("donor", metadata_dir, data))
-    overrides = None if rig_draws is None else {"rig_draws": rig_draws}
+    overrides = {} if rig_draws is None else {"rig_draws": rig_draws}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: write OPTION=VALUE, e.g. rig_undeclared_share=0.5", param_hint="--set")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    overrides = overrides or None
     for task, members in SHIPPED.items():
         if tasks and task not in tasks:
             continue

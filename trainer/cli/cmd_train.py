@@ -63,7 +63,7 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
     if cfg.rig_draws:
         with tqdm(total=int(cells.sum()), desc=f"{name} rigs", unit="cell", disable=rank != 0) as bar:
             x = data.rig_windows(task, cfg.rig_draws, cfg.rig_seed, bar.update, cells=cells, rates_hz=cfg.rig_rates_hz,
-                                 cooled_share=cfg.rig_cooled_share)
+                                 cooled_share=cfg.rig_cooled_share, undeclared_share=cfg.rig_undeclared_share)
     student_epochs = cfg.student().max_epochs if cfg.distilled else 0
     epochs_total = sum(cfg.member(m).max_epochs for m in range(members)) + student_epochs
     bar = tqdm(total=epochs_total, desc=f"{name} epochs", unit="ep", disable=rank != 0)

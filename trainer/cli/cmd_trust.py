@@ -1,0 +1,72 @@
+"""`python -m trainer trust`: the shape envelope and the default --min-confidence of model files, chosen
+on the calibration split (trainer/trust.py)."""
+import json
+from pathlib import Path
+
+import click
+
+from trainer.cli.cmd_rigs import parse_models
+from trainer.cli.common import DEFAULT_DATA, DEFAULT_METADATA
+
+
+@click.command()
+@click.option("--model", "models", multiple=True, required=True, metavar="TASK=FILE",
+              help="A held-out sibling (trained without the calibration and final splits) whose answers choose "
+                   "the threshold; its card gets the choice (repeatable).")
+@click.option("--card-to", "card_to", multiple=True, metavar="TASK=FILE",
+              help="A file of the same recipe trained on every cell (the shipped one) that gets its sibling's "
+                   "choice too (repeatable).")
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True)
+@click.option("--metadata", "metadata_dir", default=DEFAULT_METADATA, show_default=True)
+@click.option("--seed", default=11, show_default=True, help="Seed of the chains drawn.")
+@click.option("--out", "out_dir", default="docs/confidence", show_default=True,
+              help="Folder for trust.json: the calibration-split curves the choices were read from.")
+def trust(models, card_to, data_dir, metadata_dir, seed, out_dir):
+    """Fit the shape envelope and choose the default --min-confidence of each model on the calibration split.
+
+    The shape envelope (the development cells' windows, through random rigs) goes into every file's
+    envelope; then each sibling's answers on the calibration cells, through the rigs the confident-wrong
+    target is judged on, give the lowest top probability at which at most 3% of the answers kept are
+    wrong: the card's `trust.min_confidence`. Minutes on a 2-core CPU.
+    """
+    import tempfile
+
+    from tqdm import tqdm
+
+    from rtclassify.model.file_format import load_model, update_card
+    from rtclassify.model.trust import DEFAULTS
+    from trainer.cli.common import fold_groups, load
+    from trainer.evaluate import shipping_split
+    from trainer.trust import (CONFIDENCE_CONDITIONS, TARGET_ERROR, chained_windows, choose_min_confidence,
+                               condition_answers, fit_shape)
+    import numpy as np
+
+    siblings, shipped = parse_models(models, "--model"), parse_models(card_to, "--card-to")
+    data = load(data_dir, 50_000.0)
+    final, calibration = shipping_split(data, fold_groups("donor", metadata_dir, data))
+    click.echo("shape envelope: development cells through random rigs ...", err=True)
+    shape = fit_shape(chained_windows(data, ~final & ~calibration, seed), chained_windows(data, calibration, seed + 1))
+    every = [f for files in (*siblings.values(), *shipped.values()) for f in files]
+    for path in every:
+        envelope = dict(load_model(path).card.get("envelope") or {})
+        update_card(path, {"envelope": {**envelope, "shape": shape}})
+    report = {"shape_threshold": shape["threshold"], "conditions": list(CONFIDENCE_CONDITIONS),
+              "target_error": TARGET_ERROR, "tasks": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for task, files in tqdm(siblings.items(), desc="models", unit="task"):
+            answers = [condition_answers(load_model(f), data, calibration, CONFIDENCE_CONDITIONS, seed, tmp)
+                       for f in files]
+            probs = np.concatenate([p for a in answers for p, _ in a.values()])
+            y = np.concatenate([y for a in answers for _, y in a.values()])
+            chosen, curve = choose_min_confidence(probs, y)
+            section = {**DEFAULTS, "min_confidence": chosen,
+                       "chosen_on": f"the calibration split (one development donor in 8, never trained on) through "
+                                    f"{', '.join(CONFIDENCE_CONDITIONS)}, read by the held-out sibling(s): the lowest "
+                                    f"top probability whose kept answers are at most {TARGET_ERROR:.0%} wrong "
+                                    "(python -m trainer trust; docs/confidence.md)"}
+            for path in files + shipped.get(task, []):
+                update_card(path, {"trust": section})
+            report["tasks"][task] = {"min_confidence": chosen, "answers": len(y), "curve": curve}
+            click.echo(f"{task}: min_confidence {chosen:g} ({len(y)} answers pooled)", err=True)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "trust.json").write_text(json.dumps(report, indent=1))

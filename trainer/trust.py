@@ -1,0 +1,93 @@
+"""How far a shipped model's answers may be trusted, chosen on the calibration split (`python -m trainer
+trust`): the shape envelope (rtclassify.model.envelope.shape_score) and the card's `trust` section
+(rtclassify.model.trust: the default --min-confidence).
+
+- **Shape envelope.** The first SHAPE_COMPONENTS principal components of the development cells' windows
+  (the calibration and final splits left out), as recorded and through SHAPE_DRAWS random acquisition
+  chains each (trainer.rigs, the training distribution), cut and read as the tools read them. Its
+  threshold is the SHAPE_QUANTILE quantile of the calibration cells' scores through the same chains:
+  one unseen window of the training distribution in 200 is called unlike them.
+- **min_confidence.** On the calibration cells through CONFIDENCE_CONDITIONS (the rigs that the
+  confident-wrong target is judged on, trainer.rigs.REPORT_CONDITIONS), read as `predict` reads them
+  (both temperature readings where none is declared, outside inputs tempered), the answers of every
+  condition pooled: the lowest threshold on the top probability at which at most TARGET_ERROR of the
+  answers kept are wrong. A model that cannot reach it anywhere gets MAX_MIN_CONFIDENCE.
+"""
+import numpy as np
+
+SHAPE_COMPONENTS = 10
+SHAPE_DRAWS = 4
+SHAPE_QUANTILE = 0.995
+CONFIDENCE_CONDITIONS = ("as recorded", "20 kHz, 5 kHz", "-10 mV offset", "10 kHz, 2 kHz",
+                         "25 °C not told, 50 kHz, 10 kHz")
+TARGET_ERROR = 0.03
+THRESHOLDS = np.round(np.arange(0.50, 0.995, 0.01), 2)  # candidate min_confidence values
+MAX_MIN_CONFIDENCE = 0.99
+
+
+def fit_shape(train: np.ndarray, held: np.ndarray, k: int = SHAPE_COMPONENTS, quantile: float = SHAPE_QUANTILE) -> dict:
+    """The card's `envelope.shape` from training windows train (N, L) mV, its threshold the `quantile`
+    of the scores of held-out windows held (M, L) mV."""
+    from rtclassify.model.envelope import shape_score
+
+    mean = train.mean(axis=0)
+    _, s, vt = np.linalg.svd(train - mean, full_matrices=False)
+    components = vt[:k]
+    variances = s[:k] ** 2 / (len(train) - 1)
+    centred = train - mean
+    residual = centred - (centred @ components.T) @ components
+    shape = {"mean": mean.round(4).tolist(), "components": components.round(6).tolist(),
+             "variances": variances.round(6).tolist(), "residual": round(float((residual ** 2).sum(axis=1).mean()), 6)}
+    held_scores = shape_score(shape, held)
+    shape["threshold"] = round(float(np.quantile(held_scores, quantile)), 3)
+    shape["fitted_on"] = (f"{len(train)} windows of the development cells (calibration and final splits left out), "
+                          f"as recorded and through {SHAPE_DRAWS} random acquisition chains each; threshold: the "
+                          f"{quantile:.1%} quantile of {len(held)} calibration-split windows through the same chains")
+    return shape
+
+
+def chained_windows(data, cells: np.ndarray, seed: int) -> np.ndarray:
+    """(n * (1 + SHAPE_DRAWS), L) float32 mV: the windows of `cells` (N,) bool, as recorded and through
+    SHAPE_DRAWS random acquisition chains each."""
+    from trainer.labels import get_task
+
+    windows = data.rig_windows(get_task("genetic5"), SHAPE_DRAWS, seed, cells=cells)[cells]
+    return windows.reshape(-1, windows.shape[-1])
+
+
+def choose_min_confidence(probs: np.ndarray, y: np.ndarray, target: float = TARGET_ERROR) -> tuple[float, dict]:
+    """(the lowest threshold of THRESHOLDS whose kept answers are at most `target` wrong, else
+    MAX_MIN_CONFIDENCE; the risk-coverage curve it was read from) for pooled answers probs (N, K), y (N,)."""
+    from trainer.calibration import risk_coverage
+
+    curve = risk_coverage(probs, y, THRESHOLDS)
+    ok = [t for t, e in zip(curve["threshold"], curve["error"]) if e == e and e <= target]
+    return (float(ok[0]) if ok else MAX_MIN_CONFIDENCE), curve
+
+
+def condition_answers(model, data, held: np.ndarray, conditions, seed: int, tmp) -> dict:
+    """{condition name: (probs (n, K), y (n,))}: the task's cells among `held` (N,) bool through each
+    named condition of trainer.rigs.REPORT_CONDITIONS, classified by `predict`'s code (rows refused left
+    out)."""
+    from pathlib import Path
+
+    from trainer.labels import get_task
+    from trainer.rig_report import predict_rows
+    from trainer.rigs import REPORT_CONDITIONS, family_ratios, write_condition_folder
+
+    g5 = get_task("genetic5")
+    ratios = family_ratios(list(g5.classes), data.labels(g5), data.dendrite_types)
+    idx = np.flatnonzero(held)
+    y_all = data.labels(get_task(model.card["task"]))[idx]
+    out = {}
+    for c_i, condition in enumerate(REPORT_CONDITIONS):
+        if condition.name not in conditions:
+            continue
+        folder = Path(tmp) / f"c{c_i}"
+        if not (folder / "cells.csv").exists():
+            write_condition_folder(folder, condition, [data.traces[i] for i in idx], data.fs_hz[idx],
+                                   data.specimen_ids[idx], ratios[idx], seed + c_i)
+        run = predict_rows(model, folder)
+        ok = (y_all >= 0) & ~run["refused"]
+        out[condition.name] = (run["probs"][ok], y_all[ok])
+    return out
