@@ -142,3 +142,83 @@ def test_sweeps_says_uncertain_under_the_confidence_asked_for_and_tempers_long_s
         assert all(x["uncertain"] is expected for x in labelled)
         assert all(x["envelope"].endswith(TEMPERED_NOTE) for x in labelled)
         assert all(max(x["p_Exc"], x["p_Inh"]) < 0.9 for x in labelled)
+
+
+def test_the_shape_envelope_calls_unlike_windows_unlike_and_held_out_ones_alike():
+    """Windows of a family of APs (widths, heights, offsets varied): held-out ones of the same family score
+    under the threshold (but for the quantile's share), a flat line, an inverted AP and a doublet far above."""
+    from rtclassify.model.envelope import judge, shape_score
+    from trainer.trust import fit_shape
+
+    rng = np.random.default_rng(0)
+
+    def family(n):
+        t = np.arange(L) - ANCHOR
+        width = rng.uniform(3, 9, (n, 1))
+        height = rng.uniform(70, 110, (n, 1))
+        rest = rng.uniform(-75, -55, (n, 1))
+        ahp = rng.uniform(0, 10, (n, 1)) * (t > 0) * (1 - np.exp(-np.clip(t, 0, None) / 20.0))
+        return rest + height * np.exp(-0.5 * (t / width) ** 2) - ahp + rng.normal(0, 0.3, (n, L))
+
+    shape = fit_shape(family(2000), family(1000), k=6, quantile=0.99)
+    held = shape_score(shape, family(1000))
+    assert 0.002 <= np.mean(held > shape["threshold"]) <= 0.03
+    t = np.arange(L) - ANCHOR
+    doublet = -65 + 90 * (np.exp(-0.5 * (t / 4) ** 2) + np.exp(-0.5 * ((t - 40) / 4) ** 2))
+    odd = np.stack([np.full(L, -70.0), -130 - gaussian_ap(6.0), doublet])
+    assert np.all(shape_score(shape, odd) > 3 * shape["threshold"])
+    envelope = {"fs_hz": [1e4, 2e5], "filter_hz_min": 2e3, "temperature_c": [22, 34], "window_start_mv": [-90, 0],
+                "peak_mv": [-40, 70], "shape": shape}
+    assert np.mean([judge(envelope, 50_000.0, window=w) == "inside" for w in family(100)]) >= 0.95
+    assert "shape is unlike every training window" in judge(envelope, 50_000.0, window=doublet)
+
+
+def test_min_confidence_is_the_lowest_threshold_whose_kept_answers_meet_the_error_target():
+    from trainer.calibration import confident_wrong, risk_coverage
+    from trainer.trust import MAX_MIN_CONFIDENCE, choose_min_confidence
+
+    # 100 answers at top p 0.95 (2 wrong), 100 at 0.75 (20 wrong), 100 at 0.55 (40 wrong)
+    top = np.repeat([0.95, 0.75, 0.55], 100)
+    probs = np.stack([top, 1 - top], axis=1)
+    y = np.zeros(300, int)
+    y[[0, 1]] = 1
+    y[100:120] = 1
+    y[200:240] = 1
+    assert confident_wrong(probs, y) == {"answers": 100, "wrong": 2, "rate": 0.02}
+    curve = risk_coverage(probs, y, np.array([0.5, 0.7, 0.9]))
+    assert curve["coverage"] == pytest.approx([1.0, 2 / 3, 1 / 3])
+    assert curve["error"] == pytest.approx([62 / 300, 22 / 200, 2 / 100])
+    chosen, _ = choose_min_confidence(probs, y, target=0.03)
+    assert 0.75 < chosen <= 0.95
+    assert choose_min_confidence(probs, y, target=0.12)[0] <= 0.75
+    assert choose_min_confidence(probs, 1 - y, target=0.03)[0] == MAX_MIN_CONFIDENCE  # never that good
+
+
+def test_the_daemon_reads_an_undeclared_rig_twice_and_a_declared_one_once():
+    """Same sweep on two headstages: one whose rig declares 34 °C gets the network's probabilities of its
+    window, the other (no temperature) the two readings mixed; --min-confidence 1 makes both uncertain."""
+    from helpers import spike_sweep
+    from rtclassify.daemon.engine import Engine, ServeConfig
+    from rtclassify.model.envelope import RigInfo
+    from rtclassify.model.file_format import load_model
+
+    model = load_model("genetic5")
+    out = []
+    eng = Engine(model, ServeConfig(shed_factor=1e9, include_window=True, min_confidence=1.0),
+                 lambda topic, msg: out.append((topic, msg)))
+    fs = 50_000.0
+    v, i = spike_sweep(fs=fs, n=4000)
+    for hs, rig in ((0, RigInfo(temperature_c=34.0)), (1, None)):  # as a ZMQ header declares it
+        for a in range(0, len(v), 50):
+            eng.on_data(hs, a, None, fs, np.column_stack([v[a:a + 50], i[a:a + 50]]), rig=rig)
+            eng.classify_ready()
+    labels = {m["headstage"]: m for t, m in out if t == "label"}
+    assert set(labels) == {0, 1}
+    for hs, label in labels.items():
+        window = np.array(label["window"]["v_mv"], np.float32)[None]
+        expected = (model.run(window)[0] if hs == 0 else
+                    model.trust.read(model.run, window, [True], model.spec.n_before)[0])
+        got = np.array([label["probs"][c] for c in model.classes])
+        assert np.abs(got - expected).max() < 2e-3  # the window travels with 2 decimals
+        assert label["uncertain"] is True and label["envelope"] == "inside"
+    assert labels[0]["rig"]["temperature_c"] == 34.0 and labels[1]["rig"]["temperature_c"] is None
