@@ -101,7 +101,8 @@ class HeadstagePanel(QtWidgets.QFrame):
         ev = v.get("evidence") or {}
         told = (f"{ev.get('short_square', v['n_windows'])} short square(s) · {ev.get('long_step', 0)} long step(s)"
                 if ev else f"{v['n_windows']} sweep(s)")
-        last = "long step" if label.get("protocol") == "long_step" else f"last AP: {label['label']}"
+        last = ("long step" if label.get("protocol") == "long_step"
+                else f"last AP: {label['label']}" + (" (uncertain)" if label.get("uncertain") else ""))
         self.detail.setText(f"cell {view.cell_id or '—'} · {told} · {last} · label "
                             f"{label['latency_ms']['process']:.2f} ms after its last sample · {age:.1f} s ago")
         if view.enough_evidence:

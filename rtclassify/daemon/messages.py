@@ -58,7 +58,7 @@ def build_long_label(hs, stim, step, model, cell, latency_ms: dict, budget_ms: f
         "features": {"step": step.summary(), "cell": cell_features}, "cell": verdict,
         "model": {"name": model.name, "sha256": model.sha256},
         "latency_ms": {k: round(v, 3) for k, v in latency_ms.items()}, "late": latency_ms["process"] > budget_ms,
-        "envelope": "inside",
+        "envelope": "inside", "uncertain": verdict["uncertain"],
         "rig": {"fs": hs.fs, "filter_hz": hs.rig.filter_hz if hs.rig else None,
                 "temperature_c": hs.rig.temperature_c if hs.rig else None, "warp": hs.warp},
     }

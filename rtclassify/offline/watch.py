@@ -137,11 +137,12 @@ class FolderWatch:
             n_after = int(round(self.model.spec.after_ms * s.fs / 1000))
             message.update({"window_end_sample": result["peak_sample"] + n_after - 1, "label": result["label"],
                             "probs": {c: round(float(p), PROB_DIGITS) for c, p in zip(classes, probs)},
-                            "peak_sample": result["peak_sample"], "envelope": result["envelope"]})
+                            "peak_sample": result["peak_sample"], "envelope": result["envelope"],
+                            "uncertain": result["uncertain"]})
         else:  # long steps: the cell's reading so far
             top = max(cell["probs"], key=cell["probs"].get)
             message.update({"window_end_sample": result["window_end_sample"], "label": top, "probs": cell["probs"],
-                            "envelope": "inside"})
+                            "envelope": "inside", "uncertain": cell["uncertain"]})
         message.update({"protocol": result["protocol"], "cell": cell,
                         "model": {"name": self.model.name, "sha256": self.model.sha256},
                         "latency_ms": {"process": round(ms, 3)}, "late": False})
@@ -176,7 +177,7 @@ def describe(topic: str, msg: dict) -> str | None:
         what = "long step" + ("s" if len(steps) > 1 else "") + ": " + ", ".join(
             f"{s['stim_amp']:+.0f} pA {s['n_spikes']} AP{'s' if s['n_spikes'] != 1 else ''}" for s in steps)
     else:
-        what = f"{msg['label']} p {msg['probs'][msg['label']]:.2f} (short square)"
+        what = f"{msg['label']} p {msg['probs'][msg['label']]:.2f} (short square{', uncertain' if msg.get('uncertain') else ''})"
     cell = msg.get("cell", {})
     ev = cell.get("evidence", {})
     told = f"{ev.get('short_square', 0)} short squares, {ev.get('long_step', 0)} long steps"
