@@ -8,6 +8,7 @@ import numba
 import numpy as np
 
 JIT = dict(nopython=True, nogil=True, cache=True)
+COARSE_PER_MS = 25.0  # samples per ms at and below which an AP's steepest sample may be its last rising one
 
 
 @numba.jit(**JIT)
@@ -129,9 +130,9 @@ def find_spikes(v_mv, per_ms, masked, dvdt_threshold, min_acceleration, min_ampl
         # an AP whose peak is hidden by a stimulus-edge artifact is still an AP; its peak is then
         # the last visible sample (the caller can tell: the next sample is masked)
         # the upstroke must be seen to slow down: a dv/dt still climbing into an artifact is not
-        # told apart from the charging transient at the pulse's end. V turning down in view is a peak
-        # seen all the same: at 10 kHz a fast AP's steepest sample is often its last rising one
-        slowed = best_top < peak or not masked[j]
+        # told apart from the charging transient at the pulse's end. At 25 kHz and below a fast AP's
+        # steepest sample is often its last rising one: there V turning down in view is a peak seen
+        slowed = best_top < peak or (per_ms <= COARSE_PER_MS and not masked[j])
         if slowed and best_gain >= min_acceleration and v_mv[peak] - v_mv[best_low] >= min_amplitude_mv:
             if count < n_max:
                 thresholds[count] = best_low

@@ -226,7 +226,8 @@ def find_spikes_reference(v_mv, fs_hz, edges=(), cfg: DetectorConfig = DetectorC
         m = int(np.argmax(gains))
         low = k + int(running_min_idx[m])
         peak = j - 1
-        slowed = k + m < peak or not mask[j]  # dv/dt seen to fall, or V seen to turn down
+        # dv/dt seen to fall, or (at coarse rates) V seen to turn down
+        slowed = k + m < peak or (fs_hz / 1000.0 <= _kernels.COARSE_PER_MS and not mask[j])
         if slowed and gains[m] >= cfg.min_acceleration and v[peak] - v[low] >= cfg.min_amplitude_mv:
             thresholds.append(low)
             peaks.append(peak)
