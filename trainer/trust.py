@@ -91,3 +91,36 @@ def condition_answers(model, data, held: np.ndarray, conditions, seed: int, tmp)
         ok = (y_all >= 0) & ~run["refused"]
         out[condition.name] = (run["probs"][ok], y_all[ok])
     return out
+
+
+def explore_shares(files: list, data, held: np.ndarray, shares, seed: int, tmp) -> list[dict]:
+    """For each share of the 25 °C reading (rtclassify.model.trust, when no temperature is declared): the
+    pooled confident-wrong rate over CONFIDENCE_CONDITIONS, the worst condition's, the share of answers at
+    top p >= 0.9 and the balanced accuracy as recorded, over the model files (seeds) given, on `held` cells."""
+    from dataclasses import replace
+
+    from rtclassify.model.file_format import load_model
+    from trainer.calibration import confident_wrong
+    from trainer.metrics import confusion, scores_from_confusion
+
+    rows = []
+    for share in shares:
+        per = {name: [0, 0] for name in CONFIDENCE_CONDITIONS}
+        bas = []
+        for f in files:
+            model = load_model(f)
+            model.__dict__["trust"] = replace(model.trust, cool_share=float(share))  # the cached property, replaced
+            for name, (p, y) in condition_answers(model, data, held, CONFIDENCE_CONDITIONS, seed, tmp).items():
+                c = confident_wrong(p, y)
+                per[name][0] += c["wrong"]
+                per[name][1] += c["answers"]
+                if name == "as recorded":
+                    bas.append(scores_from_confusion(confusion(y, p.argmax(1), p.shape[1]))["balanced_accuracy"])
+                    n_recorded = len(y)
+        wrong, answers = sum(w for w, _ in per.values()), sum(a for _, a in per.values())
+        rates = {n: w / a for n, (w, a) in per.items() if a}
+        rows.append({"share": float(share), "pooled": wrong / max(answers, 1), "answers": answers,
+                     "worst": max(rates.values()) if rates else float("nan"),
+                     "coverage_as_recorded": per["as recorded"][1] / (len(files) * n_recorded),
+                     "balanced_accuracy_as_recorded": float(np.mean(bas))})
+    return rows

@@ -21,7 +21,12 @@ from trainer.cli.common import DEFAULT_DATA, DEFAULT_METADATA
 @click.option("--seed", default=11, show_default=True, help="Seed of the chains drawn.")
 @click.option("--out", "out_dir", default="docs/confidence", show_default=True,
               help="Folder for trust.json: the calibration-split curves the choices were read from.")
-def trust(models, card_to, data_dir, metadata_dir, seed, out_dir):
+@click.option("--explore", "shares", default=None, metavar="S,S,...",
+              help="Only print, for each share of the 25 °C reading (e.g. 0,0.1,0.25), the confident-wrong rates "
+                   "and coverage the --model files give on the calibration split (or --cells); nothing written.")
+@click.option("--cells", type=click.Choice(["calibration", "final"]), default="calibration", show_default=True,
+              help="With --explore: the split to read (final: to report a choice made on calibration, once).")
+def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells):
     """Fit the shape envelope and choose the default --min-confidence of each model on the calibration split.
 
     The shape envelope (the development cells' windows, through random rigs) goes into every file's
@@ -44,6 +49,17 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir):
     siblings, shipped = parse_models(models, "--model"), parse_models(card_to, "--card-to")
     data = load(data_dir, 50_000.0)
     final, calibration = shipping_split(data, fold_groups("donor", metadata_dir, data))
+    if shares is not None:
+        from trainer.trust import explore_shares
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for task, files in siblings.items():
+                for r in explore_shares(files, data, final if cells == "final" else calibration,
+                                        [float(s) for s in shares.split(",")], seed, tmp):
+                    click.echo(f"{task} share {r['share']:g}: confident wrong pooled {r['pooled']:.1%} of "
+                               f"{r['answers']}, worst condition {r['worst']:.1%}; as recorded: answers at p >= 0.9 "
+                               f"{r['coverage_as_recorded']:.0%}, balanced accuracy {r['balanced_accuracy_as_recorded']:.3f}")
+        return
     click.echo("shape envelope: development cells through random rigs ...", err=True)
     shape = fit_shape(chained_windows(data, ~final & ~calibration, seed), chained_windows(data, calibration, seed + 1))
     every = [f for files in (*siblings.values(), *shipped.values()) for f in files]
