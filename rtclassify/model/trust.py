@@ -22,6 +22,7 @@ things make that untrue, and each is handled here, once, for `predict`, `sweeps`
 The card's `trust` section (written by `python -m trainer trust`, chosen on development cells) holds
 these numbers; a card without one gets the defaults below.
 """
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,10 +64,13 @@ class Trust:
         """(N + U, L) float32: windows (N, L) mV, then the COOL_C reading of the U whose temperature is
         not declared (undeclared (N,) bool; none when cool_share is 0). anchor: the peak's index."""
         undeclared = np.asarray(undeclared, bool) & (self.cool_share > 0)
-        if not undeclared.any():
-            return np.ascontiguousarray(windows, dtype=np.float32)
-        cooled = np.stack([read_faster(w, self.cool_warp, anchor) for w in windows[undeclared]])
-        return np.ascontiguousarray(np.concatenate([windows, cooled]), dtype=np.float32)
+        n, length = windows.shape
+        out = np.empty((n + int(undeclared.sum()), length), np.float32)
+        out[:n] = windows
+        at, grid = reading_positions(length, anchor, self.cool_warp)
+        for row, w in enumerate(windows[undeclared], start=n):
+            out[row] = np.interp(at, grid, w)
+        return out
 
     def join_readings(self, probs: np.ndarray, undeclared: np.ndarray) -> np.ndarray:
         """(N, K) probabilities from the (N + U, K) ones of windows_to_read's rows: each undeclared
@@ -82,6 +86,8 @@ class Trust:
         """(N, K) probabilities of windows (N, L) mV through run ((M, L) float32 -> (M, K)), each window
         whose rig's temperature is not declared (undeclared (N,) bool) read under both hypotheses."""
         undeclared = np.asarray(undeclared, bool)
+        if self.cool_share <= 0 or not undeclared.any():  # one reading: the network's own (no copy)
+            return run(windows)
         return self.join_readings(run(self.windows_to_read(windows, undeclared, anchor)), undeclared)
 
     def temper(self, probs: np.ndarray) -> np.ndarray:
@@ -94,9 +100,16 @@ def read_faster(window: np.ndarray, warp: float, anchor: int) -> np.ndarray:
     would be had its rig been recorded at the temperature of that warp and declared. Samples beyond
     the window's ends take its end values, as a stored 3 ms trace read with a warp does (linear
     interpolation: at the model's 50 kHz an AP has little above the 15 kHz that a warp of 1.6 folds)."""
-    n = len(window)
-    at = anchor + (np.arange(n) - anchor) * warp
-    return np.interp(at, np.arange(n), window).astype(np.float32)
+    at, grid = reading_positions(len(window), anchor, warp)
+    return np.interp(at, grid, window).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def reading_positions(length: int, anchor: int, warp: float) -> tuple[np.ndarray, np.ndarray]:
+    """(where each sample of a window read `warp` times faster about `anchor` falls in the window, the
+    window's own sample positions): made once per window layout."""
+    grid = np.arange(length, dtype=np.float64)
+    return anchor + (grid - anchor) * warp, grid
 
 
 def is_uncertain(probs, min_confidence: float) -> bool:
