@@ -222,3 +222,34 @@ def test_the_daemon_reads_an_undeclared_rig_twice_and_a_declared_one_once():
         assert np.abs(got - expected).max() < 2e-3  # the window travels with 2 decimals
         assert label["uncertain"] is True and label["envelope"] == "inside"
     assert labels[0]["rig"]["temperature_c"] == 34.0 and labels[1]["rig"]["temperature_c"] is None
+
+
+def test_a_clipped_ap_in_a_sweep_or_a_stream_gets_a_qc_skip_not_a_label():
+    """The AP check's clip rule where the detector finds the AP (sweeps, watch, serve): a spike cut flat
+    at -20 mV is refused with the reason, the same spike whole is labelled."""
+    from helpers import spike_sweep
+    from rtclassify.daemon.engine import Engine, ServeConfig
+    from rtclassify.dsp.windows import WindowSpec
+    from rtclassify.model.file_format import load_model
+    from rtclassify.offline.sweep_windows import evoked_window
+
+    fs = 50_000.0
+    v, i = spike_sweep(fs=fs, n=4000, peak_delay_ms=4.5)  # the peak clear of the pulse end's artefact
+    clipped = np.minimum(v, -20.0)
+
+    class Sweep:
+        response, fs = clipped, 50_000.0
+
+    assert "clipped" in evoked_window(Sweep, 500, 650, WindowSpec())
+    Sweep.response = v
+    assert not isinstance(evoked_window(Sweep, 500, 650, WindowSpec()), str)
+    model = load_model("broad2")
+    out = []
+    eng = Engine(model, ServeConfig(shed_factor=1e9), lambda topic, msg: out.append((topic, msg)))
+    for hs, trace in ((0, clipped), (1, v)):
+        for a in range(0, len(v), 50):
+            eng.on_data(hs, a, None, fs, np.column_stack([trace[a:a + 50], i[a:a + 50]]))
+            eng.classify_ready()
+    answers = {m["headstage"]: (t, m) for t, m in out if t in ("label", "skip")}
+    assert answers[0][0] == "skip" and answers[0][1]["reason"] == "qc" and "clipped" in answers[0][1]["detail"]
+    assert answers[1][0] == "label"

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from rtclassify.dsp import _kernels
+from rtclassify.dsp.ap_check import clipped_top
 from rtclassify.dsp.detector import EVOKED_SEARCH_MS, DetectorConfig, detect_spikes
 from rtclassify.daemon.batch import InferenceBatch, ReadyWindow
 from rtclassify.daemon.messages import build_heartbeat, build_label, build_long_label, build_skip
@@ -548,6 +549,10 @@ class Engine:
         if sp.obscured[k]:
             self.skip(hs, stim, "qc", f"AP peak hidden by a stimulus edge {1e3 * (peak - stim.onset) / fs:.2f} ms "
                       "after onset (obscured; its window is not classified)")
+            return "skipped"
+        clipped = clipped_top(v, int(sp.peaks[k]), fs)
+        if clipped:
+            self.skip(hs, stim, "qc", clipped)
             return "skipped"
         stim.peak, stim.threshold = peak, int(sp.thresholds[k] + seg_a)
         return "found"

@@ -15,6 +15,8 @@ PEAK_TOLERANCE_MS = 0.2  # the AP's peak must lie this close to where the trace 
 REPOLARISE_MV = 15.0  # an AP falls at least this far from its peak within the trace's 2 ms after it
 CLIPPED_MS = 0.1  # the maximum held this long: the top was cut by an amplifier or an ADC range (a real
 # AP's top, quantised by the ADC, holds for at most 0.04 ms in the Allen recordings at 200 kHz)
+MIN_CLIPPED_SAMPLES = 3  # and on at least this many samples: two equal ones at a broad AP's top are an
+# ADC's quantisation at 10 kHz, not a clip
 FLAT_MV = 5.0  # a trace spanning less than this holds no AP
 
 
@@ -28,8 +30,9 @@ def ap_problem(trace_mv: np.ndarray, fs_hz: float, peak_index: int) -> str | Non
     if span < FLAT_MV:
         return f"not an action potential: flat (the trace spans {span:.2g} mV)"
     top = float(v.max())
-    held = (longest_run(v == top) - 1) / fs_hz * 1e3  # from the first sample at the top to the last: a lone
-    if held >= CLIPPED_MS:  # top sample holds for no time, whatever the rate (at 10 kHz it is 0.1 ms long)
+    run = longest_run(v == top)
+    held = (run - 1) / fs_hz * 1e3  # from the first sample at the top to the last: a lone top sample holds
+    if run >= MIN_CLIPPED_SAMPLES and held >= CLIPPED_MS:  # for no time, whatever the rate
         return f"not a usable action potential: clipped (held at its maximum {top:.4g} mV for {held:.2g} ms)"
     tol = max(1, int(round(PEAK_TOLERANCE_MS * fs_hz / 1e3)))
     lo, hi = max(0, peak_index - tol), min(len(v), peak_index + tol + 1)
@@ -45,6 +48,22 @@ def ap_problem(trace_mv: np.ndarray, fs_hz: float, peak_index: int) -> str | Non
     if float(v[peak] - v[peak:].min()) < REPOLARISE_MV:
         return (f"not an action potential: no repolarisation (it falls only {float(v[peak] - v[peak:].min()):.3g} mV "
                 "in the 2 ms after its peak: a step or an artefact)")
+    return None
+
+
+def clipped_top(v_mv: np.ndarray, peak: int, fs_hz: float) -> str | None:
+    """Why the AP whose peak the detector put at v_mv[peak] (mV at fs_hz) was cut flat at its top (its
+    value held CLIPPED_MS or longer on either side of the peak), or None: the check `sweeps`, `watch` and
+    `serve` make on the AP they found (a stored trace gets all of ap_problem)."""
+    top, n = v_mv[peak], len(v_mv)
+    last = first = peak
+    while last + 1 < n and v_mv[last + 1] == top:
+        last += 1
+    while first > 0 and v_mv[first - 1] == top:
+        first -= 1
+    held = (last - first) / fs_hz * 1e3
+    if last - first + 1 >= MIN_CLIPPED_SAMPLES and held >= CLIPPED_MS:
+        return f"AP clipped: held at its peak {float(top):.4g} mV for {held:.2g} ms (an amplifier's or ADC's range)"
     return None
 
 

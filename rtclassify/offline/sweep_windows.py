@@ -56,6 +56,7 @@ def evoked_window(s, onset: int, offset: int, spec: WindowSpec, first_in_step: b
     EVOKED_SEARCH_MS of the onset, its peak hidden by a stimulus edge, or the window past the ends.
     first_in_step: a longer step's first AP anywhere before the step's end (a train may follow). warp: the
     temperature warp (dsp.temperature.warp_factor) the window is read with, as serve reads it."""
+    from rtclassify.dsp.ap_check import clipped_top
     from rtclassify.dsp.detector import detect_spikes
 
     if not np.all(np.isfinite(s.response)):
@@ -73,6 +74,9 @@ def evoked_window(s, onset: int, offset: int, spec: WindowSpec, first_in_step: b
     if sp.obscured[evoked[0]]:
         return OBSCURED
     peak = int(sp.peaks[evoked[0]])
+    clipped = clipped_top(s.response, peak, s.fs)
+    if clipped:
+        return clipped
     anchor = peak if spec.anchor == "peak" else onset
     n_before, n_after = segment_samples(spec, s.fs * warp)
     if anchor - n_before < 0 or anchor + n_after > len(s.response):
