@@ -269,8 +269,28 @@ def test_a_report_condition_is_the_folder_a_lab_would_hand_predict(spikes_dir, t
         assert all(len(np.load(folder / "traces" / f"{i}.npy")) == samples_at(3.0, float(rate)) for i in ids)
         run = predict_rows(load_model("genetic5"), folder)
         assert run["refused"].all() == (name == "8 kHz, 2 kHz")
-        scores = score_condition([run, run], np.array([0, 0, 2, 2, -1, 0]), ["Exc", "Ndnf", "Pvalb", "Sst", "Vip"], 50, 0)
+        y = np.array([0, 0, 2, 2, -1, 0])
+        scores = score_condition([run, run], y, ["Exc", "Ndnf", "Pvalb", "Sst", "Vip"], 50, 0)
         assert scores["n"] == 5 and (("balanced_accuracy" in scores) != (name == "8 kHz, 2 kHz"))
+        if "balanced_accuracy" in scores:  # the confident answers of both seeds, and the wrong ones among them
+            ok = (y >= 0) & ~run["refused"]
+            p, truth = run["probs"][ok], y[ok]
+            sure = p.max(axis=1) >= 0.9
+            cw = scores["confident_wrong"]
+            assert cw["answers"] == 2 * sure.sum() and cw["wrong"] == 2 * (sure & (p.argmax(axis=1) != truth)).sum()
+            assert scores["risk_coverage"]["coverage"][0] == 1.0  # threshold 0 keeps every answer
+
+
+def test_the_pooled_confident_wrong_rate_counts_answers_not_conditions():
+    from trainer.rig_report import pooled_confident_wrong
+
+    rows = {"as recorded": {"confident_wrong": {"answers": 100, "wrong": 1, "rate": 0.01}},
+            "25 °C not told, 50 kHz, 10 kHz": {"confident_wrong": {"answers": 20, "wrong": 4, "rate": 0.2}},
+            "+10 mV offset": {"confident_wrong": {"answers": 50, "wrong": 25, "rate": 0.5}},  # not one of them
+            "10 kHz, 2 kHz": {"balanced_accuracy": None}}
+    pooled = pooled_confident_wrong(rows)
+    assert pooled["answers"] == 120 and pooled["wrong"] == 5 and pooled["rate"] == round(5 / 120, 4)
+    assert pooled["worst"] == {"condition": "25 °C not told, 50 kHz, 10 kHz", "rate": 0.2}
 
 
 def test_an_nwb2_electrode_filter_reaches_sweeps_and_the_envelope(tmp_path):
