@@ -11,13 +11,13 @@ FINAL_METHODS = ("cnn_genetic5", "cnn_broad2", "gbm_ap_genetic5", "gbm_allen_gen
 # fixed 100 epochs on all training cells (same folds), and softened class weights (power 0.5)
 # cut the Exc -> Vip errors. broad2 likewise trains all epochs on all training cells, with mixup 0.2
 # and distillation weight 0.9: 0.956 against 0.952 for early stopping on the development stage's
-# donor-grouped folds (docs/models.md, "Session 12"; docs/report-dev).
+# donor-grouped folds (docs/models.md, "Revision 12"; docs/report-dev).
 # Both shipped models are single networks distilled from their ensemble: one network per window keeps
 # inference inside the daemon's latency budget (an ensemble of M costs M times as much).
 # genetic5's student also imitates the teachers on other Cre lines' cells, and its output bias is
 # adjusted for the class frequencies; its teachers also learn every training cell's Cre line, other lines'
 # cells included, on extra outputs dropped after training (docs/models.md has the variants on identical folds).
-# Since session 17 both also learn from each cell's AP drawn through 16 random acquisition chains (rate,
+# Since revision 17 both also learn from each cell's AP drawn through 16 random acquisition chains (rate,
 # analog filter, gain, offset, noise, hum, temperature: trainer/rigs.py): genetic5 30% of its windows, chosen
 # over 60% on donor-grouped folds of the development cells (`python -m trainer rig-cv`, docs/rigs.md); broad2 60%.
 TASK_OPTIONS = {
