@@ -31,7 +31,7 @@ from rtclassify.dsp.temperature import warp_factor
 
 COOL_C = 25.0  # the other hypothesis when a rig's temperature is not declared: room temperature
 TEMPERED_NOTE = "probabilities tempered toward the class prior"
-DEFAULTS = {"undeclared_temperature": {"temperature_c": COOL_C, "share": 0.1}, "outside_prior_share": 0.5,
+DEFAULTS = {"undeclared_temperature": {"temperature_c": COOL_C, "share": 0.2}, "outside_prior_share": 0.5,
             "min_confidence": 0.9}
 
 
