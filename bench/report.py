@@ -47,6 +47,7 @@ def render_markdown(r: dict) -> str:
         + (f"; 200 kHz p50 {r['process_ms_200khz']['p50']}, p99 {r['process_ms_200khz']['p99']}"
            if "process_ms_200khz" in r else "") + " |",
         *inference_row(r),
+        *declared_row(r),
         f"| detector (numba), M samples/s on one core | {k['detector_msamples_per_s']} "
         f"(numpy reference {k['detector_numpy_reference_msamples_per_s']}, ×{k['detector_speedup_vs_numpy']}) |",
         f"| ring-buffer writes, M samples/s | {k['ring_buffer_msamples_per_s']} |",
@@ -131,6 +132,18 @@ def update_readme(r: dict, readme: Path, command: str) -> None:
     body = f"Made by `{command}` ({r['created']}); full tables: [docs/bench.md](docs/bench.md).\n\n{table}"
     head, rest = text.split(start, 1)
     Path(readme).write_text(head + start + "\n" + body + "\n" + rest[rest.index(end):])
+
+
+def declared_row(r: dict) -> list[str]:
+    """In the daemon at 50 kHz, the rig's temperature declared (one reading per window) beside not declared
+    (two: rtclassify.model.trust), same run (older JSON files lack it)."""
+    d = r.get("declared_temperature")
+    if not d:
+        return []
+    one, two = d["process_ms"], d["undeclared_process_ms"]
+    return [f"| in the daemon at 50 kHz, window complete → label (ms): temperature declared, one reading / not "
+            f"declared, two readings | p50 {one['p50']} / {two['p50']}, p99 {one['p99']} / {two['p99']} (model p50 "
+            f"{d['inference_ms']['p50']} / {d['undeclared_inference_ms']['p50']}) |"]
 
 
 def inference_row(r: dict) -> list[str]:

@@ -264,16 +264,17 @@ class SendLog:
 
 
 def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms: float = 1.0,
-            data_dir: str | None = None, tmp: Path = Path("/tmp")) -> dict:
+            data_dir: str | None = None, tmp: Path = Path("/tmp"), daemon_args: tuple = ()) -> dict:
     """A real daemon and a real client on loopback; latency from sending the window's last sample
-    to receiving its label, per stimulus; unanswered stimuli; the daemon's CPU share."""
+    to receiving its label, per stimulus; unanswered stimuli; the daemon's CPU share. daemon_args:
+    more `serve` options (e.g. --temperature-c 34)."""
 
     from rtclassify.daemon.service import freeze_startup_objects
     from rtclassify.simulator.amplifier import HeadstageStream, load_cells, prepare_streams, run_simulation
 
     freeze_startup_objects()  # no 100 ms collection over torch's objects in the client's timing
     chunk_n = max(1, int(round(chunk_ms * fs / 1000)))
-    log = tmp / f"bench-{transport}-{headstages}-{int(fs)}.jsonl"
+    log = tmp / f"bench-{transport}-{headstages}-{int(fs)}{'-'.join(('',) + daemon_args)}.jsonl"
     log.unlink(missing_ok=True)
     label_ep = free_tcp_endpoint()
     sends = SendLog()
@@ -287,7 +288,7 @@ def run_e2e(transport: str, headstages: int, fs: float, seconds: float, chunk_ms
             daemon = subprocess.Popen([sys.executable, "-m", "bench.relay", "--connect", data_ep, "--publish",
                                        label_ep], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         else:
-            daemon = start_daemon(["--source", "zmq", "--connect", data_ep, "--publish", label_ep], log)
+            daemon = start_daemon(["--source", "zmq", "--connect", data_ep, "--publish", label_ep, *daemon_args], log)
     else:
         from rtclassify.simulator.sinks import LslSink
 
@@ -496,6 +497,10 @@ def run_suite(quick: bool, data_dir: str | None, tmp: Path, progress=print) -> d
     # labels, so that the p99 does not rest on the single worst label) and 6 s at 200 kHz
     zmq_run = run_e2e("zmq", 1, 50_000.0, 8.0 if quick else seconds, data_dir=data_dir, tmp=tmp)
     zmq_200 = run_e2e("zmq", 1, 200_000.0, 6.0 if quick else seconds, data_dir=data_dir, tmp=tmp)
+    # the same stream with the rig's temperature declared: each window read once instead of twice
+    # (rtclassify.model.trust), side by side with zmq_run
+    zmq_declared = run_e2e("zmq", 1, 50_000.0, 8.0 if quick else seconds, data_dir=data_dir, tmp=tmp,
+                           daemon_args=("--temperature-c", "34"))
     progress("relay floor, ZMQ")  # in the same run, the same sender and receiver: the machine's floor
     relay_run = run_e2e("relay", 1, 50_000.0, 8.0 if quick else seconds, tmp=tmp)
     progress("end to end, LSL")
@@ -509,6 +514,10 @@ def run_suite(quick: bool, data_dir: str | None, tmp: Path, progress=print) -> d
                                       for q in ("p50", "p99")}
     result["process_ms"] = {"p50": zmq_run["process_ms"]["p50"], "p99": zmq_run["process_ms"]["p99"]}
     result["process_ms_200khz"] = {"p50": zmq_200["process_ms"]["p50"], "p99": zmq_200["process_ms"]["p99"]}
+    result["declared_temperature"] = {"process_ms": zmq_declared["process_ms"],
+                                      "inference_ms": zmq_declared["inference_ms"],
+                                      "undeclared_process_ms": zmq_run["process_ms"],
+                                      "undeclared_inference_ms": zmq_run["inference_ms"]}
     result["e2e_runs"] = [zmq_run, zmq_200, lsl_run]
     progress("long steps")
     result["long_steps"] = bench_long_steps(quick, tmp)

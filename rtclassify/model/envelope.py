@@ -143,9 +143,9 @@ def shape_score(shape: dict, windows: np.ndarray) -> np.ndarray:
         _SHAPE_ARRAYS[id(shape)] = kept
     _, mean, components, variances = kept
     x = windows - mean
-    z = x @ components.T
-    residual = x - z @ components
-    return (z ** 2 / variances).sum(axis=1) + (residual ** 2).sum(axis=1) / shape["residual"]
+    z2 = (x @ components.T) ** 2
+    # the components are orthonormal: the residual's squared norm is x's less its projection's
+    return (z2 / variances).sum(axis=1) + ((x * x).sum(axis=1) - z2.sum(axis=1)) / shape["residual"]
 
 
 def describe(envelope: dict | None) -> str:
