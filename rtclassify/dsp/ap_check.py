@@ -29,11 +29,9 @@ def ap_problem(trace_mv: np.ndarray, fs_hz: float, peak_index: int) -> str | Non
     span = float(v.max() - v.min())
     if span < FLAT_MV:
         return f"not an action potential: flat (the trace spans {span:.2g} mV)"
-    top = float(v.max())
-    run = longest_run(v == top)
-    held = (run - 1) / fs_hz * 1e3  # from the first sample at the top to the last: a lone top sample holds
-    if run >= MIN_CLIPPED_SAMPLES and held >= CLIPPED_MS:  # for no time, whatever the rate
-        return f"not a usable action potential: clipped (held at its maximum {top:.4g} mV for {held:.2g} ms)"
+    clipped = clipped_top(v, int(np.argmax(v)), fs_hz)
+    if clipped:
+        return clipped
     tol = max(1, int(round(PEAK_TOLERANCE_MS * fs_hz / 1e3)))
     lo, hi = max(0, peak_index - tol), min(len(v), peak_index + tol + 1)
     if float(v[lo:hi].min()) <= float(v.min()) + 0.1 * span and float(v[lo:hi].max()) < float(v.min()) + 0.5 * span:
@@ -61,15 +59,8 @@ def clipped_top(v_mv: np.ndarray, peak: int, fs_hz: float) -> str | None:
         last += 1
     while first > 0 and v_mv[first - 1] == top:
         first -= 1
-    held = (last - first) / fs_hz * 1e3
+    held = (last - first) / fs_hz * 1e3  # from the first sample at the top to the last: a lone one holds 0
     if last - first + 1 >= MIN_CLIPPED_SAMPLES and held >= CLIPPED_MS:
-        return f"AP clipped: held at its peak {float(top):.4g} mV for {held:.2g} ms (an amplifier's or ADC's range)"
+        return (f"not a usable action potential: clipped (held at its peak {float(top):.4g} mV for {held:.2g} ms: "
+                "an amplifier's or ADC's range)")
     return None
-
-
-def longest_run(mask: np.ndarray) -> int:
-    """The longest run of True in a (n,) bool array."""
-    if not mask.any():
-        return 0
-    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
-    return int((edges[1::2] - edges[::2]).max())
