@@ -142,6 +142,8 @@ def test_train_on_a_build_then_annotate_the_files(nwb_folder, tmp_path):
         df = nwb.processing["rtclassify"]["labels"].to_dataframe()
         assert list(df["sweep_number"]) == [0, 1] and set(df["label"]) <= {"Exc", "Inh"}
         assert np.allclose(df["p_Exc"] + df["p_Inh"], 1.0, atol=1e-5)
+        top = np.maximum(df["p_Exc"], df["p_Inh"])  # this file's card has no trust section: the default 0.9
+        assert list(df["uncertain"]) == list(top < 0.9)
         original = dandi_sweeps(*model_ap("LTS", FS_DANDI)[:2])[0][0]
         assert np.allclose(nwb.acquisition["data_00000_AD0"].data[:] * 1e3, original, atol=1e-3)
     # NWB 1: the same columns under /processing/rtclassify/labels

@@ -259,6 +259,7 @@ def test_annotate_writes_a_csv_sidecar_for_an_abf_file(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "2019_05_02_DIC2_0011.abf.rtclassify.csv")))
     assert [(r["sweep"], r["channel"]) for r in rows] == [(str(k), str(c)) for k in range(3) for c in (0, 1)]
     assert all(r["label"] or r["skip"] for r in rows) and rows[0]["model"] == "genetic5"
+    assert all(r["uncertain"] in ("true", "false") for r in rows if r["label"])
 
 
 @needs_abf

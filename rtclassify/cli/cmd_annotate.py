@@ -1,7 +1,7 @@
 """`rtclassify annotate`: write per-sweep labels into NWB files, or into a CSV sidecar beside other recordings."""
 import click
 
-from rtclassify.cli.options import check_files, model_option
+from rtclassify.cli.options import check_files, min_confidence_option, model_option
 
 
 @click.command()
@@ -11,7 +11,8 @@ from rtclassify.cli.options import check_files, model_option
               help="Write annotated copies here (default: add the labels to the files themselves).")
 @click.option("--steps", type=click.Choice(["short", "any"]), default="short", show_default=True,
               help="For sidecars: short squares only (the training protocol), or also the first AP of longer steps.")
-def annotate(paths, model_name, out_dir, steps):
+@min_confidence_option
+def annotate(paths, model_name, out_dir, steps, min_confidence):
     """Classify each short-square sweep of FILE and store the labels.
 
     NWB 2: in the file, processing module `rtclassify`, table `labels` (pynwb). NWB 1: the same
@@ -37,9 +38,10 @@ def annotate(paths, model_name, out_dir, steps):
             out.parent.mkdir(parents=True, exist_ok=True)
         try:
             if Path(p).suffix.lower() == ".nwb":
-                click.echo(json.dumps(annotate_file(Path(p), model, out)))
+                click.echo(json.dumps(annotate_file(Path(p), model, out, min_confidence)))
             else:
-                click.echo(json.dumps(annotate_sidecar(Path(p), model, Path(out_dir) if out_dir else None, steps)))
+                click.echo(json.dumps(annotate_sidecar(Path(p), model, Path(out_dir) if out_dir else None, steps,
+                                                       min_confidence)))
         except (RecordingError, AnnotateError) as exc:
             failed += 1
             click.echo(json.dumps({"file": p, "error": str(exc)}))

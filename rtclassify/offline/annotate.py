@@ -18,14 +18,16 @@ class AnnotateError(ValueError):
     pass
 
 
-def label_columns(model, cut, probs) -> dict[str, np.ndarray]:
-    """Columns of the labels table: one row per classified sweep."""
+def label_columns(model, cut, probs, min_confidence: float) -> dict[str, np.ndarray]:
+    """Columns of the labels table: one row per classified sweep; `uncertain`: its top probability below
+    min_confidence."""
     cols = {"sweep_number": np.array([r["sweep"] for r in cut.rows], dtype=np.int64),
             "label": np.array([model.classes[int(k)] for k in probs.argmax(axis=1)] if len(probs) else [], dtype=str),
             "stim_onset_s": np.array([r["onset_s"] for r in cut.rows], dtype=np.float64),
             "peak_s": np.array([r["peak_s"] for r in cut.rows], dtype=np.float64)}
     for k, c in enumerate(model.classes):
         cols[f"p_{c}"] = probs[:, k].astype(np.float64) if len(probs) else np.zeros(0)
+    cols["uncertain"] = (probs.max(axis=1) < min_confidence if len(probs) else np.zeros(0, bool))
     return cols
 
 
@@ -34,9 +36,10 @@ def describe(model) -> str:
             "one row per short-square sweep that evoked exactly one AP")
 
 
-def annotate_file(path: Path, model, out: Path | None = None) -> dict:
+def annotate_file(path: Path, model, out: Path | None = None, min_confidence: float | None = None) -> dict:
     """Classify every usable short-square sweep of `path` and write the labels into `out` (default:
-    into `path` itself). Returns {"file", "labels", "skipped": {sweep: reason}}."""
+    into `path` itself); min_confidence: below it a label is uncertain (None: the card's). Returns
+    {"file", "labels", "skipped": {sweep: reason}}."""
     from rtclassify.formats.nwb import read_sweeps
     from rtclassify.offline.sweep_windows import windows_from_sweeps
     from rtclassify.offline.predict import classify_windows
@@ -50,7 +53,7 @@ def annotate_file(path: Path, model, out: Path | None = None) -> dict:
     target = Path(out) if out else path
     if out:
         shutil.copy2(path, target)
-    cols = label_columns(model, cut, probs)
+    cols = label_columns(model, cut, probs, model.trust.min_confidence if min_confidence is None else min_confidence)
     if sweeps and sweeps[0].layout == "nwb2":
         write_nwb2(target, cols, describe(model))
     else:
@@ -102,7 +105,8 @@ def sidecar_path(path: Path, out_dir: Path | None = None) -> Path:
     return (Path(out_dir) if out_dir else path.parent) / f"{path.name}.rtclassify.csv"
 
 
-def annotate_sidecar(path: Path, model, out_dir: Path | None = None, steps: str = "short") -> dict:
+def annotate_sidecar(path: Path, model, out_dir: Path | None = None, steps: str = "short",
+                     min_confidence: float | None = None) -> dict:
     """Labels of every sweep and channel of a recording in any readable format (ABF, neo's) into a
     CSV sidecar: sweep, channel, clamp_mode, fs_hz, stim_onset_s, protocol, label, p_<class>...,
     envelope, uncertain (the label's top probability below the card's min_confidence), skip (the reason, where no label), verdict, verdict_p, verdict_uncertain (the cell's
@@ -120,9 +124,9 @@ def annotate_sidecar(path: Path, model, out_dir: Path | None = None, steps: str 
     columns = ["sweep", "channel", "clamp_mode", "fs_hz", "stim_onset_s", "protocol", "label",
                *[f"p_{c}" for c in model.classes], "envelope", "uncertain", "skip", "verdict", "verdict_p", "verdict_uncertain",
                "model", "model_sha256"]
-    rows, labels, cells = [], 0, FileVerdicts(model)
+    rows, labels, cells = [], 0, FileVerdicts(model, min_confidence=min_confidence)
     for s in read_recording(path):
-        r = label_sweep(s, model, steps, evidence=cells.evidence_for(s))
+        r = label_sweep(s, model, steps, evidence=cells.evidence_for(s), min_confidence=min_confidence)
         onset = r.get("stim_onset_sample")
         row = {"sweep": s.sweep, "channel": s.channel, "clamp_mode": s.clamp_mode, "fs_hz": s.fs,
                "stim_onset_s": "" if onset is None else round(onset / s.fs, 9), "protocol": r.get("protocol", ""),
