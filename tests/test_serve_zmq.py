@@ -94,8 +94,7 @@ def test_simulated_real_cells_get_one_answer_each_matching_offline_predict(daemo
         offline = model.trust.read(module, window[None], [True], model.spec.n_before)[0]
         envelope = judge(model.envelope, m["rig"]["fs"], RigInfo(), window)
         assert m["envelope"].startswith(envelope)
-        if envelope != "inside":
-            offline = model.trust.temper(offline)
+        offline = model.trust.settle(offline, envelope != "inside")
         assert m["label"] == model.classes[int(np.argmax(offline))]
         assert max(abs(m["probs"][c] - float(p)) for c, p in zip(model.classes, offline)) < 1e-3
         assert m["latency_ms"]["process"] > 0 and m["model"]["name"] == "genetic5"

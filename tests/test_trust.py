@@ -216,8 +216,8 @@ def test_the_daemon_reads_an_undeclared_rig_twice_and_a_declared_one_once():
     assert set(labels) == {0, 1}
     for hs, label in labels.items():
         window = np.array(label["window"]["v_mv"], np.float32)[None]
-        expected = (model.run(window)[0] if hs == 0 else
-                    model.trust.read(model.run, window, [True], model.spec.n_before)[0])
+        read = (model.run(window)[0] if hs == 0 else model.trust.read(model.run, window, [True], model.spec.n_before)[0])
+        expected = model.trust.settle(read, label["envelope"] != "inside")  # the per-class temperature last
         got = np.array([label["probs"][c] for c in model.classes])
         assert np.abs(got - expected).max() < 2e-3  # the window travels with 2 decimals
         assert label["uncertain"] is True and label["envelope"] == "inside"
@@ -253,3 +253,39 @@ def test_a_clipped_ap_in_a_sweep_or_a_stream_gets_a_qc_skip_not_a_label():
     answers = {m["headstage"]: (t, m) for t, m in out if t in ("label", "skip")}
     assert answers[0][0] == "skip" and answers[0][1]["reason"] == "qc" and "clipped" in answers[0][1]["detail"]
     assert answers[1][0] == "label"
+
+
+def test_a_temperature_per_predicted_class_never_changes_a_decision_and_is_fitted_where_it_helps():
+    from rtclassify.model.trust import by_class_temperature
+    from trainer.trust import fit_class_temperatures, target_ratio
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 3, (4000, 3))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    tempered = by_class_temperature(probs, np.array([0.5, 1.0, 2.0]))
+    assert np.array_equal(tempered.argmax(axis=1), probs.argmax(axis=1))
+    assert np.allclose(tempered.sum(axis=1), 1.0)
+    assert np.allclose(by_class_temperature(probs[0], np.ones(3)), probs[0])  # (K,) in, (K,) out
+    # answers of class 0 right more often than they say (drawn from their probabilities sharpened by 1/0.5),
+    # of class 2 less often (softened by 1/2): the fit recovers both directions
+    truth_p = by_class_temperature(probs, np.array([0.5, 1.0, 2.0]))
+    y = np.array([rng.choice(3, p=row) for row in truth_p])
+    t = fit_class_temperatures(probs, y)
+    assert t[0] < 0.8 and 0.8 < t[1] < 1.25 and t[2] > 1.5
+    by_condition = {"a": (probs, y)}
+    assert target_ratio({"a": (by_class_temperature(probs, t), y)}) <= target_ratio(by_condition)
+
+
+def test_settle_tempers_outside_rows_then_applies_the_class_temperatures():
+    trust = Trust(prior=np.array([0.5, 0.5]), cool_share=0.2, cool_warp=1.61, outside_prior_share=0.5,
+                  min_confidence=0.9, class_temperature=np.array([2.0, 1.0]))
+    p = np.array([[0.96, 0.04], [0.96, 0.04], [0.1, 0.9]])
+    got = trust.settle(p, np.array([False, True, False]))
+    assert got[0] == pytest.approx(by_class(p[0], 2.0)) and got[2] == pytest.approx(p[2])
+    assert got[1] == pytest.approx(by_class(0.5 * p[1] + 0.25, 2.0))  # tempered first, then its class's temperature
+    assert trust.settle(p[0], True) == pytest.approx(got[1])
+
+
+def by_class(p, t):
+    q = np.asarray(p, float) ** (1 / t)
+    return q / q.sum()

@@ -124,3 +124,41 @@ def explore_shares(files: list, data, held: np.ndarray, shares, seed: int, tmp) 
                      "coverage_as_recorded": per["as recorded"][1] / (len(files) * n_recorded),
                      "balanced_accuracy_as_recorded": float(np.mean(bas))})
     return rows
+
+
+CLASS_T_BOUNDS = (0.3, 5.0)
+CLASS_T_MIN_ANSWERS = 10  # a predicted class with fewer answers keeps temperature 1
+
+
+def fit_class_temperatures(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(K,) a temperature per predicted class, each of least negative log-likelihood over the answers
+    probs (N, K) that predicted that class, against y (N,) (rtclassify.model.trust.by_class_temperature)."""
+    from scipy.optimize import minimize_scalar
+
+    from rtclassify.model.trust import by_class_temperature
+    from trainer.calibration import negative_log_likelihood
+
+    k = probs.shape[1]
+    temperatures = np.ones(k)
+    predicted = probs.argmax(axis=1)
+    for c in range(k):
+        rows = predicted == c
+        if rows.sum() < CLASS_T_MIN_ANSWERS:
+            continue
+        one = lambda t: np.where(np.arange(k) == c, t, 1.0)  # noqa: E731
+        temperatures[c] = minimize_scalar(lambda t: negative_log_likelihood(by_class_temperature(probs[rows], one(t)),
+                                                                             y[rows]),
+                                          bounds=CLASS_T_BOUNDS, method="bounded").x
+    return temperatures
+
+
+def target_ratio(by_condition: dict) -> float:
+    """How far answers {condition: (probs (n, K), y (n,))} are from the confident-wrong target: the larger
+    of the pooled rate over TARGET_ERROR and the worst condition's over twice that (1: on target)."""
+    from trainer.calibration import confident_wrong
+
+    counts = [confident_wrong(p, y) for p, y in by_condition.values()]
+    answers = sum(c["answers"] for c in counts)
+    pooled = sum(c["wrong"] for c in counts) / max(answers, 1)
+    worst = max((c["rate"] for c in counts if c["answers"]), default=0.0)
+    return max(pooled / TARGET_ERROR, worst / (2 * TARGET_ERROR))

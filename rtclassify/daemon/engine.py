@@ -584,8 +584,9 @@ class Engine:
     def publish_label(self, r: ReadyWindow, p: np.ndarray, infer_ms: float) -> None:
         hs = self.headstages[r.headstage]
         envelope = judge(self.model.envelope, hs.fs, hs.rig, r.window)
+        p = self.model.trust.settle(p, envelope != INSIDE)
         if envelope != INSIDE:
-            p, envelope = self.model.trust.temper(p), mark_outside(envelope)
+            envelope = mark_outside(envelope)
         cell = hs.cells.at(r.stim.onset)  # the cell on the headstage at the onset, however late its news
         cell.add(p)
         lat = {"process": (self.clock() - r.t_ready) * 1e3, **r.lat, "inference": infer_ms}

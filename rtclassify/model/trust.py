@@ -40,13 +40,15 @@ class Trust:
     """A model's trust policy. prior: (K,) class frequencies of its training cells; cool_share: the
     weight of the COOL_C reading when the temperature is not declared (0: never read twice);
     cool_warp: that reading's time warp; outside_prior_share: how much of the prior an input outside
-    the envelope gets; min_confidence: the default top probability below which an answer is uncertain."""
+    the envelope gets; min_confidence: the default top probability below which an answer is uncertain;
+    class_temperature: (K,) a temperature per predicted class, applied last (None: none)."""
 
     prior: np.ndarray
     cool_share: float
     cool_warp: float
     outside_prior_share: float
     min_confidence: float
+    class_temperature: np.ndarray | None = None
 
     @classmethod
     def from_card(cls, card: dict) -> "Trust":
@@ -56,9 +58,11 @@ class Trust:
         prior = np.array([float(counts.get(c, 0.0)) for c in classes])
         prior = prior / prior.sum() if prior.sum() > 0 else np.full(len(classes), 1.0 / len(classes))
         cool = section["undeclared_temperature"]
+        by_class = section.get("class_temperature")
         return cls(prior=prior, cool_share=float(cool["share"]), cool_warp=warp_factor(float(cool["temperature_c"])),
                    outside_prior_share=float(section["outside_prior_share"]),
-                   min_confidence=float(section["min_confidence"]))
+                   min_confidence=float(section["min_confidence"]),
+                   class_temperature=None if by_class is None else np.asarray(by_class, np.float64))
 
     def windows_to_read(self, windows: np.ndarray, undeclared: np.ndarray, anchor: int) -> np.ndarray:
         """(N + U, L) float32: windows (N, L) mV, then the COOL_C reading of the U whose temperature is
@@ -93,6 +97,26 @@ class Trust:
     def temper(self, probs: np.ndarray) -> np.ndarray:
         """(K,) or (N, K) probabilities of inputs outside the envelope, mixed with the class prior."""
         return (1.0 - self.outside_prior_share) * np.asarray(probs, np.float64) + self.outside_prior_share * self.prior
+
+    def settle(self, probs: np.ndarray, outside) -> np.ndarray:
+        """The answer's probabilities from read's, (K,) or (N, K): tempered where the input is outside the
+        envelope (outside: bool, or (N,) bool), then each row divided by its predicted class's temperature."""
+        p = np.asarray(probs, np.float64)
+        p = np.where(np.asarray(outside, bool)[..., None] if p.ndim == 2 else outside, self.temper(p), p)
+        return p if self.class_temperature is None else by_class_temperature(p, self.class_temperature)
+
+
+def by_class_temperature(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+    """(K,) or (N, K) probabilities with each row's log-probabilities divided by the temperature of its
+    most likely class (temperatures (K,)), renormalised: the decision never changes. A class whose
+    answers are more often right than their probabilities say gets T < 1, one less often T > 1
+    (class-conditional temperature scaling)."""
+    p = np.atleast_2d(np.asarray(probs, np.float64))
+    logs = np.log(np.clip(p, 1e-12, 1.0)) / temperatures[p.argmax(axis=1)][:, None]
+    logs -= logs.max(axis=1, keepdims=True)
+    out = np.exp(logs)
+    out /= out.sum(axis=1, keepdims=True)
+    return out if np.ndim(probs) == 2 else out[0]
 
 
 def read_faster(window: np.ndarray, warp: float, anchor: int) -> np.ndarray:

@@ -48,8 +48,11 @@ def annotate_file(path: Path, model, out: Path | None = None, min_confidence: fl
     sweeps = read_sweeps(path)
     cut = windows_from_sweeps(sweeps, model.spec)
     # no temperature is declared to annotate: both readings (rtclassify.model.trust)
-    probs = model.trust.read(lambda w: classify_windows(model, w), cut.windows, np.ones(len(cut.windows), bool),
-                             model.spec.n_before) if len(cut.windows) else classify_windows(model, cut.windows)
+    n = len(cut.windows)
+    probs = np.zeros((0, len(model.classes)))
+    if n:
+        read = model.trust.read(lambda w: classify_windows(model, w), cut.windows, np.ones(n, bool), model.spec.n_before)
+        probs = model.trust.settle(read, np.zeros(n, bool))
     target = Path(out) if out else path
     if out:
         shutil.copy2(path, target)

@@ -73,9 +73,10 @@ def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=Non
              if windows else np.zeros((0, len(model.classes))))
     ap_by_row = {}
     for i, p in zip(ok_rows, probs):
-        if envelopes[i] != INSIDE:
-            p, envelopes[i] = trust.temper(p), mark_outside(envelopes[i])
-        ap_by_row[i] = p
+        outside = envelopes[i] != INSIDE
+        ap_by_row[i] = trust.settle(p, outside)
+        if outside:
+            envelopes[i] = mark_outside(envelopes[i])
     verdicts = {}
     for i, rig in rigs.items():
         evidence = CellEvidence(model.classes, cell_model, rig.temperature_c, min_confidence)

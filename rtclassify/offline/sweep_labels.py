@@ -100,8 +100,9 @@ def label_sweep(s, model, steps: str = "short", rig: RigInfo = RigInfo(), eviden
         envelope = judged
     elif judged != INSIDE:  # outside the protocol, and more
         envelope += "; " + judged.removeprefix("outside: ")
+    probs = trust.settle(probs, envelope != INSIDE)
     if envelope != INSIDE:
-        probs, envelope = trust.temper(probs), mark_outside(envelope)
+        envelope = mark_outside(envelope)
     if evidence is not None and short:
         evidence.add_ap(probs)
     out = {"label": model.classes[int(np.argmax(probs))]}

@@ -42,8 +42,9 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
     from rtclassify.model.trust import DEFAULTS
     from trainer.cli.common import fold_groups, load
     from trainer.evaluate import shipping_split
+    from rtclassify.model.trust import by_class_temperature
     from trainer.trust import (CONFIDENCE_CONDITIONS, TARGET_ERROR, chained_windows, choose_min_confidence,
-                               condition_answers, fit_shape)
+                               condition_answers, fit_class_temperatures, fit_shape, target_ratio)
     import numpy as np
 
     siblings, shipped = parse_models(models, "--model"), parse_models(card_to, "--card-to")
@@ -63,26 +64,40 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
     click.echo("shape envelope: development cells through random rigs ...", err=True)
     shape = fit_shape(chained_windows(data, ~final & ~calibration, seed), chained_windows(data, calibration, seed + 1))
     every = [f for files in (*siblings.values(), *shipped.values()) for f in files]
-    for path in every:
+    for path in every:  # the shape envelope in; an earlier choice out (the siblings answer without it)
         envelope = dict(load_model(path).card.get("envelope") or {})
-        update_card(path, {"envelope": {**envelope, "shape": shape}})
+        update_card(path, {"envelope": {**envelope, "shape": shape}, "trust": dict(DEFAULTS)})
     report = {"shape_threshold": shape["threshold"], "conditions": list(CONFIDENCE_CONDITIONS),
               "target_error": TARGET_ERROR, "tasks": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for task, files in tqdm(siblings.items(), desc="models", unit="task"):
             answers = [condition_answers(load_model(f), data, calibration, CONFIDENCE_CONDITIONS, seed, tmp)
                        for f in files]
-            probs = np.concatenate([p for a in answers for p, _ in a.values()])
-            y = np.concatenate([y for a in answers for _, y in a.values()])
+            by_condition = {n: (np.concatenate([a[n][0] for a in answers]), np.concatenate([a[n][1] for a in answers]))
+                            for n in CONFIDENCE_CONDITIONS}
+            probs = np.concatenate([p for p, _ in by_condition.values()])
+            y = np.concatenate([y for _, y in by_condition.values()])
+            temperatures = fit_class_temperatures(probs, y)  # kept only where it brings the answers nearer the target
+            before = target_ratio(by_condition)
+            after = target_ratio({n: (by_class_temperature(p, temperatures), t) for n, (p, t) in by_condition.items()})
+            if after < before:
+                probs = by_class_temperature(probs, temperatures)
             chosen, curve = choose_min_confidence(probs, y)
             section = {**DEFAULTS, "min_confidence": chosen,
+                       "class_temperature": [round(float(t), 3) for t in temperatures] if after < before else None,
                        "chosen_on": f"the calibration split (one development donor in 8, never trained on) through "
-                                    f"{', '.join(CONFIDENCE_CONDITIONS)}, read by the held-out sibling(s): the lowest "
-                                    f"top probability whose kept answers are at most {TARGET_ERROR:.0%} wrong "
-                                    "(python -m trainer trust; docs/confidence.md)"}
+                                    f"{', '.join(CONFIDENCE_CONDITIONS)}, read by the held-out sibling(s): a temperature "
+                                    "per predicted class (least negative log-likelihood, kept when it brings the "
+                                    "answers nearer the confident-wrong target), then the lowest top probability "
+                                    f"whose kept answers are at most {TARGET_ERROR:.0%} wrong (python -m trainer trust; "
+                                    "docs/confidence.md)"}
             for path in files + shipped.get(task, []):
                 update_card(path, {"trust": section})
-            report["tasks"][task] = {"min_confidence": chosen, "answers": len(y), "curve": curve}
-            click.echo(f"{task}: min_confidence {chosen:g} ({len(y)} answers pooled)", err=True)
+            report["tasks"][task] = {"min_confidence": chosen, "answers": len(y), "curve": curve,
+                                     "class_temperature": temperatures.round(3).tolist(), "kept": bool(after < before),
+                                     "target_ratio": {"without": round(before, 3), "with": round(after, 3)}}
+            click.echo(f"{task}: min_confidence {chosen:g} ({len(y)} answers pooled); temperature per predicted class "
+                       f"{temperatures.round(2).tolist()} {'kept' if after < before else 'not kept'} (distance from "
+                       f"the confident-wrong target {before:.2f} without, {after:.2f} with)", err=True)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "trust.json").write_text(json.dumps(report, indent=1))
