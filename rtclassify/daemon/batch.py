@@ -31,7 +31,7 @@ class InferenceBatch:
         self.ready: list[ReadyWindow] = []
         self.primes = 0
         self.last_inference = -1.0  # clock() of the model's last run
-        self.dummy = np.full((2, model.spec.n_samples), -60.0, np.float32)  # a window and its cooled reading
+        self.dummy = np.full((1, model.spec.n_samples), -60.0, np.float32)
         self.run = model.run  # (N, L) float32 mV -> (N, K) float64, ONNX Runtime or TorchScript
 
     def add(self, r: ReadyWindow) -> None:

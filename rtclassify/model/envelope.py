@@ -113,7 +113,7 @@ def judge(envelope: dict | None, fs_hz: float, rig: RigInfo = RigInfo(), window=
     if window is not None and len(window):
         shape = envelope.get("shape")
         if shape:
-            score = float(shape_score(shape, np.asarray(window, np.float64)[None])[0])
+            score = float(shape_score(shape, np.asarray(window, np.float64)))
             if score > shape["threshold"]:
                 why.append(f"the AP's shape is unlike every training window (shape score {score:.0f}, validated up to "
                            f"{shape['threshold']:.0f})")
@@ -132,17 +132,20 @@ _SHAPE_ARRAYS: dict = {}  # id(shape dict) -> (the dict, its arrays): a card's l
 
 
 def shape_score(shape: dict, windows: np.ndarray) -> np.ndarray:
-    """(N,) how unlike the training windows each of windows (N, L) mV is: its squared Mahalanobis
-    distance in the training windows' first principal components plus its squared residual outside
-    them in units of the training windows' mean (about k + 1 for a typical training window). shape: the
-    card's `envelope.shape` (mean (L,), components (k, L), variances (k,), residual, threshold),
-    written by `python -m trainer trust`."""
+    """(N,) how unlike the training windows each of windows (N, L) mV is (a float for one (L,) window):
+    its squared Mahalanobis distance in the training windows' first principal components plus its
+    squared residual outside them in units of the training windows' mean (about k + 1 for a typical
+    training window). shape: the card's `envelope.shape` (mean (L,), components (k, L), variances
+    (k,), residual, threshold), written by `python -m trainer trust`."""
     kept = _SHAPE_ARRAYS.get(id(shape))
     if kept is None or kept[0] is not shape:
         kept = (shape, np.asarray(shape["mean"]), np.asarray(shape["components"]), np.asarray(shape["variances"]))
         _SHAPE_ARRAYS[id(shape)] = kept
     _, mean, components, variances = kept
     x = windows - mean
+    if x.ndim == 1:  # one window (every label's): dot products, no axis reductions
+        z = components @ x
+        return float((z * z) @ (1.0 / variances) + (x @ x - z @ z) / shape["residual"])
     z2 = (x @ components.T) ** 2
     # the components are orthonormal: the residual's squared norm is x's less its projection's
     return (z2 / variances).sum(axis=1) + ((x * x).sum(axis=1) - z2.sum(axis=1)) / shape["residual"]

@@ -102,7 +102,10 @@ class Trust:
         """The answer's probabilities from read's, (K,) or (N, K): tempered where the input is outside the
         envelope (outside: bool, or (N,) bool), then each row divided by its predicted class's temperature."""
         p = np.asarray(probs, np.float64)
-        p = np.where(np.asarray(outside, bool)[..., None] if p.ndim == 2 else outside, self.temper(p), p)
+        if p.ndim == 1:  # one answer (the daemon's): no masks
+            p = self.temper(p) if outside else p
+        else:
+            p = np.where(np.asarray(outside, bool)[:, None], self.temper(p), p)
         return p if self.class_temperature is None else by_class_temperature(p, self.class_temperature)
 
 
@@ -111,12 +114,14 @@ def by_class_temperature(probs: np.ndarray, temperatures: np.ndarray) -> np.ndar
     most likely class (temperatures (K,)), renormalised: the decision never changes. A class whose
     answers are more often right than their probabilities say gets T < 1, one less often T > 1
     (class-conditional temperature scaling)."""
-    p = np.atleast_2d(np.asarray(probs, np.float64))
-    logs = np.log(np.clip(p, 1e-12, 1.0)) / temperatures[p.argmax(axis=1)][:, None]
-    logs -= logs.max(axis=1, keepdims=True)
-    out = np.exp(logs)
-    out /= out.sum(axis=1, keepdims=True)
-    return out if np.ndim(probs) == 2 else out[0]
+    p = np.asarray(probs, np.float64)
+    if p.ndim == 1:  # one answer: scalar temperature, no fancy indexing (the daemon's hot path)
+        logs = np.log(np.maximum(p, 1e-12)) / temperatures[int(p.argmax())]
+        out = np.exp(logs - logs.max())
+        return out / out.sum()
+    logs = np.log(np.maximum(p, 1e-12)) / temperatures[p.argmax(axis=1)][:, None]
+    out = np.exp(logs - logs.max(axis=1, keepdims=True))
+    return out / out.sum(axis=1, keepdims=True)
 
 
 def read_faster(window: np.ndarray, warp: float, anchor: int) -> np.ndarray:
