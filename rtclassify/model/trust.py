@@ -1,7 +1,8 @@
 """How far a window's probabilities may be trusted, applied where every tool reads the AP network.
 
-The network gives its probabilities as if the window came from the rigs it was validated on. Three
-things make that untrue, and each is handled here, once, for `predict`, `sweeps`, `watch` and `serve`:
+The network gives its probabilities as if the window came from the rigs it was validated on. Four
+things make that untrue or unhelpful, each handled here, once, for `predict`, `sweeps`, `watch`, `annotate`
+and `serve`:
 
 - **The temperature is not declared.** A window from a 25 °C rig read as 34 °C is wider than its
   type's; unwarned, the network calls a cooled Pvalb cell Sst and is sure of it. When the rig does not
@@ -15,6 +16,9 @@ things make that untrue, and each is handled here, once, for `predict`, `sweeps`
   training window: `envelope` names why). Its probabilities are mixed with the class prior
   (`outside_prior_share` of it), so that an input the figures do not cover is never given with
   the confidence of one they do; `envelope` then ends with TEMPERED_NOTE.
+- **A class is surer, or less sure, than it is right** (on the calibration split through rigs): the
+  card's `class_temperature` divides an answer's log-probabilities by its predicted class's
+  temperature, last (`settle`; decisions never change).
 - **The lab asks for a confidence** (`--min-confidence`, default the card's `min_confidence`,
   chosen from the risk-coverage curves in docs/confidence.md): an answer whose top probability is
   below it carries `uncertain: true` (the label is still the most likely class).
