@@ -276,13 +276,15 @@ def test_a_temperature_per_predicted_class_never_changes_a_decision_and_is_fitte
     assert target_ratio({"a": (by_class_temperature(probs, t), y)}) <= target_ratio(by_condition)
 
 
-def test_settle_tempers_outside_rows_then_applies_the_class_temperatures():
+def test_settle_applies_the_class_temperatures_then_tempers_outside_rows():
+    """The tempering of an outside input comes last: no class temperature can make it sure again."""
     trust = Trust(prior=np.array([0.5, 0.5]), cool_share=0.2, cool_warp=1.61, outside_prior_share=0.5,
-                  min_confidence=0.9, class_temperature=np.array([2.0, 1.0]))
-    p = np.array([[0.96, 0.04], [0.96, 0.04], [0.1, 0.9]])
+                  min_confidence=0.9, class_temperature=np.array([0.3, 1.0]))  # class 0 sharpened
+    p = np.array([[0.8, 0.2], [0.8, 0.2], [0.1, 0.9]])
     got = trust.settle(p, np.array([False, True, False]))
-    assert got[0] == pytest.approx(by_class(p[0], 2.0)) and got[2] == pytest.approx(p[2])
-    assert got[1] == pytest.approx(by_class(0.5 * p[1] + 0.25, 2.0))  # tempered first, then its class's temperature
+    assert got[0] == pytest.approx(by_class(p[0], 0.3)) and got[0][0] > 0.98 and got[2] == pytest.approx(p[2])
+    assert got[1] == pytest.approx(0.5 * by_class(p[1], 0.3) + 0.25)  # its class's temperature, then tempered
+    assert got[1].max() < 0.75
     assert trust.settle(p[0], True) == pytest.approx(got[1])
 
 

@@ -66,9 +66,9 @@ def choose_min_confidence(probs: np.ndarray, y: np.ndarray, target: float = TARG
 
 
 def condition_answers(model, data, held: np.ndarray, conditions, seed: int, tmp) -> dict:
-    """{condition name: (probs (n, K), y (n,))}: the task's cells among `held` (N,) bool through each
-    named condition of trainer.rigs.REPORT_CONDITIONS, classified by `predict`'s code (rows refused left
-    out)."""
+    """{condition name: (probs (n, K), y (n,), outside (n,) bool)}: the task's cells among `held` (N,)
+    bool through each named condition of trainer.rigs.REPORT_CONDITIONS, classified by `predict`'s code
+    (rows refused left out; outside: the envelope said so)."""
     from pathlib import Path
 
     from trainer.labels import get_task
@@ -89,7 +89,7 @@ def condition_answers(model, data, held: np.ndarray, conditions, seed: int, tmp)
                                    data.specimen_ids[idx], ratios[idx], seed + c_i)
         run = predict_rows(model, folder)
         ok = (y_all >= 0) & ~run["refused"]
-        out[condition.name] = (run["probs"][ok], y_all[ok])
+        out[condition.name] = (run["probs"][ok], y_all[ok], run["outside"][ok])
     return out
 
 
@@ -110,7 +110,7 @@ def explore_shares(files: list, data, held: np.ndarray, shares, seed: int, tmp) 
         for f in files:
             model = load_model(f)
             model.__dict__["trust"] = replace(model.trust, cool_share=float(share))  # the cached property, replaced
-            for name, (p, y) in condition_answers(model, data, held, CONFIDENCE_CONDITIONS, seed, tmp).items():
+            for name, (p, y, _) in condition_answers(model, data, held, CONFIDENCE_CONDITIONS, seed, tmp).items():
                 c = confident_wrong(p, y)
                 per[name][0] += c["wrong"]
                 per[name][1] += c["answers"]

@@ -18,7 +18,7 @@ and `serve`:
   the confidence of one they do; `envelope` then ends with TEMPERED_NOTE.
 - **A class is surer, or less sure, than it is right** (on the calibration split through rigs): the
   card's `class_temperature` divides an answer's log-probabilities by its predicted class's
-  temperature, last (`settle`; decisions never change).
+  temperature (`settle`, before the tempering of an outside input; decisions never change).
 - **The lab asks for a confidence** (`--min-confidence`, default the card's `min_confidence`,
   chosen from the risk-coverage curves in docs/confidence.md): an answer whose top probability is
   below it carries `uncertain: true` (the label is still the most likely class).
@@ -103,14 +103,15 @@ class Trust:
         return (1.0 - self.outside_prior_share) * np.asarray(probs, np.float64) + self.outside_prior_share * self.prior
 
     def settle(self, probs: np.ndarray, outside) -> np.ndarray:
-        """The answer's probabilities from read's, (K,) or (N, K): tempered where the input is outside the
-        envelope (outside: bool, or (N,) bool), then each row divided by its predicted class's temperature."""
+        """The answer's probabilities from read's, (K,) or (N, K): each row divided by its predicted
+        class's temperature, then tempered where the input is outside the envelope (outside: bool, or (N,)
+        bool), last, so that no class temperature can make an outside answer sure again."""
         p = np.asarray(probs, np.float64)
+        if self.class_temperature is not None:
+            p = by_class_temperature(p, self.class_temperature)
         if p.ndim == 1:  # one answer (the daemon's): no masks
-            p = self.temper(p) if outside else p
-        else:
-            p = np.where(np.asarray(outside, bool)[:, None], self.temper(p), p)
-        return p if self.class_temperature is None else by_class_temperature(p, self.class_temperature)
+            return self.temper(p) if outside else p
+        return np.where(np.asarray(outside, bool)[:, None], self.temper(p), p)
 
 
 def by_class_temperature(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:

@@ -42,7 +42,8 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
     from rtclassify.model.trust import DEFAULTS
     from trainer.cli.common import fold_groups, load
     from trainer.evaluate import shipping_split
-    from rtclassify.model.trust import by_class_temperature
+    from dataclasses import replace
+
     from trainer.trust import (CONFIDENCE_CONDITIONS, TARGET_ERROR, chained_windows, choose_min_confidence,
                                condition_answers, fit_class_temperatures, fit_shape, target_ratio)
     import numpy as np
@@ -71,18 +72,20 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
               "target_error": TARGET_ERROR, "tasks": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for task, files in tqdm(siblings.items(), desc="models", unit="task"):
-            answers = [condition_answers(load_model(f), data, calibration, CONFIDENCE_CONDITIONS, seed, tmp)
-                       for f in files]
-            by_condition = {n: (np.concatenate([a[n][0] for a in answers]), np.concatenate([a[n][1] for a in answers]))
+            answers = []  # the siblings' answers before an outside input's tempering, which comes after the
+            for f in files:  # class temperatures: fitted on the inputs inside the envelope
+                model = load_model(f)
+                model.__dict__["trust"] = replace(model.trust, outside_prior_share=0.0)  # the cached property
+                answers.append(condition_answers(model, data, calibration, CONFIDENCE_CONDITIONS, seed, tmp))
+            by_condition = {n: tuple(np.concatenate([a[n][k] for a in answers]) for k in range(3))
                             for n in CONFIDENCE_CONDITIONS}
-            probs = np.concatenate([p for p, _ in by_condition.values()])
-            y = np.concatenate([y for _, y in by_condition.values()])
-            temperatures = fit_class_temperatures(probs, y)  # kept only where it brings the answers nearer the target
-            before = target_ratio(by_condition)
-            after = target_ratio({n: (by_class_temperature(p, temperatures), t) for n, (p, t) in by_condition.items()})
-            if after < before:
-                probs = by_class_temperature(probs, temperatures)
-            chosen, curve = choose_min_confidence(probs, y)
+            probs, y, outside = (np.concatenate([c[k] for c in by_condition.values()]) for k in range(3))
+            temperatures = fit_class_temperatures(probs[~outside], y[~outside])
+            plain = load_model(files[0]).trust  # the defaults: no class temperatures
+            fitted = replace(plain, class_temperature=temperatures)
+            before = target_ratio({n: (plain.settle(p, o), t) for n, (p, t, o) in by_condition.items()})
+            after = target_ratio({n: (fitted.settle(p, o), t) for n, (p, t, o) in by_condition.items()})
+            chosen, curve = choose_min_confidence((fitted if after < before else plain).settle(probs, outside), y)
             section = {**DEFAULTS, "min_confidence": chosen,
                        "class_temperature": [round(float(t), 3) for t in temperatures] if after < before else None,
                        "chosen_on": f"the calibration split (one development donor in 8, never trained on) through "
