@@ -9,6 +9,20 @@ import numpy as np
 from rtclassify.transport.ports import free_tcp_endpoint as free_endpoint  # noqa: F401  (re-exported for the tests)
 
 
+def acquisition_pub(endpoint):
+    """The acquisition side: an XPUB bound at endpoint, returned once the daemon has subscribed (its
+    queued messages still sent for up to 1 s after close)."""
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.XPUB)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.bind(endpoint)
+    assert sock.poll(20_000), "daemon never subscribed"
+    sock.recv()
+    time.sleep(0.05)
+    return sock
+
+
 class Subscriber:
     """Collects [topic, json] messages from a ZMQ PUB endpoint in a background thread."""
 

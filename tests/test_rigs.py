@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import Subscriber, free_endpoint, spike_sweep
+from helpers import Subscriber, acquisition_pub, free_endpoint, spike_sweep
 from rtclassify.dsp.temperature import Q10, WIDTH_RATIO_25C, check_temperature, warp_factor, width_ratio
 from rtclassify.dsp.windows import WindowSpec, samples_at, segment_samples, window_from_segment, window_from_trace
 from rtclassify.model.envelope import RigInfo, judge
@@ -144,8 +144,6 @@ def test_serve_over_zmq_takes_the_rig_from_the_header_over_the_command_line(tmp_
     import subprocess
     import sys
 
-    import zmq
-
     connect, publish = free_endpoint(), free_endpoint()
     proc = subprocess.Popen([sys.executable, "-m", "rtclassify", "serve", "--source", "zmq", "--connect", connect,
                              "--publish", publish, "--model", "genetic5", "--temperature-c", "30", "--filter-hz",
@@ -153,11 +151,7 @@ def test_serve_over_zmq_takes_the_rig_from_the_header_over_the_command_line(tmp_
     sub = Subscriber(publish)
     try:
         assert sub.wait_for(lambda s: s.of("heartbeat"), 60), "daemon sent no heartbeat"
-        sock = zmq.Context.instance().socket(zmq.XPUB)
-        sock.setsockopt(zmq.LINGER, 500)
-        sock.bind(connect)
-        assert sock.poll(20_000)
-        sock.recv()
+        sock = acquisition_pub(connect)
         v, i = spike_sweep(fs=20_000.0, n=1600, onset=200)
         for hs, rig in ((0, RigInfo(temperature_c=24.0)), (1, None), (2, RigInfo(filter_hz=1_000.0))):
             for k, a in enumerate(range(0, len(v), 40)):  # headstage 0 declares its rig in its first header only
@@ -248,7 +242,6 @@ def test_rig_pools_train_on_both_kinds_of_window():
 
 def test_a_report_condition_is_the_folder_a_lab_would_hand_predict(spikes_dir, tmp_path):
     from rtclassify.formats.spike_folder import load_cell_trace, read_cells_table
-    from rtclassify.offline.predict import predict_folder
     from rtclassify.model.file_format import load_model
     from trainer.rig_report import predict_rows, score_condition
     from trainer.rigs import REPORT_CONDITIONS

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from helpers import Subscriber, free_endpoint
+from helpers import Subscriber, acquisition_pub, free_endpoint
 from rtclassify.transport.wire import encode_data, encode_event
 
 pytestmark = pytest.mark.slow
@@ -72,8 +72,6 @@ def check(answers, onsets, name):
 @pytest.mark.data
 @pytest.mark.parametrize("name", FILES)
 def test_a_step_family_over_zeromq_is_answered_once_per_step_with_the_files_verdict(tmp_path, name):
-    import zmq
-
     from rtclassify.model.envelope import RigInfo
 
     fs, sweeps, filter_hz = host_sweeps(name)
@@ -86,11 +84,7 @@ def test_a_step_family_over_zeromq_is_answered_once_per_step_with_the_files_verd
     sub = Subscriber(publish)
     try:
         assert sub.wait_for(lambda s: s.of("heartbeat"), 60), "daemon sent no heartbeat"
-        pub = zmq.Context.instance().socket(zmq.XPUB)
-        pub.setsockopt(zmq.LINGER, 1000)
-        pub.bind(connect)
-        assert pub.poll(20_000), "daemon never subscribed"
-        pub.recv()
+        pub = acquisition_pub(connect)
         pub.send_multipart(encode_event({"v": 1, "type": "new_cell", "headstage": 0, "cell_id": name, "sample": 0}))
         chunk, at, seq = int(fs / 1000), 0, 0
         for v, i in sweeps:  # 1 ms chunks, no stimulus events: the daemon finds every step on I

@@ -8,9 +8,8 @@ import time
 
 import numpy as np
 import pytest
-import zmq
 
-from helpers import Subscriber, free_endpoint, spike_sweep
+from helpers import Subscriber, acquisition_pub, free_endpoint, spike_sweep
 from rtclassify.transport.wire import encode_data, encode_event
 
 pytestmark = pytest.mark.slow
@@ -34,17 +33,6 @@ def daemon(tmp_path):
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         proc.wait(20)
-
-
-def acquisition_pub(endpoint):
-    """The acquisition side: an XPUB bound at endpoint, returned once the daemon has subscribed."""
-    sock = zmq.Context.instance().socket(zmq.XPUB)
-    sock.setsockopt(zmq.LINGER, 500)
-    sock.bind(endpoint)
-    assert sock.poll(20_000), "daemon never subscribed"
-    sock.recv()
-    time.sleep(0.05)
-    return sock
 
 
 def send_sweep(sock, v, i, fs=50_000.0, start=0, seq0=0, chunk=50, headstage=0):
