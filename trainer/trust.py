@@ -93,13 +93,22 @@ def condition_answers(model, data, held: np.ndarray, conditions, seed: int, tmp)
     return out
 
 
+def load_with_trust(path, **changes):
+    """The model file at `path` loaded, its trust policy (rtclassify.model.trust.Trust) with `changes`
+    (e.g. cool_share=0.1), for reading answers under another policy than its card's."""
+    from dataclasses import replace
+
+    from rtclassify.model.file_format import load_model
+
+    model = load_model(path)
+    model.__dict__["trust"] = replace(model.trust, **changes)  # LoadedModel.trust is a cached property
+    return model
+
+
 def explore_shares(files: list, data, held: np.ndarray, shares, seed: int, tmp) -> list[dict]:
     """For each share of the 25 °C reading (rtclassify.model.trust, when no temperature is declared): the
     pooled confident-wrong rate over CONFIDENCE_CONDITIONS, the worst condition's, the share of answers at
     top p >= 0.9 and the balanced accuracy as recorded, over the model files (seeds) given, on `held` cells."""
-    from dataclasses import replace
-
-    from rtclassify.model.file_format import load_model
     from trainer.calibration import confident_wrong
     from trainer.metrics import confusion, scores_from_confusion
 
@@ -108,8 +117,7 @@ def explore_shares(files: list, data, held: np.ndarray, shares, seed: int, tmp) 
         per = {name: [0, 0] for name in CONFIDENCE_CONDITIONS}
         bas = []
         for f in files:
-            model = load_model(f)
-            model.__dict__["trust"] = replace(model.trust, cool_share=float(share))  # the cached property, replaced
+            model = load_with_trust(f, cool_share=float(share))
             for name, (p, y, _) in condition_answers(model, data, held, CONFIDENCE_CONDITIONS, seed, tmp).items():
                 c = confident_wrong(p, y)
                 per[name][0] += c["wrong"]

@@ -43,8 +43,8 @@ from rtclassify.features.step import BASELINE_S, REBOUND_S
 from rtclassify.features.sweeps import LEVEL_CHANGE_PA, MIN_LONG_STEP_MS
 from rtclassify.dsp.temperature import warp_factor
 from rtclassify.dsp.windows import WindowCutter, check_stream_rate, samples_at
-from rtclassify.model.envelope import INSIDE, RigInfo, judge
-from rtclassify.model.trust import is_uncertain, mark_outside
+from rtclassify.model.envelope import RigInfo, judge
+from rtclassify.model.trust import is_uncertain
 from rtclassify.transport.wire import MAX_HEADSTAGE_NUMBER
 
 ONSET_MODES = ("auto", "channel", "events")
@@ -583,10 +583,7 @@ class Engine:
 
     def publish_label(self, r: ReadyWindow, p: np.ndarray, infer_ms: float) -> None:
         hs = self.headstages[r.headstage]
-        envelope = judge(self.model.envelope, hs.fs, hs.rig, r.window)
-        p = self.model.trust.settle(p, envelope != INSIDE)
-        if envelope != INSIDE:
-            envelope = mark_outside(envelope)
+        p, envelope = self.model.trust.answer(p, judge(self.model.envelope, hs.fs, hs.rig, r.window))
         cell = hs.cells.at(r.stim.onset)  # the cell on the headstage at the onset, however late its news
         cell.add(p)
         lat = {"process": (self.clock() - r.t_ready) * 1e3, **r.lat, "inference": infer_ms}

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtclassify.dsp.temperature import warp_factor
+from rtclassify.model.envelope import INSIDE
 
 COOL_C = 25.0  # the other hypothesis when a rig's temperature is not declared: room temperature
 TEMPERED_NOTE = "probabilities tempered toward the class prior"
@@ -113,6 +114,13 @@ class Trust:
             return self.temper(p) if outside else p
         return np.where(np.asarray(outside, bool)[:, None], self.temper(p), p)
 
+    def answer(self, probs: np.ndarray, envelope: str) -> tuple[np.ndarray, str]:
+        """One answer: its (K,) probabilities settled, and its envelope judgement (`inside`, or `outside: ...`,
+        then with the tempering said)."""
+        if envelope == INSIDE:
+            return self.settle(probs, False), envelope
+        return self.settle(probs, True), f"{envelope}; {TEMPERED_NOTE}"
+
 
 def by_class_temperature(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
     """(K,) or (N, K) probabilities with each row's log-probabilities divided by the temperature of its
@@ -151,6 +159,3 @@ def is_uncertain(probs, min_confidence: float) -> bool:
     return float(np.max(probs)) < min_confidence
 
 
-def mark_outside(envelope: str) -> str:
-    """An `outside: ...` judgement with the tempering said."""
-    return f"{envelope}; {TEMPERED_NOTE}"

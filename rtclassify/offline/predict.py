@@ -10,7 +10,7 @@ from rtclassify.dsp.temperature import warp_factor
 from rtclassify.features.family import BANDWIDTH_FEATURE, REFERENCE_BANDWIDTH_HZ, bandwidth_hz
 from rtclassify.model.envelope import INSIDE, RigInfo, judge, parse_rig_fields
 from rtclassify.model.file_format import LoadedModel
-from rtclassify.model.trust import is_uncertain, mark_outside
+from rtclassify.model.trust import is_uncertain
 
 BATCH = 256
 
@@ -73,10 +73,7 @@ def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=Non
              if windows else np.zeros((0, len(model.classes))))
     ap_by_row = {}
     for i, p in zip(ok_rows, probs):
-        outside = envelopes[i] != INSIDE
-        ap_by_row[i] = trust.settle(p, outside)
-        if outside:
-            envelopes[i] = mark_outside(envelopes[i])
+        ap_by_row[i], envelopes[i] = trust.answer(p, envelopes[i])
     verdicts = {}
     for i, rig in rigs.items():
         evidence = CellEvidence(model.classes, cell_model, rig.temperature_c, min_confidence)

@@ -15,7 +15,7 @@ import numpy as np
 from rtclassify.dsp.temperature import warp_factor
 from rtclassify.dsp.windows import check_stream_rate
 from rtclassify.model.envelope import INSIDE, RigInfo, judge
-from rtclassify.model.trust import is_uncertain, mark_outside
+from rtclassify.model.trust import is_uncertain
 from rtclassify.formats.stimuli import SHORT_STEP_MS, is_short, steps_after_test_pulse
 from rtclassify.offline.sweep_windows import evoked_window
 from rtclassify.features.family import bandwidth_hz
@@ -100,9 +100,7 @@ def label_sweep(s, model, steps: str = "short", rig: RigInfo = RigInfo(), eviden
         envelope = judged
     elif judged != INSIDE:  # outside the protocol, and more
         envelope += "; " + judged.removeprefix("outside: ")
-    probs = trust.settle(probs, envelope != INSIDE)
-    if envelope != INSIDE:
-        envelope = mark_outside(envelope)
+    probs, envelope = trust.answer(probs, envelope)
     if evidence is not None and short:
         evidence.add_ap(probs)
     out = {"label": model.classes[int(np.argmax(probs))]}

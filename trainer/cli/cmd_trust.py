@@ -45,7 +45,8 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
     from dataclasses import replace
 
     from trainer.trust import (CONFIDENCE_CONDITIONS, TARGET_ERROR, chained_windows, choose_min_confidence,
-                               condition_answers, fit_class_temperatures, fit_shape, target_ratio)
+                               condition_answers, fit_class_temperatures, fit_shape, load_with_trust,
+                               target_ratio)
     import numpy as np
 
     siblings, shipped = parse_models(models, "--model"), parse_models(card_to, "--card-to")
@@ -74,8 +75,7 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
         for task, files in tqdm(siblings.items(), desc="models", unit="task"):
             answers = []  # the siblings' answers before an outside input's tempering, which comes after the
             for f in files:  # class temperatures: fitted on the inputs inside the envelope
-                model = load_model(f)
-                model.__dict__["trust"] = replace(model.trust, outside_prior_share=0.0)  # the cached property
+                model = load_with_trust(f, outside_prior_share=0.0)
                 answers.append(condition_answers(model, data, calibration, CONFIDENCE_CONDITIONS, seed, tmp))
             by_condition = {n: tuple(np.concatenate([a[n][k] for a in answers]) for k in range(3))
                             for n in CONFIDENCE_CONDITIONS}
