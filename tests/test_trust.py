@@ -112,12 +112,13 @@ def test_predict_reads_an_undeclared_row_twice_and_tempers_an_outside_one(shippe
     one = classify_windows(shipped, window[None])[0]
     both = shipped.trust.read(lambda w: classify_windows(shipped, w), window[None], [True], shipped.spec.n_before)[0]
     p = {k: np.array([float(got[k][f"p_{c}"]) for c in shipped.classes]) for k in got}
-    assert np.allclose(p["declared"], one, atol=1e-5)
-    assert np.allclose(p["undeclared"], both, atol=1e-5)
-    assert np.allclose(p["outside"], shipped.trust.temper(one), atol=1e-5)
+    assert np.allclose(p["declared"], shipped.trust.settle(one, False), atol=1e-5)  # held to its class's ceiling
+    assert np.allclose(p["undeclared"], shipped.trust.settle(both, False), atol=1e-5)
+    assert np.allclose(p["outside"], shipped.trust.settle(one, True), atol=1e-5)
+    assert np.allclose(shipped.trust.settle(one, True), shipped.trust.temper(one), atol=1e-5)  # under any ceiling
     assert got["outside"]["envelope"].startswith("outside: filter 1000 Hz")
     assert got["outside"]["envelope"].endswith(TEMPERED_NOTE)
-    assert got["declared"]["uncertain"] == str(bool(one.max() < 0.99)).lower()
+    assert got["declared"]["uncertain"] == "true"  # 0.99 asked: above every broad2 ceiling
     assert got["outside"]["uncertain"] == "true"
 
 
@@ -255,39 +256,86 @@ def test_a_clipped_ap_in_a_sweep_or_a_stream_gets_a_qc_skip_not_a_label():
     assert answers[1][0] == "label"
 
 
-def test_a_temperature_per_predicted_class_never_changes_a_decision_and_is_fitted_where_it_helps():
-    from rtclassify.model.trust import by_class_temperature
-    from trainer.trust import fit_class_temperatures, target_ratio
+def test_a_ceiling_holds_each_top_probability_to_its_class_and_never_changes_a_decision():
+    from rtclassify.model.trust import hold_to_ceiling
 
     rng = np.random.default_rng(4)
-    logits = rng.normal(0, 3, (4000, 3))
+    logits = rng.normal(0, 4, (4000, 3))
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    tempered = by_class_temperature(probs, np.array([0.5, 1.0, 2.0]))
-    assert np.array_equal(tempered.argmax(axis=1), probs.argmax(axis=1))
-    assert np.allclose(tempered.sum(axis=1), 1.0)
-    assert np.allclose(by_class_temperature(probs[0], np.ones(3)), probs[0])  # (K,) in, (K,) out
-    # answers of class 0 right more often than they say (drawn from their probabilities sharpened by 1/0.5),
-    # of class 2 less often (softened by 1/2): the fit recovers both directions
-    truth_p = by_class_temperature(probs, np.array([0.5, 1.0, 2.0]))
-    y = np.array([rng.choice(3, p=row) for row in truth_p])
-    t = fit_class_temperatures(probs, y)
-    assert t[0] < 0.8 and 0.8 < t[1] < 1.25 and t[2] > 1.5
-    by_condition = {"a": (probs, y)}
-    assert target_ratio({"a": (by_class_temperature(probs, t), y)}) <= target_ratio(by_condition)
+    ceiling = np.array([0.99, 0.8, 0.5])
+    held = hold_to_ceiling(probs, ceiling)
+    top = probs.argmax(axis=1)
+    assert np.array_equal(held.argmax(axis=1), top)  # 0.5: a tie at most, never a change
+    assert np.allclose(held.sum(axis=1), 1.0)
+    assert np.all(held.max(axis=1) <= ceiling[top] + 1e-12)
+    under = probs.max(axis=1) <= ceiling[top]
+    assert under.any() and (~under).any() and np.array_equal(held[under], probs[under])  # untouched below
+    # the excess goes to the other classes in proportion: their ratio is kept
+    i = int(np.flatnonzero(~under & (top == 1))[0])
+    assert held[i, 0] / held[i, 2] == pytest.approx(probs[i, 0] / probs[i, 2])
+    for row in probs[:50]:  # one answer (the daemon's path) is the same as a row of many
+        assert hold_to_ceiling(row, ceiling) == pytest.approx(held[np.flatnonzero((probs == row).all(axis=1))[0]])
+    assert hold_to_ceiling(np.array([1.0, 0.0, 0.0]), np.array([0.9, 1, 1])) == pytest.approx([0.9, 0.05, 0.05])
+    assert hold_to_ceiling(np.array([[1.0, 0.0, 0.0]]), np.array([0.9, 1, 1]))[0] == pytest.approx([0.9, 0.05, 0.05])
 
 
-def test_settle_applies_the_class_temperatures_then_tempers_outside_rows():
-    """The tempering of an outside input comes last: no class temperature can make it sure again."""
+def test_settle_tempers_outside_rows_then_holds_every_row_to_its_ceiling():
     trust = Trust(prior=np.array([0.5, 0.5]), cool_share=0.2, cool_warp=1.61, outside_prior_share=0.5,
-                  min_confidence=0.9, class_temperature=np.array([0.3, 1.0]))  # class 0 sharpened
-    p = np.array([[0.8, 0.2], [0.8, 0.2], [0.1, 0.9]])
-    got = trust.settle(p, np.array([False, True, False]))
-    assert got[0] == pytest.approx(by_class(p[0], 0.3)) and got[0][0] > 0.98 and got[2] == pytest.approx(p[2])
-    assert got[1] == pytest.approx(0.5 * by_class(p[1], 0.3) + 0.25)  # its class's temperature, then tempered
-    assert got[1].max() < 0.75
-    assert trust.settle(p[0], True) == pytest.approx(got[1])
+                  min_confidence=0.9, class_ceiling=np.array([0.95, 0.85]))
+    p = np.array([[0.99, 0.01], [0.99, 0.01], [0.02, 0.98], [0.1, 0.9], [0.2, 0.8]])
+    got = trust.settle(p, np.array([False, True, False, False, False]))
+    assert got[0] == pytest.approx([0.95, 0.05])  # held
+    assert got[1] == pytest.approx([0.745, 0.255])  # tempered (0.5 * 0.99 + 0.25), already under its ceiling
+    assert got[2] == pytest.approx([0.15, 0.85]) and got[3] == pytest.approx([0.15, 0.85])
+    assert got[4] == pytest.approx(p[4])  # under the ceiling: as read
+    assert trust.settle(p[0], False) == pytest.approx(got[0]) and trust.settle(p[1], True) == pytest.approx(got[1])
+    assert trust.answer(p[2], "inside")[0] == pytest.approx(got[2])
 
 
-def by_class(p, t):
-    q = np.asarray(p, float) ** (1 / t)
-    return q / q.sum()
+def test_class_ceilings_are_the_precision_vouched_for_of_each_class_s_sure_answers():
+    from trainer.trust import CEILING_MIN_ANSWERS, class_ceilings
+
+    rng = np.random.default_rng(2)
+    n = 2000
+    y = rng.integers(0, 3, n)
+    predicted = y.copy()
+    # a quarter of class 0 answered 1 (class 1's sure answers right 80% of the time), 1% of class 1
+    # answered 0 (class 0's ~99%); class 2 is never answered surely
+    predicted[(y == 0) & (rng.random(n) < 0.25)] = 1
+    predicted[(y == 1) & (rng.random(n) < 0.01)] = 0
+    probs = np.full((n, 3), 0.02)
+    probs[np.arange(n), predicted] = 0.96
+    probs[predicted == 2] = [0.3, 0.3, 0.4]
+    ceiling, rows = class_ceilings(probs, y)
+    precision = [rows[c]["right"] / rows[c]["answers"] for c in (0, 1)]
+    assert 0.97 < precision[0] and 0.75 < precision[1] < 0.85
+    assert precision[0] - 0.02 < ceiling[0] < precision[0] and precision[1] - 0.05 < ceiling[1] < precision[1]
+    assert ceiling[2] == 1.0 and rows[2]["answers"] == 0  # nothing to measure: no ceiling
+    few = class_ceilings(probs[:CEILING_MIN_ANSWERS - 1], y[:CEILING_MIN_ANSWERS - 1])[0]
+    assert np.all(few == 1.0)
+    always_wrong = class_ceilings(np.tile([0.95, 0.05], (50, 1)), np.ones(50, int))[0]
+    assert always_wrong[0] == 0.5  # the floor: a ceiling may not change a decision
+
+
+def test_a_card_s_ceilings_are_checked_and_loaded():
+    from rtclassify.model.file_format import ModelFileError
+
+    card = {"classes": ["Exc", "Inh"], "trust": {"class_ceiling": [0.99, 0.9]}}
+    assert Trust.from_card(card).class_ceiling == pytest.approx([0.99, 0.9])
+    assert Trust.from_card({"classes": ["Exc", "Inh"]}).class_ceiling is None
+    for bad in ([0.99], [0.99, 0.4], [0.99, 1.2]):
+        with pytest.raises(ModelFileError, match="class_ceiling"):
+            Trust.from_card({"classes": ["Exc", "Inh"], "trust": {"class_ceiling": bad}})
+
+
+def test_a_verdict_from_short_squares_alone_is_held_as_its_labels_are():
+    from rtclassify.verdict.cell import CellEvidence
+
+    held = CellEvidence(("Exc", "Inh"), None, ap_ceiling=np.array([0.99, 0.8]))
+    free = CellEvidence(("Exc", "Inh"), None)
+    for p in ([0.02, 0.98], [0.05, 0.95], [0.01, 0.99]):  # one cell's APs, each sure of Inh
+        held.add_ap(p)
+        free.add_ap(p)
+    assert free.verdict().probs["Inh"] > 0.95
+    v = held.verdict()
+    assert v.label == "Inh" and v.probs["Inh"] == pytest.approx(0.8)

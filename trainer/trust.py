@@ -7,7 +7,11 @@ trust`): the shape envelope (rtclassify.model.envelope.shape_score) and the card
   chains each (trainer.rigs, the training distribution), cut and read as the tools read them. Its
   threshold is the SHAPE_QUANTILE quantile of the calibration cells' scores through the same chains:
   one unseen window of the training distribution in 200 is called unlike them.
-- **min_confidence.** On the calibration cells through CONFIDENCE_CONDITIONS (the rigs that the
+- **class_ceiling.** Per predicted class, the precision vouched for at 90% (the CEILING_QUANTILE quantile
+  of its posterior) of the development folds' out-of-fold answers at top p >= CEILING_AT (the shipped
+  recipe on donor-grouped folds, `python -m trainer evaluate --stage dev`, at the file's temperature):
+  no answer of that class is given surer than its class's answers have been right.
+- **min_confidence.** With the ceilings, on the calibration cells through CONFIDENCE_CONDITIONS (the rigs that the
   confident-wrong target is judged on, trainer.rigs.REPORT_CONDITIONS), read as `predict` reads them
   (both temperature readings where none is declared, outside inputs tempered), the answers of every
   condition pooled: the lowest threshold on the top probability at which at most TARGET_ERROR of the
@@ -134,30 +138,47 @@ def explore_shares(files: list, data, held: np.ndarray, shares, seed: int, tmp) 
     return rows
 
 
-CLASS_T_BOUNDS = (0.3, 5.0)
-CLASS_T_MIN_ANSWERS = 10  # a predicted class with fewer answers keeps temperature 1
+CEILING_AT = 0.9  # the answers a class's ceiling is measured on: those the confident-wrong target counts
+CEILING_QUANTILE = 0.1  # the ceiling: the precision vouched for at 90% (lower 10% quantile of its posterior)
+CEILING_MIN_ANSWERS = 10  # a class with fewer such answers gets no ceiling (nothing to measure it on)
 
 
-def fit_class_temperatures(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(K,) a temperature per predicted class, each of least negative log-likelihood over the answers
-    probs (N, K) that predicted that class, against y (N,) (rtclassify.model.trust.by_class_temperature)."""
-    from scipy.optimize import minimize_scalar
-
-    from rtclassify.model.trust import by_class_temperature
-    from trainer.calibration import negative_log_likelihood
+def class_ceilings(probs: np.ndarray, y: np.ndarray, at: float = CEILING_AT,
+                   quantile: float = CEILING_QUANTILE) -> tuple[np.ndarray, list[dict]]:
+    """((K,) the card's `trust.class_ceiling`, per class {answers, right, ceiling}) from answers probs
+    (N, K) and true classes y (N,): for each predicted class, the answers with top probability >= `at`,
+    and the `quantile` of the posterior of their precision (Jeffreys prior): the precision those answers
+    can be vouched for. Never below 0.5 (a ceiling must not change a decision); 1 where too few answers."""
+    from scipy.stats import beta
 
     k = probs.shape[1]
-    temperatures = np.ones(k)
+    sure = probs.max(axis=1) >= at
     predicted = probs.argmax(axis=1)
+    ceilings, rows = np.ones(k), []
     for c in range(k):
-        rows = predicted == c
-        if rows.sum() < CLASS_T_MIN_ANSWERS:
-            continue
-        one = lambda t: np.where(np.arange(k) == c, t, 1.0)  # noqa: E731
-        temperatures[c] = minimize_scalar(lambda t: negative_log_likelihood(by_class_temperature(probs[rows], one(t)),
-                                                                             y[rows]),
-                                          bounds=CLASS_T_BOUNDS, method="bounded").x
-    return temperatures
+        mine = sure & (predicted == c)
+        n, right = int(mine.sum()), int((y[mine] == c).sum())
+        if n >= CEILING_MIN_ANSWERS:
+            ceilings[c] = max(0.5, float(beta.ppf(quantile, right + 0.5, n - right + 0.5)))
+        rows.append({"answers": n, "right": right, "ceiling": round(float(ceilings[c]), 3)})
+    return np.round(ceilings, 3), rows
+
+
+def development_answers(model, data, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probs (N, K), y (N,)): the out-of-fold answers of the development cells (every cell but the final
+    split's) saved by `python -m trainer evaluate --stage dev` (trainer.cell_report.ap_probabilities,
+    the shipped recipe on donor-grouped folds, one window as recorded), at `model`'s calibration
+    temperature (the probabilities its tools give)."""
+    from trainer.calibration import apply_temperature
+    from trainer.cell_report import ap_probabilities
+    from trainer.labels import get_task
+
+    task = model.card["task"]
+    probs = ap_probabilities("dev", task, data.specimen_ids)[0]
+    y = data.labels(get_task(task))
+    ok = ~final & (y >= 0) & np.isfinite(probs).all(axis=1)
+    temperature = float((model.card.get("calibration") or {}).get("temperature", 1.0))
+    return apply_temperature(probs[ok], temperature), y[ok]
 
 
 def target_ratio(by_condition: dict) -> float:

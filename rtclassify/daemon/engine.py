@@ -301,7 +301,8 @@ class Engine:
         def make():
             hs = self.headstages.get(number)
             rig = hs.rig if hs is not None and hs.rig is not None else self.cfg.rig
-            return CellEvidence(self.model.classes, self.cell_model, rig.temperature_c, self.cfg.min_confidence)
+            return CellEvidence(self.model.classes, self.cell_model, rig.temperature_c, self.cfg.min_confidence,
+                                self.model.trust.class_ceiling)
 
         return make
 

@@ -76,7 +76,7 @@ def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=Non
         ap_by_row[i], envelopes[i] = trust.answer(p, envelopes[i])
     verdicts = {}
     for i, rig in rigs.items():
-        evidence = CellEvidence(model.classes, cell_model, rig.temperature_c, min_confidence)
+        evidence = CellEvidence(model.classes, cell_model, rig.temperature_c, min_confidence, trust.class_ceiling)
         if cell_model is not None:
             given = {name: row_value(rows[i], name) for name in cell_model.features}
             if given.get(BANDWIDTH_FEATURE) is None:  # what the row's rate and filter let an AP's shape show

@@ -22,7 +22,7 @@ class FileVerdicts:
             return None
         if s.channel not in self.cells:
             self.cells[s.channel] = CellEvidence(self.model.classes, self.cell_model, self.temperature_c,
-                                                   self.min_confidence)
+                                                   self.min_confidence, self.model.trust.class_ceiling)
         return self.cells[s.channel]
 
     def lines(self, source_file: str) -> list[dict]:

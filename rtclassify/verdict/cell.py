@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 
 from rtclassify.dsp.temperature import warp_factor
+from rtclassify.model.trust import hold_to_ceiling
 from rtclassify.features.family import (BANDWIDTH_FEATURE, FAMILY_FEATURES, REFERENCE_BANDWIDTH_HZ, family_features,
                                         warp_features)
 from rtclassify.verdict.cell_model import CellModel
@@ -15,12 +16,15 @@ class CellEvidence:
     """Evidence of one cell. classes: the AP model's classes (the verdict's); cell_model: the cell
     model of the same classes, or None (then only short squares count); temperature_c: the declared
     bath temperature (None: unknown, read as 34 °C), which warps the time features; min_confidence: the
-    top probability below which the verdict is uncertain (None: the cell model's rule's)."""
+    top probability below which the verdict is uncertain (None: the cell model's rule's); ap_ceiling: the
+    AP model's class ceilings (rtclassify.model.trust), which hold a verdict from short squares alone as
+    they hold each of its labels: more APs of one cell do not tell its Cre line any better."""
 
     def __init__(self, classes, cell_model: CellModel | None, temperature_c: float | None = None,
-                 min_confidence: float | None = None):
+                 min_confidence: float | None = None, ap_ceiling: np.ndarray | None = None):
         self.classes = tuple(classes)
         self.min_confidence = min_confidence
+        self.ap_ceiling = ap_ceiling
         self.cell_model = cell_model
         self.temperature_c = temperature_c
         self.warp = warp_factor(temperature_c)
@@ -81,10 +85,12 @@ class CellEvidence:
         rule = Rule.from_dict(model.rule if model is not None else None)
         if self.min_confidence is not None:
             rule = replace(rule, min_confidence=self.min_confidence)
+        step_probs, n_features = self.step_reading()
+        if ap is not None and step_probs is None and self.ap_ceiling is not None:
+            ap = hold_to_ceiling(ap[0] / ap[0].sum(), self.ap_ceiling)[None, :]
         if model is None:
             prior = np.full(len(self.classes), 1.0 / len(self.classes))
             return verdict(self.classes, ap, None, prior, rule, 0, n_short=self.n_ap)
-        step_probs, n_features = self.step_reading()
         return verdict(self.classes, ap, step_probs, model.prior, rule, len(self.steps), n_features, n_short=self.n_ap)
 
     def step_reading(self) -> tuple:

@@ -30,9 +30,11 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
     """Fit the shape envelope and choose the default --min-confidence of each model on the calibration split.
 
     The shape envelope (the development cells' windows, through random rigs) goes into every file's
-    envelope; then each sibling's answers on the calibration cells, through the rigs the confident-wrong
-    target is judged on, give the lowest top probability at which at most 3% of the answers kept are
-    wrong: the card's `trust.min_confidence`. Minutes on a 2-core CPU.
+    envelope; each class's ceiling is the precision, vouched for at 90%, of the development folds'
+    out-of-fold answers at p >= 0.9 of that class (docs/report-dev/predictions.npz, at the file's
+    temperature): the card's `trust.class_ceiling`; then each sibling's answers on the calibration cells,
+    through the rigs the confident-wrong target is judged on, give the lowest top probability at which at
+    most 3% of the answers kept are wrong: the card's `trust.min_confidence`. Minutes on a 2-core CPU.
     """
     import tempfile
 
@@ -44,10 +46,11 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
     from trainer.evaluate import shipping_split
     from dataclasses import replace
 
-    from trainer.trust import (CONFIDENCE_CONDITIONS, TARGET_ERROR, chained_windows, choose_min_confidence,
-                               condition_answers, fit_class_temperatures, fit_shape, load_with_trust,
-                               target_ratio)
     import numpy as np
+
+    from trainer.trust import (CEILING_AT, CEILING_QUANTILE, CONFIDENCE_CONDITIONS, TARGET_ERROR, chained_windows,
+                               choose_min_confidence, class_ceilings, condition_answers, development_answers,
+                               fit_shape, load_with_trust, target_ratio)
 
     siblings, shipped = parse_models(models, "--model"), parse_models(card_to, "--card-to")
     data = load(data_dir, 50_000.0)
@@ -73,34 +76,33 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
               "target_error": TARGET_ERROR, "tasks": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for task, files in tqdm(siblings.items(), desc="models", unit="task"):
-            answers = []  # the siblings' answers before an outside input's tempering, which comes after the
-            for f in files:  # class temperatures: fitted on the inputs inside the envelope
-                model = load_with_trust(f, outside_prior_share=0.0)
-                answers.append(condition_answers(model, data, calibration, CONFIDENCE_CONDITIONS, seed, tmp))
+            plain = load_model(files[0])  # its card: the defaults, no ceiling yet
+            ceiling, per_class = class_ceilings(*development_answers(plain, data, final))
+            answers = [condition_answers(load_with_trust(f, outside_prior_share=0.0), data, calibration,  # untempered:
+                                         CONFIDENCE_CONDITIONS, seed, tmp) for f in files]  # settled below
             by_condition = {n: tuple(np.concatenate([a[n][k] for a in answers]) for k in range(3))
                             for n in CONFIDENCE_CONDITIONS}
-            probs, y, outside = (np.concatenate([c[k] for c in by_condition.values()]) for k in range(3))
-            temperatures = fit_class_temperatures(probs[~outside], y[~outside])
-            plain = load_model(files[0]).trust  # the defaults: no class temperatures
-            fitted = replace(plain, class_temperature=temperatures)
-            before = target_ratio({n: (plain.settle(p, o), t) for n, (p, t, o) in by_condition.items()})
-            after = target_ratio({n: (fitted.settle(p, o), t) for n, (p, t, o) in by_condition.items()})
-            chosen, curve = choose_min_confidence((fitted if after < before else plain).settle(probs, outside), y)
-            section = {**DEFAULTS, "min_confidence": chosen,
-                       "class_temperature": [round(float(t), 3) for t in temperatures] if after < before else None,
-                       "chosen_on": f"the calibration split (one development donor in 8, never trained on) through "
-                                    f"{', '.join(CONFIDENCE_CONDITIONS)}, read by the held-out sibling(s): a temperature "
-                                    "per predicted class (least negative log-likelihood, kept when it brings the "
-                                    "answers nearer the confident-wrong target), then the lowest top probability "
-                                    f"whose kept answers are at most {TARGET_ERROR:.0%} wrong (python -m trainer trust; "
-                                    "docs/confidence.md)"}
+            held = replace(plain.trust, class_ceiling=ceiling)
+            settled = {n: (held.settle(p, o), t) for n, (p, t, o) in by_condition.items()}
+            before = target_ratio({n: (plain.trust.settle(p, o), t) for n, (p, t, o) in by_condition.items()})
+            after = target_ratio(settled)
+            chosen, curve = choose_min_confidence(np.concatenate([p for p, _ in settled.values()]),
+                                                  np.concatenate([t for _, t in settled.values()]))
+            section = {**DEFAULTS, "min_confidence": chosen, "class_ceiling": ceiling.tolist(),
+                       "chosen_on": f"class_ceiling: per predicted class, the {CEILING_QUANTILE:.0%} quantile of the "
+                                    f"precision of the development folds' out-of-fold answers at p >= {CEILING_AT} "
+                                    "(docs/report-dev/predictions.npz, at this file's temperature); min_confidence: "
+                                    "the calibration split (one development donor in 8, never trained on) through "
+                                    f"{', '.join(CONFIDENCE_CONDITIONS)}, read by the held-out sibling(s): the lowest "
+                                    f"top probability whose kept answers are at most {TARGET_ERROR:.0%} wrong "
+                                    "(python -m trainer trust; docs/confidence.md)"}
             for path in files + shipped.get(task, []):
                 update_card(path, {"trust": section})
-            report["tasks"][task] = {"min_confidence": chosen, "answers": len(y), "curve": curve,
-                                     "class_temperature": temperatures.round(3).tolist(), "kept": bool(after < before),
+            report["tasks"][task] = {"min_confidence": chosen, "answers": len(by_condition[CONFIDENCE_CONDITIONS[0]][1]),
+                                     "curve": curve, "class_ceiling": dict(zip(plain.classes, per_class)),
                                      "target_ratio": {"without": round(before, 3), "with": round(after, 3)}}
-            click.echo(f"{task}: min_confidence {chosen:g} ({len(y)} answers pooled); temperature per predicted class "
-                       f"{temperatures.round(2).tolist()} {'kept' if after < before else 'not kept'} (distance from "
-                       f"the confident-wrong target {before:.2f} without, {after:.2f} with)", err=True)
+            click.echo(f"{task}: class ceilings {dict(zip(plain.classes, ceiling.tolist()))}; min_confidence {chosen:g}; "
+                       f"distance from the confident-wrong target on the calibration split {before:.2f} without "
+                       f"the ceilings, {after:.2f} with (1: on target)", err=True)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "trust.json").write_text(json.dumps(report, indent=1))
