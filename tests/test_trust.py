@@ -290,6 +290,8 @@ def test_settle_tempers_outside_rows_then_holds_every_row_to_its_ceiling():
     assert got[4] == pytest.approx(p[4])  # under the ceiling: as read
     assert trust.settle(p[0], False) == pytest.approx(got[0]) and trust.settle(p[1], True) == pytest.approx(got[1])
     assert trust.answer(p[2], "inside")[0] == pytest.approx(got[2])
+    assert trust.settle(p, False) == pytest.approx(trust.settle(p, np.zeros(len(p), bool)))  # one flag for all rows
+    assert trust.settle(p, True) == pytest.approx(trust.settle(p, np.ones(len(p), bool)))
 
 
 def test_class_ceilings_are_the_precision_vouched_for_of_each_class_s_sure_answers():

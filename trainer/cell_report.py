@@ -22,9 +22,11 @@ AP_PREDICTIONS = {"dev": Path("docs/report-dev/predictions.npz"), "final": Path(
 INPUTS = ("ap+all", "ap+long_steps", "all", "long_steps", "ap")
 
 
-def ap_probabilities(stage: str, task: str, specimen_ids) -> np.ndarray:
+def ap_probabilities(stage: str, task: str, specimen_ids, as_tools_give: bool = True) -> np.ndarray:
     """(R, N, K) the AP network's probabilities per repeat, from the evaluation report's saved
-    out-of-fold (dev) or final-split (final) predictions, aligned to specimen_ids (NaN: absent)."""
+    out-of-fold (dev) or final-split (final) predictions, aligned to specimen_ids (NaN: absent).
+    as_tools_give: as the tools hand them to a verdict, at the shipped file's temperature and held to its
+    class ceilings (rtclassify.model.trust), so that the rule is chosen on what it will join; else raw."""
     d = np.load(AP_PREDICTIONS[stage], allow_pickle=True)
     probs, ids = d[f"cnn_{task}"], [str(s) for s in d["specimen_id"]]
     where = {s: k for k, s in enumerate(ids)}
@@ -32,6 +34,13 @@ def ap_probabilities(stage: str, task: str, specimen_ids) -> np.ndarray:
     for n, s in enumerate(specimen_ids):
         if str(s) in where:
             out[:, n] = probs[:, where[str(s)]]
+    if as_tools_give:
+        from rtclassify.model.file_format import load_model
+        from trainer.calibration import apply_temperature
+
+        shipped = load_model(task)
+        temperature = float((shipped.card.get("calibration") or {}).get("temperature", 1.0))
+        out = np.array([shipped.trust.settle(apply_temperature(p, temperature), False) for p in out])
     return out
 
 

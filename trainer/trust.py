@@ -174,7 +174,7 @@ def development_answers(model, data, final: np.ndarray) -> tuple[np.ndarray, np.
     from trainer.labels import get_task
 
     task = model.card["task"]
-    probs = ap_probabilities("dev", task, data.specimen_ids)[0]
+    probs = ap_probabilities("dev", task, data.specimen_ids, as_tools_give=False)[0]
     y = data.labels(get_task(task))
     ok = ~final & (y >= 0) & np.isfinite(probs).all(axis=1)
     temperature = float((model.card.get("calibration") or {}).get("temperature", 1.0))

@@ -18,7 +18,7 @@ and `serve`:
   the confidence of one they do; `envelope` then ends with TEMPERED_NOTE.
 - **A class is surer than it is right.** An AP alone cannot tell some cells of one Cre line from
   another's (Sst-IRES-Cre also labels fast-spiking cells whose APs are Pvalb's): of the development
-  cells' out-of-fold answers at p >= 0.9, 99% of the Exc ones were right but only 83-92% of each
+  cells' out-of-fold answers at p >= 0.9, 99% of the Exc ones were right but only 84-92% of each
   interneuron class's. The card's `class_ceiling` is, per class, the precision those answers can be
   vouched for (`python -m trainer trust`); no answer's top probability exceeds its class's ceiling
   (`settle`, last; the excess goes to the other classes in proportion, decisions never change).
@@ -114,7 +114,7 @@ class Trust:
         if p.ndim == 1:  # one answer (the daemon's): no masks
             p = self.temper(p) if outside else p
         else:
-            p = np.where(np.asarray(outside, bool)[:, None], self.temper(p), p)
+            p = np.where(np.broadcast_to(np.asarray(outside, bool), p.shape[:1])[:, None], self.temper(p), p)
         return p if self.class_ceiling is None else hold_to_ceiling(p, self.class_ceiling)
 
     def answer(self, probs: np.ndarray, envelope: str) -> tuple[np.ndarray, str]:
