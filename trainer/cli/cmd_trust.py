@@ -98,7 +98,7 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
                                     "(python -m trainer trust; docs/confidence.md)"}
             for path in files + shipped.get(task, []):
                 update_card(path, {"trust": section})
-            report["tasks"][task] = {"min_confidence": chosen, "answers": len(by_condition[CONFIDENCE_CONDITIONS[0]][1]),
+            report["tasks"][task] = {"min_confidence": chosen, "answers": sum(len(t) for _, t in settled.values()),
                                      "curve": curve, "class_ceiling": dict(zip(plain.classes, per_class)),
                                      "target_ratio": {"without": round(before, 3), "with": round(after, 3)}}
             click.echo(f"{task}: class ceilings {dict(zip(plain.classes, ceiling.tolist()))}; min_confidence {chosen:g}; "
