@@ -263,3 +263,46 @@ def test_a_daemon_joining_a_running_stream_aligns_its_count_with_the_markers(tmp
             assert (a["topic"] == "label") == truth[a["stim_onset_sample"]]["spike"]
     beat = [x for x in logged if x["topic"] == "heartbeat"][-1]
     assert beat["sources"]["streams"][name]["index_origin"].startswith("aligned with the markers' sample")
+
+
+class Counting:
+    """The daemon side of LslDataInput.pull, counting the samples handed over."""
+
+    def __init__(self):
+        self.samples, self.refused = 0, []
+
+    def on_data(self, headstage, index, stamp, fs, x, t_recv, rig):
+        self.samples += len(x)
+
+    def malformed(self, reason, code="format"):
+        self.refused.append((code, reason))
+
+
+def test_a_source_faster_than_real_time_is_said_before_its_samples_go_unseen(capsys):
+    """A replay pushes 35 s of a 1 kHz stream at once: more than the inlet's 30 s queue. liblsl drops the
+    oldest samples without a trace a stamp could show; the daemon says so when the queue is 80% full."""
+    from rtclassify.transport.lsl_source import LSL_BUFFER_S, LslDataInput
+
+    fs, seconds = 1000.0, 35
+    name = unique("replay")
+    info = pylsl.StreamInfo(name, "EPhys", 2, fs, pylsl.cf_float32, name)
+    outlet = pylsl.StreamOutlet(info, chunk_size=100, max_buffered=120)
+    found = pylsl.resolve_byprop("name", name, 1, 5.0)
+    source = LslDataInput(0, found[0])
+    daemon = Counting()
+    source.pull(daemon)  # nothing yet: no backlog
+    assert source.status["backlog_s_max"] == 0.0 and "queued unread" not in capsys.readouterr().err
+    x = np.zeros((int(fs * seconds), 2), np.float32)
+    for a in range(0, len(x), 1000):
+        outlet.push_chunk(x[a:a + 1000])
+    deadline = time.time() + 10
+    while source.inlet.samples_available() < LSL_BUFFER_S * fs * 0.9 and time.time() < deadline:
+        time.sleep(0.05)
+    while source.pull(daemon):
+        pass
+    err = capsys.readouterr().err
+    assert err.count("queued unread") == 1, err  # said once for the episode, with the stream's name
+    assert repr(name) in err and "faster than real time" in err
+    assert source.status["backlog_s_max"] >= 0.8 * LSL_BUFFER_S
+    assert daemon.samples < fs * seconds  # liblsl kept about its queue's worth: the rest went unseen
+    del outlet

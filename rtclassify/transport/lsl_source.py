@@ -8,6 +8,8 @@ What this relies on from liblsl (its documentation of inlets, timestamps and rec
   nominal rate, so a sender's push jitter moves the stamps, never the samples. The index of a
   sample is therefore the count of samples received from the stream's first sample, never a stamp
   times the rate; stamps only estimate how many samples an overflow or a reconnection lost.
+- A source faster than real time (a replay) can overflow the queue while it is read all along; its
+  stamps then say nothing of the loss, so the backlog is watched instead (check_backlog).
 - An inlet made with recover=False raises LostError once its source is gone (instead of silently
   splicing a restarted source onto the old count). The stream is then found again by name: the
   same `uid` is the same outlet (what was pushed while disconnected is lost: a gap of the size
@@ -26,6 +28,7 @@ from rtclassify.transport.wire import MalformedMessage, parse_event
 from rtclassify.daemon.publish import warn
 
 LSL_BUFFER_S = 30  # the inlet's queue, s: a loop stalled longer than this loses samples (reported)
+BACKLOG_WARN = 0.8  # of that queue: a backlog this deep is said (beyond the queue, the oldest samples go unseen)
 IDLE_POLL_S = 0.0005  # inlets are polled this often when nothing is pending ...
 PENDING_POLL_S = 0.0001  # ... and this often while a stimulus awaits its label (p99 -0.6 ms, measured)
 RECONNECT_EVERY_S = 0.2
@@ -169,8 +172,9 @@ class LslDataInput:
         self.headstage = headstage
         self.name = info.name()
         self.status = {"uid": None, "index_origin": "first received sample (not yet checked against markers)",
-                       "restarts": 0, "reconnects": 0,
-                       "lost_samples": 0, "markers": "looking for " + f"{self.name}-events"}
+                       "restarts": 0, "reconnects": 0, "lost_samples": 0, "backlog_s_max": 0.0,
+                       "markers": "looking for " + f"{self.name}-events"}
+        self.backlog_said = False  # the current backlog episode has been said
         self.reconnector = None
         self.unread_at_loss = 0  # samples the inlet held but could not hand out when its source went away
         self.next_index = 0
@@ -218,6 +222,10 @@ class LslDataInput:
         n = len(stamps)
         unread_for = t_recv - self.last_pull  # the inlet can only overflow if nobody reads it this long
         self.last_pull = t_recv
+        if n == len(self.buf):  # a full pull: more may be queued
+            self.check_backlog()
+        else:
+            self.backlog_said = False
         if not n:
             return 0
         if self.resumed:
@@ -236,6 +244,22 @@ class LslDataInput:
                              f"from sample {self.next_index}; chunk skipped", "non_finite")
         self.next_index += n
         return n
+
+    def check_backlog(self) -> None:
+        """Say, once per episode, when the inlet's queue is BACKLOG_WARN full: a source sending faster
+        than real time (a replay) or a daemon that cannot keep up. Beyond LSL_BUFFER_S liblsl drops the
+        oldest samples, and since a source's stamps then say nothing of it the count cannot see it:
+        every later sample index would be off by the samples dropped."""
+        try:
+            queued_s = self.inlet.samples_available() / self.fs
+        except Exception:  # an inlet that cannot say: nothing to report
+            return
+        self.status["backlog_s_max"] = max(self.status["backlog_s_max"], round(queued_s, 1))
+        if queued_s >= BACKLOG_WARN * LSL_BUFFER_S and not self.backlog_said:
+            self.backlog_said = True
+            warn(f"LSL stream {self.name!r}: {queued_s:.0f} s of data queued unread (the inlet holds "
+                 f"{LSL_BUFFER_S} s): the source sends faster than real time or this machine is overloaded; "
+                 "beyond the queue the oldest samples are dropped unseen and later sample indices shift")
 
     def count_lost(self, stamps: np.ndarray, why: str, daemon) -> None:
         """Advance the index by the samples the stamps say were lost since the last one received."""
