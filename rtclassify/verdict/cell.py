@@ -5,9 +5,9 @@ from dataclasses import replace
 import numpy as np
 
 from rtclassify.dsp.temperature import warp_factor
-from rtclassify.model.trust import hold_to_ceiling
 from rtclassify.features.family import (BANDWIDTH_FEATURE, FAMILY_FEATURES, REFERENCE_BANDWIDTH_HZ, family_features,
                                         warp_features)
+from rtclassify.model.trust import hold_to_ceiling
 from rtclassify.verdict.cell_model import CellModel
 from rtclassify.verdict.combine import EPS, Rule, Verdict, verdict
 
