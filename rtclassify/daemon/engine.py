@@ -588,8 +588,7 @@ class Engine:
         cell = hs.cells.at(r.stim.onset)  # the cell on the headstage at the onset, however late its news
         cell.add(p)
         lat = {"process": (self.clock() - r.t_ready) * 1e3, **r.lat, "inference": infer_ms}
-        asked = self.model.trust.min_confidence if self.cfg.min_confidence is None else self.cfg.min_confidence
-        uncertain = is_uncertain(p, asked)
+        uncertain = is_uncertain(p, self.model.trust.asked(self.cfg.min_confidence))
         msg = build_label(hs, r, p, self.model, cell, lat, self.cfg.budget_ms, self.cfg.include_window, envelope,
                           uncertain)
         hs.out_seq += 1

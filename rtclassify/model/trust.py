@@ -117,6 +117,10 @@ class Trust:
             p = np.where(np.broadcast_to(np.asarray(outside, bool), p.shape[:1])[:, None], self.temper(p), p)
         return p if self.class_ceiling is None else hold_to_ceiling(p, self.class_ceiling)
 
+    def asked(self, min_confidence: float | None) -> float:
+        """The confidence an answer is held to: the lab's (--min-confidence), else the card's."""
+        return self.min_confidence if min_confidence is None else min_confidence
+
     def answer(self, probs: np.ndarray, envelope: str) -> tuple[np.ndarray, str]:
         """One answer: its (K,) probabilities settled, and its envelope judgement (`inside`, or `outside: ...`,
         then with the tempering said)."""

@@ -52,11 +52,11 @@ def annotate_file(path: Path, model, out: Path | None = None, min_confidence: fl
     probs = np.zeros((0, len(model.classes)))
     if n:
         read = model.trust.read(lambda w: classify_windows(model, w), cut.windows, np.ones(n, bool), model.spec.n_before)
-        probs = model.trust.settle(read, np.zeros(n, bool))
+        probs = model.trust.settle(read, False)  # a sweep file has no envelope judged per row
     target = Path(out) if out else path
     if out:
         shutil.copy2(path, target)
-    cols = label_columns(model, cut, probs, model.trust.min_confidence if min_confidence is None else min_confidence)
+    cols = label_columns(model, cut, probs, model.trust.asked(min_confidence))
     if sweeps and sweeps[0].layout == "nwb2":
         write_nwb2(target, cols, describe(model))
     else:

@@ -89,7 +89,7 @@ def predict_folder(model: LoadedModel, folder: Path, out_csv: Path, progress=Non
         if v.probs:
             if not v.n_features:  # an AP alone: the confidence asked of labels
                 v.uncertain = is_uncertain(list(v.probs.values()),
-                                           trust.min_confidence if min_confidence is None else min_confidence)
+                                           trust.asked(min_confidence))
             verdicts[i] = v
         else:
             errors[i] = f"{trace_errors.pop(i, 'no AP trace')}; and no per-cell features to classify from"

@@ -105,7 +105,7 @@ def label_sweep(s, model, steps: str = "short", rig: RigInfo = RigInfo(), eviden
         evidence.add_ap(probs)
     out = {"label": model.classes[int(np.argmax(probs))]}
     out.update({f"p_{c}": round(float(p), 4) for c, p in zip(model.classes, probs)})
-    out["uncertain"] = is_uncertain(probs, trust.min_confidence if min_confidence is None else min_confidence)
+    out["uncertain"] = is_uncertain(probs, trust.asked(min_confidence))
     out.update({"envelope": envelope, "protocol": "short_square" if short else "long_step",
                 "stim_onset_sample": int(onset), "peak_sample": int(peak), "probs": [float(p) for p in probs]})
     out.update({k: v for k, v in long_fields.items() if k == "features"})
