@@ -84,3 +84,56 @@ def test_apply_refuses_a_calibrated_file_and_replace_sets_the_fitted_temperature
     logit_new = np.log(load_model(str(model)).run(windows)) * cal["temperature"]
     diff = logit_old - logit_new
     assert np.allclose(diff, diff[:, :1], atol=1e-3)  # equal up to a per-window constant (softmax)
+
+
+def test_bias_sweep_chooses_the_shift_on_the_other_folds_of_the_committed_report(spikes_dir, metadata_dir):
+    from click.testing import CliRunner
+
+    from trainer.__main__ import main
+
+    result = CliRunner().invoke(main, ["bias-sweep", "--data", str(spikes_dir), "--metadata", str(metadata_dir),
+                                       "--shifts", "0,0.5"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split(":")[0].strip(): line for line in result.output.splitlines()}
+    assert "no further shift" in lines and "chosen on the other folds" in lines
+    assert "shifts chosen per fold" in result.output  # one repeat: the nested choice over its folds
+
+
+def test_bias_sweep_apply_shifts_a_sibling_refits_its_temperature_and_hands_it_on(spikes_dir, metadata_dir,
+                                                                                 tmp_path):
+    """`bias-sweep --apply`: the sibling's logits move by strength x -log(its training class frequency),
+    its temperature is fitted again on the calibration split through rigs (fitting once more changes it
+    by a hair), and the all-cells file, shifted alike, takes that temperature."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from rtclassify.model.file_format import BUILTIN_DIR, load_model, output_shift
+    from trainer.__main__ import main
+    from trainer.calibration import calibrate_file_on_rigs
+    from trainer.cli.common import fold_groups, load
+    from trainer.evaluate import shipping_split
+    from trainer.labels import get_task
+    from trainer.recipe import make_config
+
+    sibling, shipped = tmp_path / "sibling.pt", tmp_path / "shipped.pt"
+    for path in (sibling, shipped):
+        shutil.copy(BUILTIN_DIR / "genetic5.pt", path)
+    before = load_model(str(sibling), runtime="torchscript")
+    result = CliRunner().invoke(main, ["bias-sweep", "--data", str(spikes_dir), "--metadata", str(metadata_dir),
+                                       "--apply", str(sibling), "--card-to", str(shipped), "--strength", "0.25"])
+    assert result.exit_code == 0, result.output
+    after = load_model(str(sibling), runtime="torchscript")
+    counts = np.array([before.card["training_data"]["per_class"][c] for c in before.classes], float)
+    np.testing.assert_allclose(np.array(output_shift(after.card)) - output_shift(before.card),
+                               -0.25 * np.log(counts / counts.sum()), atol=1e-5)
+    t = after.card["calibration"]["temperature"]
+    assert t != pytest.approx(before.card["calibration"]["temperature"], abs=1e-4)
+    assert load_model(str(shipped)).card["calibration"]["temperature"] == pytest.approx(t, rel=1e-4)
+    windows = np.random.default_rng(3).normal(-55, 15, (64, before.spec.n_samples)).astype(np.float32)
+    exc = before.classes.index("Exc")
+    assert (after.run(windows).argmax(1) == exc).sum() <= (before.run(windows).argmax(1) == exc).sum()
+    data = load(spikes_dir, 50_000.0)
+    _, calibration = shipping_split(data, fold_groups("donor", metadata_dir, data))
+    again = calibrate_file_on_rigs(sibling, data, get_task("genetic5"), calibration, make_config(None, None, "genetic5"))
+    assert again["calibration"]["temperature"] == pytest.approx(t, rel=0.01)  # already fitted: a factor of ~1

@@ -63,6 +63,26 @@ def test_output_bias_sweep_moves_decisions_towards_the_rare_class():
     np.testing.assert_allclose(held, scores[1])  # each repeat picks the shift the other prefers
 
 
+def test_a_shift_chosen_on_the_other_folds_is_scored_on_each_fold():
+    from trainer.metrics import choose_across_folds
+
+    # two classes, 90 frequent and 10 rare cells in two folds; the rare ones sit just on the frequent side
+    y = np.array([0] * 90 + [1] * 10)
+    p1 = np.where(y == 1, 0.4, 0.1)
+    folds = np.arange(100) % 2
+    probs = np.stack([1 - p1, p1], axis=1)
+    log_freq = np.log([0.9, 0.1])
+    decisions, chosen = choose_across_folds(probs, y, folds, log_freq, [0.0, 0.2, 2.0])
+    # 0.2 * log(9) = 0.44 in log-odds lifts the rare cells (-0.41) over, not the frequent ones (-2.2);
+    # 2.0 lifts both (balanced accuracy 0.5), 0.0 neither (0.5): each fold takes 0.2 from the other
+    assert chosen == [0.2, 0.2]
+    np.testing.assert_array_equal(decisions, y)
+    p1[folds == 0] = np.where(y[folds == 0] == 1, 0.95, 0.05)  # fold 0 needs no shift, fold 1 still does
+    decisions, chosen = choose_across_folds(np.stack([1 - p1, p1], axis=1), y, folds, log_freq, [0.0, 0.2])
+    assert chosen == [0.2, 0.0]  # fold 0's shift is chosen on fold 1's cells, and the other way round
+    assert (decisions[(folds == 1) & (y == 1)] == 0).all()  # so fold 1's rare cells stay missed
+
+
 def test_agreement_with_teachers_counts_decisions_after_the_students_shift():
     from trainer.metrics import agreement_with_teachers
 

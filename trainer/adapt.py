@@ -136,14 +136,18 @@ def copy_script(module):
 def base_log_prior(card: dict, classes: list) -> np.ndarray | None:
     """(K,) log class prior (up to a constant) the base model decides with, from its card: training
     class counts raised to (1 - balance_power) for the class-weighted loss, less logit_adjust for the
-    output shift (trainer.fit); None when the card does not say."""
+    output shift (trainer.fit), plus the file's own output shift (card `output_shift`); None when the card
+    does not say."""
+    from rtclassify.model.file_format import output_shift
+
     arch, data = card.get("architecture", {}), card.get("training_data", {})
     counts = data.get("per_class")
     if not counts or any(c not in counts for c in classes):
         return None
     power = (1.0 - arch.get("balance_power", 1.0) if arch.get("balance", True) else 1.0) - arch.get("logit_adjust", 0.0)
     freq = np.array([counts[c] for c in classes], dtype=float)
-    return power * np.log(np.maximum(freq / freq.sum(), 1e-6))
+    shift = dict(zip(card["classes"], output_shift(card)))
+    return power * np.log(np.maximum(freq / freq.sum(), 1e-6)) + np.array([shift.get(c, 0.0) for c in classes])
 
 
 def probabilities(net, x: np.ndarray) -> np.ndarray:

@@ -34,6 +34,31 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 10)
     return float(np.sum(count[count > 0] * gap[count > 0]) / max(count.sum(), 1))
 
 
+def shift_file_for_frequencies(path, strength: float, evidence: dict | None = None) -> dict:
+    """Raise the logits of model file `path` by -strength * log(frequency of each class among its training
+    cells, from its card), before its temperature (rtclassify.model.file_format.shift_output_bias_in_file):
+    post-hoc logit adjustment on the file. Returns the new card."""
+    from rtclassify.model.file_format import load_model, shift_output_bias_in_file
+    from trainer.fit import log_class_frequencies
+
+    card = load_model(str(path), runtime="torchscript").card
+    counts = [int(card["training_data"]["per_class"][c]) for c in card["classes"]]
+    log_freq = log_class_frequencies(np.repeat(np.arange(len(counts)), counts), len(counts))
+    return shift_output_bias_in_file(str(path), -strength * log_freq,
+                                     {"strength": round(strength, 6), "of": "-log(training class frequency)",
+                                      **(evidence or {})})
+
+
+def as_file_gives(raw: np.ndarray, card: dict) -> np.ndarray:
+    """(..., K) probabilities of the network as saved by an evaluation (raw softmax), as the model file of
+    `card` gives them: its output shift added to the logits, then its temperature."""
+    from rtclassify.model.file_format import output_shift
+
+    shifted = raw * np.exp(np.asarray(output_shift(card)))  # renormalised by apply_temperature
+    return apply_temperature(shifted / shifted.sum(axis=-1, keepdims=True),
+                             float((card.get("calibration") or {}).get("temperature", 1.0)))
+
+
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """probs (..., K) with their log-probabilities divided by `temperature`, renormalised."""
     logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
@@ -141,19 +166,19 @@ def calibration_scores(probs: np.ndarray, y: np.ndarray, strata: dict, calibrate
 CALIBRATION_RIG_DRAWS = 8  # acquisition chains per calibration cell, besides its window as recorded
 
 
-def calibrate_file_on_rigs(path, net, data, task, cells: np.ndarray, cfg) -> dict:
-    """Fit the temperature of model file `path` (holding the folded `net`) on the (N,) bool `cells`
-    (the shipped models' calibration split): their windows as recorded and through
-    CALIBRATION_RIG_DRAWS random acquisition chains each (a seed of their own), so that one temperature
-    serves every rig the model is meant for. Writes it into the file; returns the new card."""
-    from rtclassify.model.file_format import apply_temperature_to_file
-    from trainer.fit import predict_proba
+def calibrate_file_on_rigs(path, data, task, cells: np.ndarray, cfg) -> dict:
+    """Fit the temperature of model file `path` on the (N,) bool `cells` (the shipped models' calibration
+    split): their windows as recorded and through CALIBRATION_RIG_DRAWS random acquisition chains each (a
+    seed of their own), so that one temperature serves every rig the model is meant for. Writes it into the
+    file (a file calibrated before gets the factor that its probabilities needed); returns the new card."""
+    from rtclassify.model.file_format import apply_temperature_to_file, load_model
 
     y = data.labels(task)
     keep = cells & (y >= 0)
     windows = data.rig_windows(task, CALIBRATION_RIG_DRAWS, cfg.rig_seed + 1, cells=keep)[keep]
     labels = np.repeat(y[keep], windows.shape[1])
-    probs = predict_proba([net], windows.reshape(-1, windows.shape[-1]))
+    model = load_model(str(path), runtime="torchscript")
+    probs = model.run(np.ascontiguousarray(windows.reshape(-1, windows.shape[-1]), dtype=np.float32))
     temperature = fit_temperature(probs, labels)
     evidence = {"fitted_on": f"{int(keep.sum())} calibration cells (one development donor in 8, never trained on), "
                              f"each as recorded and through {CALIBRATION_RIG_DRAWS} random acquisition chains",

@@ -25,8 +25,9 @@ INPUTS = ("ap+all", "ap+long_steps", "all", "long_steps", "ap")
 def ap_probabilities(stage: str, task: str, specimen_ids, as_tools_give: bool = True) -> np.ndarray:
     """(R, N, K) the AP network's probabilities per repeat, from the evaluation report's saved
     out-of-fold (dev) or final-split (final) predictions, aligned to specimen_ids (NaN: absent).
-    as_tools_give: as the tools hand them to a verdict, at the shipped file's temperature and held to its
-    class ceilings (rtclassify.model.trust), so that the rule is chosen on what it will join; else raw."""
+    as_tools_give: as the tools hand them to a verdict, with the shipped file's output shift and temperature
+    and held to its class ceilings (rtclassify.model.trust), so that the rule is chosen on what it will
+    join; else raw."""
     d = np.load(AP_PREDICTIONS[stage], allow_pickle=True)
     probs, ids = d[f"cnn_{task}"], [str(s) for s in d["specimen_id"]]
     where = {s: k for k, s in enumerate(ids)}
@@ -36,11 +37,10 @@ def ap_probabilities(stage: str, task: str, specimen_ids, as_tools_give: bool = 
             out[:, n] = probs[:, where[str(s)]]
     if as_tools_give:
         from rtclassify.model.file_format import load_model
-        from trainer.calibration import apply_temperature
+        from trainer.calibration import as_file_gives
 
         shipped = load_model(task)
-        temperature = float((shipped.card.get("calibration") or {}).get("temperature", 1.0))
-        out = np.array([shipped.trust.settle(apply_temperature(p, temperature), False) for p in out])
+        out = np.array([shipped.trust.settle(as_file_gives(p, shipped.card), False) for p in out])
     return out
 
 

@@ -76,6 +76,10 @@ class TrainConfig:
     logit_adjust: float = 0.0  # after training, the output bias of the final network(s) (not of teachers) is
     # lowered by logit_adjust * log(training class frequency): decisions move towards the rarer classes,
     # trading a little precision for recall where balanced accuracy counts every class alike
+    output_shift: float = 0.0  # the exported file's logits raised by -output_shift * log(training class frequency)
+    # before its temperature (card `output_shift`): the same kind of shift as logit_adjust, made on the file so
+    # that the evaluation's saved predictions stay the network's own and the shift is chosen on them
+    # (`python -m trainer bias-sweep`, nested over the development folds)
     threads: int = 2  # torch CPU threads
     train_fraction: float = 1.0  # evaluation only (learning curve): share of each fold's training-side cells
     # used, labelled ones stratified by class, cells outside the task alike (trainer.evaluate.subsample_training_side)

@@ -140,6 +140,24 @@ def choose_across_repeats(scores: np.ndarray) -> np.ndarray:
     return out
 
 
+def choose_across_folds(probs: np.ndarray, y: np.ndarray, folds: np.ndarray, log_freq: np.ndarray,
+                        shifts) -> tuple[np.ndarray, list]:
+    """Nested choice of a further logit adjustment on one repeat's out-of-fold probabilities probs (N, K):
+    for each fold the shift of `shifts` with the highest balanced accuracy on the other folds' cells,
+    applied to that fold's. y (N,) true classes, folds (N,) fold of each cell. Returns ((N,) decisions,
+    [shift chosen for each fold]): scored as a whole, an estimate free of the selection."""
+    k = probs.shape[1]
+    decisions = np.zeros(len(y), int)
+    chosen = []
+    for f in np.unique(folds):
+        test = folds == f
+        train_scores = [balanced_accuracy_and_macro_f1(y[~test], shifted_decisions(probs[~test], log_freq, s), k)[0]
+                        for s in shifts]
+        chosen.append(float(shifts[int(np.argmax(train_scores))]))
+        decisions[test] = shifted_decisions(probs[test], log_freq, chosen[-1])
+    return decisions, chosen
+
+
 def score_member_subsets(member_probs: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
     """Balanced accuracy and macro-F1 of every ensemble of `size` of the members (mean probabilities):
     how much an ensemble's score owes to which seeds it drew. member_probs (M, N, K), y (N,).

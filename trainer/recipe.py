@@ -20,10 +20,12 @@ FINAL_METHODS = ("cnn_genetic5", "cnn_broad2", "gbm_ap_genetic5", "gbm_allen_gen
 # Since revision 17 both also learn from each cell's AP drawn through 16 random acquisition chains (rate,
 # analog filter, gain, offset, noise, hum, temperature: trainer/rigs.py): genetic5 30% of its windows, chosen
 # over 60% on donor-grouped folds of the development cells (`python -m trainer rig-cv`, docs/rigs.md); broad2 60%.
+# genetic5's file then moves its decisions further towards the rarer classes (output_shift 0.5, chosen by
+# balanced accuracy on the development folds' saved predictions, nested: `python -m trainer bias-sweep`).
 TASK_OPTIONS = {
     "genetic5": {"val_fraction": 0.0, "balance_power": 0.5, "distil": True, "student_channels": 16, "mixup": 0.2,
                  "distil_weight": 0.9, "distil_unlabelled": True, "logit_adjust": 0.125, "aux_weight": 1.0,
-                 "aux_target": "line", "rig_draws": 16, "rig_share": 0.3},
+                 "aux_target": "line", "rig_draws": 16, "rig_share": 0.3, "output_shift": 0.5},
     "broad2": {"distil": True, "val_fraction": 0.0, "mixup": 0.2, "distil_weight": 0.9, "rig_draws": 16,
                "rig_share": 0.6},
 }

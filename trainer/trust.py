@@ -167,9 +167,9 @@ def class_ceilings(probs: np.ndarray, y: np.ndarray, at: float = CEILING_AT,
 def development_answers(model, data, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(probs (N, K), y (N,)): the out-of-fold answers of the development cells (every cell but the final
     split's) saved by `python -m trainer evaluate --stage dev` (trainer.cell_report.ap_probabilities,
-    the shipped recipe on donor-grouped folds, one window as recorded), at `model`'s calibration
-    temperature (the probabilities its tools give)."""
-    from trainer.calibration import apply_temperature
+    the shipped recipe on donor-grouped folds, one window as recorded), with `model`'s output shift and
+    calibration temperature (the probabilities its tools give, before its trust policy)."""
+    from trainer.calibration import as_file_gives
     from trainer.cell_report import ap_probabilities
     from trainer.labels import get_task
 
@@ -177,8 +177,7 @@ def development_answers(model, data, final: np.ndarray) -> tuple[np.ndarray, np.
     probs = ap_probabilities("dev", task, data.specimen_ids, as_tools_give=False)[0]
     y = data.labels(get_task(task))
     ok = ~final & (y >= 0) & np.isfinite(probs).all(axis=1)
-    temperature = float((model.card.get("calibration") or {}).get("temperature", 1.0))
-    return apply_temperature(probs[ok], temperature), y[ok]
+    return as_file_gives(probs[ok], model.card), y[ok]
 
 
 def target_ratio(by_condition: dict) -> float:

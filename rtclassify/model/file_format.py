@@ -165,6 +165,39 @@ def apply_temperature_to_file(model: str, temperature: float, evidence: dict, ou
     return card
 
 
+def shift_output_bias_in_file(model: str, shift, evidence: dict, out: Path | None = None) -> dict:
+    """Add `shift` (K,) to a folded network's logits before its temperature, inside the module: the
+    file then gives softmax((z + shift) / T), its last layer's bias raised by shift / T (no cost at run
+    time). Post-hoc logit adjustment (Menon et al. 2021): decisions move towards the classes raised.
+
+    The card gets `output_shift` = {"logits": the total shift (K,) in logit units before the temperature
+    (added to any earlier one), **evidence} and the new weights' sha256; written to `out` (default: in
+    place). Returns the new card.
+    """
+    loaded = load_model(model, runtime="torchscript")
+    module, card = loaded.module, dict(loaded.card)
+    if module.original_name != "FoldedCNN":
+        raise ModelFileError(f"{loaded.path}: an output shift inside the module needs a folded network "
+                             f"(this one is {module.original_name})")
+    shift = [float(v) for v in shift]
+    if len(shift) != len(card["classes"]):
+        raise ModelFileError(f"{loaded.path}: output shift has {len(shift)} values for {len(card['classes'])} classes")
+    temperature = float((card.get("calibration") or {}).get("temperature", 1.0))
+    with torch.no_grad():
+        module.b2.add_(torch.tensor(shift, dtype=module.b2.dtype) / temperature)
+    before = (card.get("output_shift") or {}).get("logits", [0.0] * len(shift))
+    card["output_shift"] = {"logits": [round(a + b, 6) for a, b in zip(before, shift)], **evidence}
+    card["weights_sha256"] = hash_weights(module)
+    check_card(card, loaded.path)
+    write_model_file(module, card, Path(out) if out else loaded.path)
+    return card
+
+
+def output_shift(card: dict) -> list[float]:
+    """(K,) the logit shift a model file adds before its temperature (card `output_shift`; zeros if none)."""
+    return list((card.get("output_shift") or {}).get("logits", [0.0] * len(card["classes"])))
+
+
 def resolve_model_path(model: str) -> Path:
     """A built-in name (genetic5, broad2) or a file path -> the model file's path."""
     if model in BUILTIN_MODELS:

@@ -87,7 +87,8 @@ def ship(data_dir, metadata_dir, out_dir, tasks, train_on, siblings_out, sibling
 
 def take_temperature(path: Path, sibling: Path) -> dict:
     """Calibrate the all-cells file `path` with the temperature its held-out sibling (same recipe and seed,
-    trained without the final and calibration splits) was fitted to; returns the new card."""
+    trained without the final and calibration splits) was fitted to (replacing any it had); returns the
+    new card."""
     from rtclassify.model.file_format import ModelFileError, apply_temperature_to_file, load_model
 
     theirs = load_model(str(sibling)).card
@@ -98,4 +99,5 @@ def take_temperature(path: Path, sibling: Path) -> dict:
                              f"and seed, trained without the final and calibration splits): {fitted['fitted_on']}",
                 **{k: fitted[k] for k in ("ece_before_on_fit_cells", "ece_after_on_fit_cells") if k in fitted},
                 "held_out_figures": "the sibling's, on the final split (docs/rigs.md, python -m trainer rigs)"}
-    return apply_temperature_to_file(str(path), fitted["temperature"], evidence)
+    before = (load_model(str(path), runtime="torchscript").card.get("calibration") or {}).get("temperature", 1.0)
+    return apply_temperature_to_file(str(path), fitted["temperature"] / before, evidence)

@@ -82,10 +82,14 @@ def train_and_export(task_name, data_dir, out_path, members, name, report_json, 
         card = export_model([f.model for f in fits], name, task, data, y, cfg, Path(out_path), source=str(data_dir),
                             evaluation=evaluation, seed=seed, processes=size,
                             envelope=training_envelope(x[used | unlabelled]))
+        if cfg.output_shift:
+            from trainer.calibration import shift_file_for_frequencies
+
+            card = shift_file_for_frequencies(Path(out_path), cfg.output_shift)
         if calibration_cells is not None:
             from trainer.calibration import calibrate_file_on_rigs
 
-            card = calibrate_file_on_rigs(Path(out_path), fits[0].model, data, task, calibration_cells, cfg)
+            card = calibrate_file_on_rigs(Path(out_path), data, task, calibration_cells, cfg)
     distributed.stop()
     return card
 

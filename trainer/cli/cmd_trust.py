@@ -91,7 +91,8 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
             section = {**DEFAULTS, "min_confidence": chosen, "class_ceiling": ceiling.tolist(),
                        "chosen_on": f"class_ceiling: per predicted class, the {CEILING_QUANTILE:.0%} quantile of the "
                                     f"precision of the development folds' out-of-fold answers at p >= {CEILING_AT} "
-                                    "(docs/report-dev/predictions.npz, at this file's temperature); min_confidence: "
+                                    "(docs/report-dev/predictions.npz, with this file's output shift and temperature); "
+                                    "min_confidence: "
                                     "the calibration split (one development donor in 8, never trained on) through "
                                     f"{', '.join(CONFIDENCE_CONDITIONS)}, read by the held-out sibling(s): the lowest "
                                     f"top probability whose kept answers are at most {TARGET_ERROR:.0%} wrong "
