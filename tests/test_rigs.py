@@ -243,7 +243,7 @@ def test_rig_pools_train_on_both_kinds_of_window():
 def test_a_report_condition_is_the_folder_a_lab_would_hand_predict(spikes_dir, tmp_path):
     from rtclassify.formats.spike_folder import load_cell_trace, read_cells_table
     from rtclassify.model.file_format import load_model
-    from trainer.rig_report import predict_rows, score_condition
+    from trainer.rig_report import predict_rows, rate_strata, score_condition
     from trainer.rigs import REPORT_CONDITIONS
 
     rows = read_cells_table(spikes_dir)[:6]
@@ -263,8 +263,17 @@ def test_a_report_condition_is_the_folder_a_lab_would_hand_predict(spikes_dir, t
         run = predict_rows(load_model("genetic5"), folder)
         assert run["refused"].all() == (name == "8 kHz, 2 kHz")
         y = np.array([0, 0, 2, 2, -1, 0])
-        scores = score_condition([run, run], y, ["Exc", "Ndnf", "Pvalb", "Sst", "Vip"], 50, 0)
+        native = np.array([50_000.0, 200_000.0, 50_000.0, 200_000.0, 50_000.0, 50_000.0])  # each rate's cells
+        scores = score_condition([run, run], y, ["Exc", "Ndnf", "Pvalb", "Sst", "Vip"], 50, 0,
+                                 strata=rate_strata("genetic5", native))
         assert scores["n"] == 5 and (("balanced_accuracy" in scores) != (name == "8 kHz, 2 kHz"))
+        if "balanced_accuracy" in scores:  # within a rate: its cells, its classes present, by hand
+            pred = run["probs"].argmax(axis=1)
+            for stratum, rate in (("50 kHz, 5 classes", 50_000.0), ("200 kHz, Exc/Pvalb/Sst", 200_000.0)):
+                cells = (native == rate) & (y >= 0)
+                expected = np.mean([(pred[cells & (y == k)] == k).mean() for k in np.unique(y[cells])])
+                got = scores["rate_strata"][stratum]
+                assert got["n"] == cells.sum() and got["balanced_accuracy"] == pytest.approx(expected, abs=1e-4)
         if "balanced_accuracy" in scores:  # the confident answers of both seeds, and the wrong ones among them
             ok = (y >= 0) & ~run["refused"]
             p, truth = run["probs"][ok], y[ok]

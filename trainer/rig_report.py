@@ -52,7 +52,7 @@ def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Pa
                 y = data.labels(task)[idx]
                 runs = [predict_rows(m, folder) for m in nets]
                 results["tasks"].setdefault(task_name, {})[condition.name] = score_condition(
-                    runs, y, list(task.classes), n_boot, seed)
+                    runs, y, list(task.classes), n_boot, seed, strata=rate_strata(task_name, data.fs_hz[idx]))
                 if "not told" not in condition.name:  # a rig declared as it is: pooled into one calibration figure
                     declared.setdefault(task_name, []).append((runs, y))
     results["pooled_ece"] = {task: pooled_ece(pairs) for task, pairs in declared.items()}
@@ -96,8 +96,18 @@ def scored_rows(runs: list, y: np.ndarray) -> np.ndarray:
     return (y >= 0) & ~np.any([r["refused"] for r in runs], axis=0)
 
 
-def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed: int) -> dict:
-    """Scores of one condition over the task's cells (y >= 0), one run per model seed."""
+def rate_strata(task_name: str, native_fs_hz: np.ndarray) -> dict:
+    """{stratum: ((N,) bool cells recorded natively at its rate, classes scored)} for trainer.evaluate.RATE_STRATA's
+    strata of the task (the Allen data's sampling-rate confound: each rate's own class mix)."""
+    from trainer.evaluate import RATE_STRATA
+
+    return {name: (native_fs_hz == rate, classes) for name, (rate, classes) in RATE_STRATA.get(task_name, {}).items()}
+
+
+def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed: int,
+                    strata: dict | None = None) -> dict:
+    """Scores of one condition over the task's cells (y >= 0), one run per model seed; with `strata`
+    (rate_strata's), also the balanced accuracy [95%] within each, over its classes."""
     task_cells = y >= 0
     refused = np.mean([r["refused"][task_cells].mean() for r in runs])
     outside = np.mean([r["outside"][task_cells].mean() for r in runs])
@@ -120,6 +130,16 @@ def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed:
                               "coverage": round(answers / (len(runs) * int(ok.sum())), 4)}
     out["risk_coverage"] = risk_coverage(np.concatenate([r["probs"][ok] for r in runs]), np.tile(y[ok], len(runs)),
                                          RISK_THRESHOLDS)
+    out["rate_strata"] = {}
+    for name, (cells, scored) in (strata or {}).items():
+        idx = [classes.index(c) for c in scored]
+        sel = cells[ok] & np.isin(y[ok], idx)
+        present = [k for k in idx if np.any(y[ok][sel] == k)]  # a class the split lacks at this rate is not scored
+        if not present:
+            continue
+        s = score_repeats(y[ok][sel], preds[:, sel], len(classes), classes_present=present, n_boot=n_boot, seed=seed)
+        out["rate_strata"][name] = {"n": int(sel.sum()), "balanced_accuracy": round(s["balanced_accuracy"], 4),
+                                    "ci95": [round(v, 4) for v in s["ci95"]["balanced_accuracy"]]}
     out["ece"] = round(float(np.mean(eces)), 4)
     out["ece_max_seed"] = round(float(np.max(eces)), 4)
     out["scored"] = int(ok.sum())
@@ -218,6 +238,17 @@ def render_markdown(results: dict) -> str:
                          f"{r['confident_wrong']['coverage']:.0%} | "
                          + " | ".join(f"{r['recall'][c]:.2f}" for c in classes)
                          + f" | {r['refused_share']:.0%} | {r['outside_share']:.0%} |")
+        strata = next((list(r["rate_strata"]) for r in rows.values() if r.get("rate_strata")), [])
+        if strata:
+            lines += ["", "Balanced accuracy [95%] within each native rate of the Allen cells (each rate's own "
+                          "classes: the sampling-rate confound, docs/models.md):", "",
+                      "| condition | " + " | ".join(strata) + " |", "|---|" + "---|" * len(strata)]
+            for name, r in rows.items():
+                if r.get("rate_strata"):
+                    cells = [r["rate_strata"][s] for s in strata]
+                    lines.append(f"| {name} | " + " | ".join(
+                        f"{c['balanced_accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}] (n {c['n']})"
+                        for c in cells) + " |")
         pooled = results.get("pooled_ece", {}).get(task)
         if pooled:
             lines += ["", f"Pooled over the {pooled['conditions']} scored conditions whose rig is declared "
