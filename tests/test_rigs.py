@@ -243,7 +243,7 @@ def test_rig_pools_train_on_both_kinds_of_window():
 def test_a_report_condition_is_the_folder_a_lab_would_hand_predict(spikes_dir, tmp_path):
     from rtclassify.formats.spike_folder import load_cell_trace, read_cells_table
     from rtclassify.model.file_format import load_model
-    from trainer.rig_report import predict_rows, rate_strata, score_condition
+    from trainer.rig_report import predict_rows, score_condition
     from trainer.rigs import REPORT_CONDITIONS
 
     rows = read_cells_table(spikes_dir)[:6]
@@ -264,8 +264,7 @@ def test_a_report_condition_is_the_folder_a_lab_would_hand_predict(spikes_dir, t
         assert run["refused"].all() == (name == "8 kHz, 2 kHz")
         y = np.array([0, 0, 2, 2, -1, 0])
         native = np.array([50_000.0, 200_000.0, 50_000.0, 200_000.0, 50_000.0, 50_000.0])  # each rate's cells
-        scores = score_condition([run, run], y, ["Exc", "Ndnf", "Pvalb", "Sst", "Vip"], 50, 0,
-                                 strata=rate_strata("genetic5", native))
+        scores = score_condition([run, run], y, ["Exc", "Ndnf", "Pvalb", "Sst", "Vip"], 50, 0, "genetic5", native)
         assert scores["n"] == 5 and (("balanced_accuracy" in scores) != (name == "8 kHz, 2 kHz"))
         if "balanced_accuracy" in scores:  # within a rate: its cells, its classes present, by hand
             pred = run["probs"].argmax(axis=1)

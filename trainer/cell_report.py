@@ -11,7 +11,7 @@ from rtclassify.verdict.combine import Rule, join_log_probs
 from rtclassify.verdict.trees import probabilities
 from trainer.calibration import expected_calibration_error
 from trainer.cell_model import cool, distort, export_trees, fit_trees, read_features, training_copies
-from trainer.evaluate import RATE_STRATA, final_split, make_folds
+from trainer.evaluate import final_split, make_folds, score_rate_strata
 from trainer.labels import get_task
 from trainer.metrics import score_repeats
 
@@ -151,13 +151,8 @@ def run_task(task_name: str, data, groups, features_csv: Path, target: float, se
         s["confident_wrong"] = float(np.mean(wrong_conf))
         s["kept_at_min_confidence"] = [float(np.mean(v)) for v in zip(*[selective(p, y_test, rule.min_confidence)
                                                                          for p in ps])]
-        s["strata"] = {}
-        for stratum, (rate, scored) in RATE_STRATA[task_name].items():
-            present = [task.classes.index(c) for c in scored]
-            keep = (data.fs_hz[test] == rate) & np.isin(y_test, present)
-            if keep.sum():
-                s["strata"][stratum] = score_repeats(y_test[keep], np.array([p.argmax(1)[keep] for p in ps]), k,
-                                                     present, n_boot=200)
+        s["strata"] = score_rate_strata(task_name, task.classes, y_test, np.array([p.argmax(1) for p in ps]),
+                                        data.fs_hz[test], n_boot=200)
         final_scores[m] = s
 
     summary = {"classes": list(task.classes), "n_dev": int(dev.sum()), "n_final": int(test.sum()),

@@ -26,6 +26,28 @@ RATE_STRATA = {  # stratum name -> (native rate in Hz, classes scored)
 }
 
 
+def rate_stratum_masks(task_name: str, classes, y: np.ndarray, native_fs_hz: np.ndarray) -> dict:
+    """{stratum: ((N,) bool its cells, [its classes present])} for RATE_STRATA's strata of the task: the
+    cells recorded natively at the stratum's rate whose true class (y (N,), -1 none) is one it scores,
+    and those of its classes that they hold. Strata without cells are left out."""
+    out = {}
+    for name, (rate, scored) in RATE_STRATA.get(task_name, {}).items():
+        idx = [list(classes).index(c) for c in scored]
+        cells = (native_fs_hz == rate) & np.isin(y, idx)
+        if cells.any():
+            out[name] = (cells, [k for k in idx if np.any(y[cells] == k)])
+    return out
+
+
+def score_rate_strata(task_name: str, classes, y: np.ndarray, preds: np.ndarray, native_fs_hz: np.ndarray,
+                      n_boot: int, seed: int = 0) -> dict:
+    """{stratum: trainer.metrics.score_repeats of the decisions preds (R, N) against y (N,) within it}
+    (rate_stratum_masks): the sampling-rate confound's honest figures, each rate over its own classes."""
+    return {name: score_repeats(y[cells], preds[:, cells], len(classes), classes_present=present, n_boot=n_boot,
+                                seed=seed)
+            for name, (cells, present) in rate_stratum_masks(task_name, classes, y, native_fs_hz).items()}
+
+
 @dataclass
 class Method:
     """One entry of the comparison."""
@@ -376,13 +398,9 @@ def score_method(method: Method, data: SpikeSet, probs: np.ndarray, n_boot: int,
     out = {"task": method.task, "classes": list(task.classes), "kind": method.kind,
            "description": method.description, "repeats": int(probs.shape[0]),
            "pooled": score_repeats(y[cells], preds, len(task.classes), n_boot=n_boot)}
-    strata, masks = {}, {}
-    for name, (rate, classes) in RATE_STRATA.get(method.task, {}).items():
-        idx = [task.classes.index(c) for c in classes]
-        masks[name] = sel = (data.fs_hz[cells] == rate) & np.isin(y[cells], idx)
-        strata[name] = score_repeats(y[cells][sel], preds[:, sel], len(task.classes), classes_present=idx,
-                                     n_boot=n_boot)
-    out["rate_strata"] = strata
+    out["rate_strata"] = score_rate_strata(method.task, task.classes, y[cells], preds, data.fs_hz[cells], n_boot)
+    masks = {name: m for name, (m, _) in rate_stratum_masks(method.task, task.classes, y[cells],
+                                                             data.fs_hz[cells]).items()}
     calibrated, temperatures = None, []
     if folds is not None and len(np.unique(folds[folds >= 0])) > 1:
         calibrated, temperatures = crossfit_temperature(probs, np.where(cells, y, -1), folds)

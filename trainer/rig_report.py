@@ -52,7 +52,7 @@ def run_rig_report(models: dict, data_dir, metadata_dir, cells: str, out_dir: Pa
                 y = data.labels(task)[idx]
                 runs = [predict_rows(m, folder) for m in nets]
                 results["tasks"].setdefault(task_name, {})[condition.name] = score_condition(
-                    runs, y, list(task.classes), n_boot, seed, strata=rate_strata(task_name, data.fs_hz[idx]))
+                    runs, y, list(task.classes), n_boot, seed, task_name, data.fs_hz[idx])
                 if "not told" not in condition.name:  # a rig declared as it is: pooled into one calibration figure
                     declared.setdefault(task_name, []).append((runs, y))
     results["pooled_ece"] = {task: pooled_ece(pairs) for task, pairs in declared.items()}
@@ -96,18 +96,11 @@ def scored_rows(runs: list, y: np.ndarray) -> np.ndarray:
     return (y >= 0) & ~np.any([r["refused"] for r in runs], axis=0)
 
 
-def rate_strata(task_name: str, native_fs_hz: np.ndarray) -> dict:
-    """{stratum: ((N,) bool cells recorded natively at its rate, classes scored)} for trainer.evaluate.RATE_STRATA's
-    strata of the task (the Allen data's sampling-rate confound: each rate's own class mix)."""
-    from trainer.evaluate import RATE_STRATA
-
-    return {name: (native_fs_hz == rate, classes) for name, (rate, classes) in RATE_STRATA.get(task_name, {}).items()}
-
-
-def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed: int,
-                    strata: dict | None = None) -> dict:
-    """Scores of one condition over the task's cells (y >= 0), one run per model seed; with `strata`
-    (rate_strata's), also the balanced accuracy [95%] within each, over its classes."""
+def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed: int, task_name: str | None = None,
+                    native_fs_hz: np.ndarray | None = None) -> dict:
+    """Scores of one condition over the task's cells (y >= 0), one run per model seed; given the task's
+    name and each cell's native rate (N,), also the balanced accuracy [95%] within each rate stratum
+    (trainer.evaluate.score_rate_strata: the Allen data's sampling-rate confound)."""
     task_cells = y >= 0
     refused = np.mean([r["refused"][task_cells].mean() for r in runs])
     outside = np.mean([r["outside"][task_cells].mean() for r in runs])
@@ -130,16 +123,14 @@ def score_condition(runs: list, y: np.ndarray, classes: list, n_boot: int, seed:
                               "coverage": round(answers / (len(runs) * int(ok.sum())), 4)}
     out["risk_coverage"] = risk_coverage(np.concatenate([r["probs"][ok] for r in runs]), np.tile(y[ok], len(runs)),
                                          RISK_THRESHOLDS)
-    out["rate_strata"] = {}
-    for name, (cells, scored) in (strata or {}).items():
-        idx = [classes.index(c) for c in scored]
-        sel = cells[ok] & np.isin(y[ok], idx)
-        present = [k for k in idx if np.any(y[ok][sel] == k)]  # a class the split lacks at this rate is not scored
-        if not present:
-            continue
-        s = score_repeats(y[ok][sel], preds[:, sel], len(classes), classes_present=present, n_boot=n_boot, seed=seed)
-        out["rate_strata"][name] = {"n": int(sel.sum()), "balanced_accuracy": round(s["balanced_accuracy"], 4),
-                                    "ci95": [round(v, 4) for v in s["ci95"]["balanced_accuracy"]]}
+    strata = {}
+    if task_name is not None:
+        from trainer.evaluate import score_rate_strata
+
+        strata = score_rate_strata(task_name, classes, y[ok], preds, native_fs_hz[ok], n_boot, seed)
+    out["rate_strata"] = {name: {"n": s["n"], "balanced_accuracy": round(s["balanced_accuracy"], 4),
+                                 "ci95": [round(v, 4) for v in s["ci95"]["balanced_accuracy"]]}
+                          for name, s in strata.items()}
     out["ece"] = round(float(np.mean(eces)), 4)
     out["ece_max_seed"] = round(float(np.max(eces)), 4)
     out["scored"] = int(ok.sum())
