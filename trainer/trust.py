@@ -9,7 +9,7 @@ trust`): the shape envelope (rtclassify.model.envelope.shape_score) and the card
   one unseen window of the training distribution in 200 is called unlike them.
 - **class_ceiling.** Per predicted class, the precision vouched for at 90% (the CEILING_QUANTILE quantile
   of its posterior) of the development folds' out-of-fold answers at top p >= CEILING_AT (the shipped
-  recipe on donor-grouped folds, `python -m trainer evaluate --stage dev`, at the file's temperature):
+  recipe on donor-grouped folds, `python -m trainer evaluate --stage dev`, with the file's output shift and temperature):
   no answer of that class is given surer than its class's answers have been right.
 - **min_confidence.** With the ceilings, on the calibration cells through CONFIDENCE_CONDITIONS (the rigs that the
   confident-wrong target is judged on, trainer.rigs.REPORT_CONDITIONS), read as `predict` reads them

@@ -34,7 +34,7 @@ def bias_sweep(report_dir, method, data_dir, metadata_dir, shifts, siblings, shi
     from trainer.fit import log_class_frequencies
     from trainer.metrics import agreement_with_teachers, choose_across_repeats, sweep_output_bias
 
-    report, saved, y = read_predictions(report_dir, method, data_dir)
+    report, saved, y, data = read_predictions(report_dir, method, data_dir)
     refuse_final(report, report_dir)
     cells = y >= 0
     probs = saved[method]
@@ -57,15 +57,15 @@ def bias_sweep(report_dir, method, data_dir, metadata_dir, shifts, siblings, shi
         click.echo(f"shift chosen on the other repeat(s), scored on each: {held[:, 0].mean():.3f} / "
                    f"{held[:, 1].mean():.3f}")
     else:
-        echo_nested_choice(report, probs[0], y, log_freq, values, data_dir, metadata_dir)
+        echo_nested_choice(report, probs[0], y, log_freq, values, data, metadata_dir)
 
 
-def echo_nested_choice(report: dict, probs, y, log_freq, values, data_dir, metadata_dir) -> None:
-    """Print the shift chosen by balanced accuracy on the other folds of the report's one repeat, scored on
-    each fold's cells (trainer.metrics.choose_across_folds), beside no further shift."""
+def echo_nested_choice(report: dict, probs, y, log_freq, values, data, metadata_dir) -> None:
+    """Print the shift chosen by balanced accuracy on the other folds of the report's one repeat (its cells:
+    `data`), scored on each fold's cells (trainer.metrics.choose_across_folds), beside no further shift."""
     import numpy as np
 
-    from trainer.cli.common import fold_groups, load
+    from trainer.cli.common import fold_groups
     from trainer.evaluate import stage_folds
     from trainer.metrics import choose_across_folds, confusion, scores_from_confusion, sweep_output_bias
 
@@ -75,7 +75,6 @@ def echo_nested_choice(report: dict, probs, y, log_freq, values, data_dir, metad
         click.echo(f"no choice across folds: report.json's meta does not record {missing} (a report written by "
                    "`python -m trainer evaluate` does)")
         return
-    data = load(data_dir, meta["window"]["fs_hz"])
     groups = fold_groups(meta.get("group_by", "cell"), metadata_dir, data)
     folds = stage_folds(meta.get("stage", "all"), data, meta["folds"], 1, meta["seed"], groups)[0]
     cells = (y >= 0) & (folds >= 0)

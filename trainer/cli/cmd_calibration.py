@@ -28,7 +28,7 @@ def calibration(report_dir, method, data_dir, metadata_dir, splits, apply_to, re
     from trainer.calibration import donor_split_calibration
     from trainer.data import read_donors
 
-    report, saved, y = read_predictions(report_dir, method, data_dir)
+    report, saved, y, _ = read_predictions(report_dir, method, data_dir)
     refuse_final(report, report_dir)
     try:
         donors = read_donors(Path(metadata_dir), saved["specimen_id"])

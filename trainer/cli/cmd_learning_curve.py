@@ -16,7 +16,7 @@ def collect_learning_curves(report_dirs, method: str, data_dir) -> tuple[dict, f
 
     points, folds_seen = {}, set()
     for d in report_dirs:
-        report, saved, y = read_predictions(d, method, data_dir)
+        report, saved, y, _ = read_predictions(d, method, data_dir)
         meta, cells = report["meta"], y >= 0
         folds_seen.add((meta["folds"], meta["repeats"], meta["seed"], meta.get("group_by", "cell")))
         share = report["methods"][method]["config"].get("train_fraction", 1.0) * (meta["folds"] - 1) / meta["folds"]

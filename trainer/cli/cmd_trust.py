@@ -31,8 +31,8 @@ def trust(models, card_to, data_dir, metadata_dir, seed, out_dir, shares, cells)
 
     The shape envelope (the development cells' windows, through random rigs) goes into every file's
     envelope; each class's ceiling is the precision, vouched for at 90%, of the development folds'
-    out-of-fold answers at p >= 0.9 of that class (docs/report-dev/predictions.npz, at the file's
-    temperature): the card's `trust.class_ceiling`; then each sibling's answers on the calibration cells,
+    out-of-fold answers at p >= 0.9 of that class (docs/report-dev/predictions.npz, with the file's
+    output shift and temperature): the card's `trust.class_ceiling`; then each sibling's answers on the calibration cells,
     through the rigs the confident-wrong target is judged on, give the lowest top probability at which at
     most 3% of the answers kept are wrong: the card's `trust.min_confidence`. Minutes on a 2-core CPU.
     """

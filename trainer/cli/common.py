@@ -113,11 +113,11 @@ def refuse_final(report: dict, report_dir) -> None:
                                    f"({REPORT_DIRS['dev']}, `python -m trainer evaluate --stage dev`)")
 
 
-def read_predictions(report_dir, method: str, data_dir) -> tuple[dict, dict, "np.ndarray"]:
+def read_predictions(report_dir, method: str, data_dir) -> tuple[dict, dict, "np.ndarray", object]:
     """A report folder's report.json, its saved out-of-fold predictions ({name: (R, N, K)}, which hold
-    `method`) and the true classes y (N,; -1 outside the task or not tested in the report's stage) of
-    the same cells, read from data_dir; a clear error when the method, its predictions or the cells do
-    not match."""
+    `method`), the true classes y (N,; -1 outside the task or not tested in the report's stage) of
+    the same cells and the data folder they were read from (trainer.data.SpikeSet); a clear error when
+    the method, its predictions or the cells do not match."""
     import numpy as np
 
     from trainer.labels import get_task
@@ -134,4 +134,4 @@ def read_predictions(report_dir, method: str, data_dir) -> tuple[dict, dict, "np
     if not np.array_equal(data.specimen_ids, saved.get("specimen_id")):
         raise click.ClickException(f"{data_dir} holds other cells than {report_dir}/predictions.npz")
     tested = np.isfinite(saved[method]).all(axis=(0, 2))
-    return report, saved, np.where(tested, data.labels(get_task(report["methods"][method]["task"])), -1)
+    return report, saved, np.where(tested, data.labels(get_task(report["methods"][method]["task"])), -1), data
